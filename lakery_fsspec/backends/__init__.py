@@ -1,0 +1,26 @@
+"""Per-filesystem behaviour: what differs between local, memory, S3, GCS and Azure."""
+
+from __future__ import annotations
+
+from lakery_fsspec.backends.azure import AzureBackend
+from lakery_fsspec.backends.base import Backend, Writer
+from lakery_fsspec.backends.gcs import GCSBackend
+from lakery_fsspec.backends.local import LocalBackend
+from lakery_fsspec.backends.memory import MemoryBackend
+from lakery_fsspec.backends.s3 import S3Backend
+from lakery_fsspec.bridge import Bridge
+
+__all__ = ["Backend", "Writer", "backend_for"]
+
+_BACKENDS: dict[str, type[Backend]] = {
+    "file": LocalBackend,
+    "memory": MemoryBackend,
+    "s3": S3Backend,
+    "gcs": GCSBackend,
+    "abfs": AzureBackend,
+}
+
+
+def backend_for(protocol: str, bridge: Bridge) -> Backend:
+    """The backend for a filesystem whose canonical protocol is ``protocol``."""
+    return _BACKENDS.get(protocol, Backend)(bridge)

@@ -1,0 +1,116 @@
+"""The operations FsspecStorage needs from a filesystem, done the generic fsspec way."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from labox.core.storage import Digest
+
+    from lakery_fsspec.bridge import Bridge
+
+__all__ = ["Backend", "Writer"]
+
+
+class Writer(Protocol):
+    """A blocking writer of one object; FsspecStorage drives it from a worker thread."""
+
+    def write(self, data: bytes, /) -> None:
+        """Append bytes to the object."""
+        ...
+
+    def commit(self) -> None:
+        """Finish the object so that it becomes visible at its path."""
+        ...
+
+    def abort(self) -> None:
+        """Give up; nothing of the object may remain afterwards."""
+        ...
+
+
+class Backend:
+    """How FsspecStorage does each operation on one kind of filesystem.
+
+    The defaults hold for any fsspec filesystem; subclasses handle what fsspec leaves
+    backend-specific: metadata, server-side moves, raw reads and block sizes.
+    """
+
+    atomic_put: ClassVar[bool] = False
+    """Whether a single put is never visible half-written (object stores, memory)."""
+    needs_dirs: ClassVar[bool] = True
+    """Whether parent directories must exist before a file is written or moved there."""
+    min_block_size: ClassVar[int] = 1
+    block_multiple: ClassVar[int] = 1
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.io = bridge
+        self.fs = bridge.fs
+
+    def block_size(self, chunk_size: int) -> int:
+        """The upload block size to use for a requested chunk size."""
+        size = max(chunk_size, self.min_block_size)
+        return -(-size // self.block_multiple) * self.block_multiple
+
+    async def exists(self, path: str) -> bool:
+        """Whether an object exists at ``path``."""
+        return bool(await self.io.call("exists", path))
+
+    async def size(self, path: str) -> int:
+        """The stored size of the object; FileNotFoundError if there is none."""
+        return int((await self.io.call("info", path))["size"])
+
+    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The stored bytes of ``path`` (a byte range if given), exactly as stored."""
+        return await self.io.call("cat_file", path, start=start, end=end)
+
+    async def put(self, path: str, data: bytes, digest: Digest) -> None:
+        """Write a whole object in one call, with the digest's metadata where supported."""
+        await self._makedirs(path)
+        await self.io.call("pipe_file", path, data, **self.put_options(digest))
+
+    def put_options(self, digest: Digest) -> dict[str, Any]:
+        """Keyword arguments that carry content type and encoding to ``pipe_file``."""
+        return {}
+
+    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
+        """Open a streaming writer (blocking; called in a worker thread)."""
+        if self.needs_dirs:
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        return _FileWriter(self.fs, path, self.fs.open(path, "wb", block_size=block_size))
+
+    async def move(self, source: str, destination: str) -> None:
+        """Move an object server-side (a rename where the filesystem has one)."""
+        await self._makedirs(destination)
+        await self.io.call("mv", source, destination)
+
+    async def remove(self, path: str) -> None:
+        """Delete an object if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            await self.io.call("rm_file", path)
+
+    async def _makedirs(self, path: str) -> None:
+        if self.needs_dirs:
+            await self.io.call("makedirs", posixpath.dirname(path), exist_ok=True)
+
+
+class _FileWriter:
+    """A writer over an fsspec file object: abort closes it and deletes what it wrote."""
+
+    def __init__(self, fs: Any, path: str, file: Any) -> None:
+        self._fs = fs
+        self._path = path
+        self._file = file
+
+    def write(self, data: bytes, /) -> None:
+        self._file.write(data)
+
+    def commit(self) -> None:
+        self._file.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm_file(self._path)

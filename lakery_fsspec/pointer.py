@@ -1,0 +1,72 @@
+"""The storage data FsspecStorage records for each object, and its validation."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, NotRequired, TypedDict
+
+from lakery_fsspec.paths import path_problem
+
+__all__ = ["FsspecPointer", "check_pointer", "parse_pointer"]
+
+_PROTOCOL = re.compile(r"[a-z][a-z0-9+.-]*")
+
+
+class FsspecPointer(TypedDict):
+    """Where an object lives: ``{"protocol": "s3", "root": "bucket/lake", "path": "ab/ab12.json"}``.
+
+    Never holds credentials or storage options. Readers tolerate extra keys.
+    """
+
+    protocol: str
+    """The target filesystem's canonical fsspec protocol (``"file"``, ``"s3"``, ``"gcs"``, …)."""
+    root: str
+    """The storage root as that filesystem names it (``fs._strip_protocol(url)``)."""
+    path: str
+    """The path the router returned, relative to ``root``."""
+    content_hash: NotRequired[str]
+    content_hash_algorithm: NotRequired[str]
+    content_size: NotRequired[int]
+
+
+def parse_pointer(text: str | bytes) -> FsspecPointer:
+    """Parse and validate serialized storage data; raise ValueError on any other shape."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError) as error:
+        raise _pointer_error(text, f"it is not JSON ({error})") from None
+    return check_pointer(data, text)
+
+
+def check_pointer(data: object, text: str | bytes | None = None) -> FsspecPointer:
+    """Validate a pointer's shape and return it; ValueError names what is wrong."""
+    shown = text if text is not None else repr(data)
+    if not isinstance(data, dict):
+        raise _pointer_error(shown, "it is not a JSON object")
+    pointer: dict[str, Any] = data  # pyright: ignore[reportUnknownVariableType]
+    for key in ("protocol", "root", "path"):
+        if not isinstance(pointer.get(key), str):
+            raise _pointer_error(shown, f"{key!r} is missing or not a string")
+    if not _PROTOCOL.fullmatch(pointer["protocol"]):
+        raise _pointer_error(shown, "'protocol' is not a protocol name")
+    if problem := _root_problem(pointer["root"]):
+        raise _pointer_error(shown, f"'root' {problem}")
+    if problem := path_problem(pointer["path"]):
+        raise _pointer_error(shown, f"'path' is unsafe: {problem}")
+    return pointer  # type: ignore[return-value]
+
+
+def _root_problem(root: str) -> str | None:
+    if not root.strip("/"):
+        return "is empty"
+    if any(ord(char) < 32 or ord(char) == 127 for char in root):
+        return "contains a control character"
+    if ".." in root.split("/"):
+        return "has a '..' segment"
+    return None
+
+
+def _pointer_error(text: str | bytes, why: str) -> ValueError:
+    shown = text if len(text) <= 200 else text[:200] + "…"  # type: ignore[operator]
+    return ValueError(f"Invalid FsspecStorage data {shown!r}: {why}.")

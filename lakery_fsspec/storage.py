@@ -1,0 +1,243 @@
+"""FsspecStorage: one labox storage for every fsspec filesystem."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from functools import partial
+from typing import Any
+
+import fsspec
+from anyio import CancelScope
+from labox.common.exceptions import NoStorageData
+from labox.common.types import TagMap
+from labox.core.storage import Digest, GetStreamDigest, Storage
+
+from lakery_fsspec.backends import Backend, Writer, backend_for
+from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.errors import ReadOnlyStorageError
+from lakery_fsspec.location import Location, canonical_protocol
+from lakery_fsspec.paths import path_problem
+from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
+from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
+
+DEFAULT_CHUNK_SIZE = 8 * 2**20
+"""Bytes per streamed chunk read, and the smallest upload block for stream writes."""
+
+
+class FsspecStorage(Storage[FsspecPointer]):
+    """A labox storage on any fsspec URL: local paths, memory://, s3://, gs://, abfs://, ….
+
+    Args:
+        url: Where objects go: an fsspec URL (chained URLs included) or a local path.
+        router: A path template, a callable ``(digest, tags) -> str``, or None for a
+            read-only storage.
+        storage_options: Options for the URL's own filesystem (credentials, endpoint).
+        read_options: Options per OTHER protocol this storage may read pointers from;
+            pointers of any protocol not listed here (or the storage's own) are refused.
+        chunk_size: Size of the chunks streamed reads yield, and the smallest upload block
+            for streamed writes (backends may round it up to their minimum).
+        temp_prefix: Folder under the root where streams are written before their move.
+    """
+
+    name = "lakery.fsspec@v1"
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        router: str | Router | None = DEFAULT_TEMPLATE,
+        storage_options: Mapping[str, Any] | None = None,
+        read_options: Mapping[str, Mapping[str, Any]] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        temp_prefix: str = ".lakery-tmp",
+    ) -> None:
+        self.location = Location(url, storage_options or {})
+        self.router = make_router(router)
+        if not isinstance(chunk_size, int) or chunk_size < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+            msg = f"chunk_size must be a positive number of bytes, not {chunk_size!r}."
+            raise ValueError(msg)
+        self.chunk_size = chunk_size
+        if problem := path_problem(temp_prefix):
+            msg = f"temp_prefix {temp_prefix!r} must be a relative folder path, but {problem}."
+            raise ValueError(msg)
+        self.temp_prefix = temp_prefix.strip("/")
+        self._read_options = {
+            canonical_protocol(protocol): dict(options)
+            for protocol, options in (read_options or {}).items()
+        }
+        self._lock = threading.Lock()
+        self._backends: dict[str, tuple[Backend, Backend]] = {}
+
+    def __repr__(self) -> str:
+        mode = "" if self.router else ", read-only"
+        return f"FsspecStorage({self.location.protocol}://{self.location.root}{mode})"
+
+    # --- labox Storage API ---------------------------------------------------------------
+
+    async def write_data(self, data: bytes, digest: Digest, tags: TagMap, /) -> FsspecPointer:
+        """Write ``data`` at its routed path unless an object is already there."""
+        path = route(self._writable_router(), digest, tags)
+        backend = self._backends_for(self.location.protocol)[1]
+        final = self._join(self.location.root, path)
+        if not await backend.exists(final):
+            if backend.atomic_put:
+                await backend.put(final, data, digest)
+            else:
+                temp = self._temp_path()
+                try:
+                    await backend.put(temp, data, digest)
+                    await backend.move(temp, final)
+                except BaseException:
+                    await _discard(backend, temp)
+                    raise
+        return self._pointer(path, digest)
+
+    async def read_data(self, config: FsspecPointer, /) -> bytes:
+        """Return the object's bytes exactly as stored."""
+        backend, path = self._reader(config)
+        try:
+            return await backend.read(path)
+        except FileNotFoundError:
+            raise _no_data(config) from None
+
+    async def write_data_stream(
+        self,
+        data_stream: AsyncIterable[bytes],
+        get_digest: GetStreamDigest,
+        tags: TagMap,
+        /,
+    ) -> FsspecPointer:
+        """Stream to a temp object, then move it server-side to the path of its digest."""
+        router = self._writable_router()
+        initial = get_digest(allow_incomplete=True)
+        if isinstance(router, PathTemplate):
+            router(initial, tags)  # refuse bad tags before writing anything
+        backend = self._backends_for(self.location.protocol)[1]
+        temp = self._temp_path()
+        try:
+            await self._upload(backend, temp, data_stream, initial)
+            digest = get_digest()
+            path = route(router, digest, tags)
+            final = self._join(self.location.root, path)
+            if await backend.exists(final):
+                await backend.remove(temp)
+            else:
+                await backend.move(temp, final)
+        except BaseException:
+            await _discard(backend, temp)
+            raise
+        return self._pointer(path, digest)
+
+    async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
+        """Yield the object's bytes in chunks of at most ``chunk_size``."""
+        backend, path = self._reader(config)
+        try:
+            size = await backend.size(path)
+            for start in range(0, size, self.chunk_size):
+                yield await backend.read(path, start, min(start + self.chunk_size, size))
+        except FileNotFoundError:
+            raise _no_data(config) from None
+
+    def serialize_config(self, config: FsspecPointer, /) -> str:
+        """Serialize a pointer to JSON."""
+        return json.dumps(config, separators=(",", ":"))
+
+    def deserialize_config(self, config: str, /) -> FsspecPointer:
+        """Parse and validate a pointer; ValueError on anything that is not one."""
+        return parse_pointer(config)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _writable_router(self) -> Router:
+        if self.router is None:
+            msg = f"{self!r} is read-only (router=None); give it a router to write."
+            raise ReadOnlyStorageError(msg)
+        return self.router
+
+    async def _upload(
+        self, backend: Backend, path: str, stream: AsyncIterable[bytes], digest: Digest
+    ) -> None:
+        """Write a stream to ``path`` block by block; on any failure nothing remains."""
+        block_size = backend.block_size(self.chunk_size)
+        writer: Writer = await backend.io.thread(
+            partial(backend.open_writer, path, digest, block_size)
+        )
+        try:
+            buffer = bytearray()
+            async for chunk in stream:
+                buffer += chunk
+                if len(buffer) >= block_size:
+                    await backend.io.thread(partial(writer.write, buffer))
+                    buffer = bytearray()
+            await backend.io.thread(partial(writer.write, buffer))
+            await backend.io.thread(writer.commit)
+        except BaseException:
+            with CancelScope(shield=True):
+                await backend.io.thread(writer.abort)
+            raise
+
+    def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
+        check_pointer(pointer)
+        protocol = pointer["protocol"]
+        if protocol != self.location.protocol and protocol not in self._read_options:
+            msg = (
+                f"{self!r} refuses to read a {protocol!r} pointer: it reads only its own "
+                f"protocol ({self.location.protocol!r}) and those in read_options "
+                f"({sorted(self._read_options)}). Add read_options={{{protocol!r}: {{...}}}} "
+                "to allow it."
+            )
+            raise ValueError(msg)
+        return self._backends_for(protocol)[0], self._join(pointer["root"], pointer["path"])
+
+    def _backends_for(self, protocol: str) -> tuple[Backend, Backend]:
+        """``(reader, writer)`` backends for a protocol, built once on first use."""
+        with self._lock:
+            if protocol not in self._backends:
+                if protocol == self.location.protocol:
+                    read_fs, target_fs = self.location.filesystems()
+                else:
+                    read_fs = target_fs = fsspec.filesystem(
+                        protocol, **self._read_options[protocol]
+                    )
+                target = backend_for(protocol, Bridge(target_fs))
+                reader = target if read_fs is target_fs else Backend(Bridge(read_fs))
+                self._backends[protocol] = (reader, target)
+            return self._backends[protocol]
+
+    def _pointer(self, path: str, digest: Digest) -> FsspecPointer:
+        return {
+            "protocol": self.location.protocol,
+            "root": self.location.root,
+            "path": path,
+            "content_hash": digest["content_hash"],
+            "content_hash_algorithm": digest["content_hash_algorithm"],
+            "content_size": digest["content_size"],
+        }
+
+    def _temp_path(self) -> str:
+        # The timestamp in the name lets a clean-up tell stale temps from in-flight ones
+        # on every backend, whatever its listing says about modification times.
+        name = f"{time.time_ns() // 1_000_000}-{uuid.uuid4().hex}"
+        return self._join(self.location.root, f"{self.temp_prefix}/{name}")
+
+    @staticmethod
+    def _join(root: str, path: str) -> str:
+        return f"{root.rstrip('/')}/{path}"
+
+
+async def _discard(backend: Backend, temp: str) -> None:
+    """Remove a temp object even while the caller is being cancelled."""
+    with CancelScope(shield=True):
+        await backend.remove(temp)
+
+
+def _no_data(pointer: FsspecPointer) -> NoStorageData:
+    location = f"{pointer['protocol']}://{pointer['root']}/{pointer['path']}"
+    return NoStorageData(f"No object at {location}; it was deleted or never written.")

