@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -198,6 +199,7 @@ class S3Server(Emulator):
         from moto.server import ThreadedMotoServer
 
         self.server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.running = False
         os.environ.update(
             AWS_ACCESS_KEY_ID=AWS_KEY,

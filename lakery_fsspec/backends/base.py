@@ -81,9 +81,13 @@ class Backend:
         return _FileWriter(self.fs, path, self.fs.open(path, "wb", block_size=block_size))
 
     async def move(self, source: str, destination: str) -> None:
-        """Move an object server-side (a rename where the filesystem has one)."""
+        """Move an object server-side: a rename, or a copy and a delete."""
         await self._makedirs(destination)
-        await self.io.call("mv", source, destination)
+        if self.io.is_async:
+            await self.io.call("cp_file", source, destination)
+            await self.remove(source)
+        else:
+            await self.io.call("mv", source, destination)
 
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""

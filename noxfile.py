@@ -1,0 +1,35 @@
+"""Sessions: `nox` runs the tests on every backend and the lint; see README."""
+
+from __future__ import annotations
+
+import nox
+
+BACKENDS = ("memory", "local", "s3", "gcs", "azure")
+
+nox.options.sessions = ["tests(backend='all')", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python="3.11")
+@nox.parametrize("backend", ["all", *BACKENDS])
+def tests(session: nox.Session, backend: str) -> None:
+    """The test suite on one backend, or on all of them (emulators start themselves)."""
+    session.install("-e", ".[test]")
+    backends = ",".join(BACKENDS) if backend == "all" else backend
+    session.run("pytest", f"--backends={backends}", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and pyright (strict on the package)."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("pyright")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks (`nox -s bench -- --quick` for a short run)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -1,0 +1,260 @@
+"""The storage contract of DESIGN.md, run unchanged on every selected backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import BackendInfo
+from helpers import CHUNK, Stream, StreamBroke, chunked, digest_of, payload, read, write
+from labox.common.exceptions import NoStorageData
+
+from lakery_fsspec import DEFAULT_TEMPLATE, FsspecStorage, PathTemplate, ReadOnlyStorageError
+
+SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5]
+HOW = ["blob", "stream"]
+
+
+def make(backend: BackendInfo, url: str, **kwargs: object) -> FsspecStorage:
+    return FsspecStorage(
+        url, storage_options=backend.storage_options, chunk_size=CHUNK, **kwargs
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def storage(backend: BackendInfo, root_url: str) -> FsspecStorage:
+    return make(backend, root_url)
+
+
+def objects(backend: BackendInfo, url: str) -> list[str]:
+    """Every object under a root URL, as paths relative to it."""
+    fs = backend.fs()
+    root = fs._strip_protocol(url).rstrip("/")
+    return sorted(path[len(root) + 1 :] for path in fs.find(root))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("write_how", HOW)
+@pytest.mark.parametrize("read_how", HOW)
+async def test_round_trip(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str, size: int, write_how: str,
+    read_how: str,
+) -> None:
+    data = payload(size, seed=size)
+    pointer = await write(storage, data, write_how)
+    assert await read(storage, pointer, read_how) == data
+    assert objects(backend, root_url) == [pointer["path"]]
+
+
+async def test_multi_block_stream(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    # Larger than S3's 5 MiB minimum part, so the upload really has several parts.
+    data = payload(11 * 2**20 + 3)
+    pointer = await write(storage, data, "stream")
+    assert await read(storage, pointer, "stream") == data
+    assert objects(backend, root_url) == [pointer["path"]]
+
+
+async def test_pointer_records_protocol_root_and_routed_path(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    data = b'{"a": 1}'
+    digest = digest_of(data, "application/json")
+    pointer = await storage.write_data(data, digest, {})
+    assert pointer["protocol"] == backend.protocol
+    assert pointer["root"] == backend.fs()._strip_protocol(root_url).rstrip("/")
+    assert pointer["path"] == PathTemplate(DEFAULT_TEMPLATE)(digest, {})
+    assert pointer["path"].endswith(".json")
+    assert backend.fs().cat_file(f"{pointer['root']}/{pointer['path']}") == data
+    text = storage.serialize_config(pointer)
+    assert storage.deserialize_config(text) == pointer
+    assert set(json.loads(text)) >= {"protocol", "root", "path"}
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_reconfigured_storage_reads_from_recorded_root(
+    backend: BackendInfo, how: str
+) -> None:
+    old, new = make(backend, backend.new_url()), make(backend, backend.new_url())
+    data = payload(CHUNK * 2)
+    pointer = await write(old, data, how)
+    assert await read(new, pointer, how) == data
+
+
+async def test_every_url_spelling_reads_every_other(backend: BackendInfo) -> None:
+    data = payload(100)
+    for scheme in backend.schemes:
+        pointer = await write(make(backend, backend.new_url(scheme)), data, "blob")
+        assert pointer["protocol"] == backend.protocol
+        for other in backend.schemes:
+            assert await make(backend, backend.new_url(other)).read_data(pointer) == data
+
+
+async def test_foreign_protocol_is_refused_unless_in_read_options(
+    storage: FsspecStorage, backend: BackendInfo, tmp_path: object
+) -> None:
+    foreign_url = "file://" + str(tmp_path) if backend.protocol != "file" else "memory://foreign"
+    foreign = FsspecStorage(foreign_url)
+    pointer = await foreign.write_data(b"x", digest_of(b"x"), {})
+    with pytest.raises(ValueError, match="read_options"):
+        await storage.read_data(pointer)
+    with pytest.raises(ValueError, match="read_options"):
+        [_ async for _ in storage.read_data_stream(pointer)]
+    allowed = make(backend, backend.new_url(), read_options={pointer["protocol"]: {}})
+    assert await allowed.read_data(pointer) == b"x"
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_missing_object_raises_no_storage_data(storage: FsspecStorage, how: str) -> None:
+    pointer = await write(storage, b"here", "blob")
+    pointer = {**pointer, "path": "ab/not-there.bin"}
+    with pytest.raises(NoStorageData, match="not-there"):
+        await read(storage, pointer, how)
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_existing_object_is_not_rewritten(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str, how: str
+) -> None:
+    data = payload(1000)
+    first = await write(storage, data, how)
+    # Replace the object behind the storage's back: a rewrite would restore it.
+    backend.fs().pipe_file(f"{first['root']}/{first['path']}", b"sentinel")
+    second = await write(storage, data, how)
+    assert second == first
+    assert await storage.read_data(second) == b"sentinel"
+    assert objects(backend, root_url) == [first["path"]]
+
+
+async def test_stream_that_raises_leaves_nothing(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    stream = Stream(chunked(payload(CHUNK * 4), CHUNK), fail_after=3)
+    with pytest.raises(StreamBroke):
+        await storage.write_data_stream(stream, stream.get_digest, {})
+    assert objects(backend, root_url) == []
+
+
+async def test_get_digest_that_raises_leaves_nothing(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    stream = Stream([b"abc"])
+
+    def broken_digest(*, allow_incomplete: bool = False):  # noqa: ANN202
+        if allow_incomplete:
+            return stream.get_digest(allow_incomplete=True)
+        raise KeyError("digest broke")
+
+    with pytest.raises(KeyError, match="digest broke"):
+        await storage.write_data_stream(stream, broken_digest, {})
+    assert objects(backend, root_url) == []
+
+
+async def test_cancelled_stream_leaves_nothing(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    started = asyncio.Event()
+
+    async def endless():  # noqa: ANN202
+        while True:
+            yield payload(CHUNK)
+            started.set()
+            await asyncio.sleep(0.01)
+
+    stream = Stream([])
+    task = asyncio.create_task(storage.write_data_stream(endless(), stream.get_digest, {}))
+    await started.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert objects(backend, root_url) == []
+
+
+async def test_temp_objects_are_gone_after_success(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    pointers = [await write(storage, payload(CHUNK + i, seed=i), "stream") for i in range(3)]
+    assert objects(backend, root_url) == sorted(p["path"] for p in pointers)
+
+
+async def test_concurrent_tasks_share_one_storage(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    contents = [payload(3000 + i % 8, seed=i % 8) for i in range(64)]
+    pointers = await asyncio.gather(
+        *(write(storage, data, HOW[i % 2]) for i, data in enumerate(contents))
+    )
+    read_back = await asyncio.gather(
+        *(read(storage, p, HOW[i % 3 % 2]) for i, p in enumerate(pointers))
+    )
+    assert read_back == contents
+    assert objects(backend, root_url) == sorted({p["path"] for p in pointers})
+    assert len({p["path"] for p in pointers}) == 8
+
+
+def test_one_storage_across_event_loops(storage: FsspecStorage) -> None:
+    data = payload(CHUNK + 7)
+    blob = asyncio.run(write(storage, data, "blob"))
+    stream = asyncio.run(write(storage, data[::-1], "stream"))
+    assert asyncio.run(read(storage, blob, "stream")) == data
+    assert asyncio.run(read(storage, stream, "blob")) == data[::-1]
+
+
+async def test_tag_template_makes_sub_folders(backend: BackendInfo, root_url: str) -> None:
+    storage = make(backend, root_url, router="{tags[team]}/{content_hash}{extension}")
+    data = b"[1]"
+    pointer = await storage.write_data(data, digest_of(data, "application/json"), {"team": "a/b"})
+    assert pointer["path"] == f"a/b/{digest_of(data)['content_hash']}.json"
+    assert await storage.read_data(pointer) == data
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_bad_tag_value_writes_nothing(
+    backend: BackendInfo, root_url: str, how: str
+) -> None:
+    storage = make(backend, root_url, router="{tags[team]}/{content_hash}")
+    for value in ["..", "a/../b", "", "/abs", "a\\b", "a\x00b", "%2e%2e", "．．"]:
+        stream = Stream([b"data"])
+        with pytest.raises(ValueError, match="'team'"):
+            if how == "blob":
+                await storage.write_data(b"data", digest_of(b"data"), {"team": value})
+            else:
+                await storage.write_data_stream(stream, stream.get_digest, {"team": value})
+    with pytest.raises(ValueError, match="needs tag"):
+        await storage.write_data(b"data", digest_of(b"data"), {})
+    assert objects(backend, root_url) == []
+
+
+async def test_callable_router(backend: BackendInfo, root_url: str) -> None:
+    storage = make(backend, root_url, router=lambda d, t: f"by-size/{d['content_size']}/{d['content_hash']}")
+    pointer = await storage.write_data(b"abc", digest_of(b"abc"), {})
+    assert pointer["path"].startswith("by-size/3/")
+    bad = make(backend, root_url, router=lambda d, t: "../escape")
+    with pytest.raises(ValueError, match=r"'\.\.' segment"):
+        await bad.write_data(b"abc", digest_of(b"abc"), {})
+
+
+async def test_read_only_storage_reads_but_refuses_writes(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    pointer = await write(storage, b"data", "blob")
+    read_only = make(backend, root_url, router=None)
+    assert await read_only.read_data(pointer) == b"data"
+    stream = Stream([b"more"])
+    with pytest.raises(ReadOnlyStorageError, match="read-only"):
+        await read_only.write_data(b"more", digest_of(b"more"), {})
+    with pytest.raises(ReadOnlyStorageError, match="read-only"):
+        await read_only.write_data_stream(stream, stream.get_digest, {})
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_content_encoding_is_not_decoded_on_read(storage: FsspecStorage, how: str) -> None:
+    import gzip
+
+    raw = gzip.compress(b"x" * 12_000)
+    pointer = await write(storage, raw, how, content_type="text/plain", encoding="gzip")
+    assert await read(storage, pointer, "blob") == raw
+    assert await read(storage, pointer, "stream") == raw
