@@ -1,6 +1,6 @@
 """lakery_fsspec: one labox storage for every fsspec filesystem."""
 
-from lakery_fsspec.errors import ReadOnlyStorageError
+from lakery_fsspec.errors import IntegrityError, ReadOnlyStorageError
 from lakery_fsspec.pointer import FsspecPointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router
 from lakery_fsspec.storage import DEFAULT_CHUNK_SIZE, FsspecStorage
@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "FsspecPointer",
     "FsspecStorage",
+    "IntegrityError",
     "PathTemplate",
     "ReadOnlyStorageError",
     "Router",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import posixpath
 import threading
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -20,15 +22,19 @@ from labox.core.storage import Digest, GetStreamDigest, Storage
 from lakery_fsspec.backends import Backend, Writer, backend_for
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.errors import ReadOnlyStorageError
+from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol
 from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
+from lakery_fsspec.temp import temp_age, temp_name
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
 
 DEFAULT_CHUNK_SIZE = 8 * 2**20
 """Bytes per streamed chunk read, and the smallest upload block for stream writes."""
+
+_LOG = logging.getLogger("lakery_fsspec")
 
 
 class FsspecStorage(Storage[FsspecPointer]):
@@ -44,6 +50,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         chunk_size: Size of the chunks streamed reads yield, and the smallest upload block
             for streamed writes (backends may round it up to their minimum).
         temp_prefix: Folder under the root where streams are written before their move.
+        verify_reads: Check the size and hash recorded in the pointer while reading, and
+            raise IntegrityError on a mismatch.
     """
 
     name = "lakery.fsspec@v1"
@@ -57,6 +65,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         read_options: Mapping[str, Mapping[str, Any]] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         temp_prefix: str = ".lakery-tmp",
+        verify_reads: bool = False,
     ) -> None:
         self.location = Location(url, storage_options or {})
         self.router = make_router(router)
@@ -68,6 +77,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             msg = f"temp_prefix {temp_prefix!r} must be a relative folder path, but {problem}."
             raise ValueError(msg)
         self.temp_prefix = temp_prefix.strip("/")
+        self.verify_reads = verify_reads
         self._read_options = {
             canonical_protocol(protocol): dict(options)
             for protocol, options in (read_options or {}).items()
@@ -83,10 +93,13 @@ class FsspecStorage(Storage[FsspecPointer]):
 
     async def write_data(self, data: bytes, digest: Digest, tags: TagMap, /) -> FsspecPointer:
         """Write ``data`` at its routed path unless an object is already there."""
+        started = time.perf_counter()
         path = route(self._writable_router(), digest, tags)
         backend = self._backends_for(self.location.protocol)[1]
         final = self._join(self.location.root, path)
-        if not await backend.exists(final):
+        if await backend.exists(final):
+            _log("write_data (exists)", backend, final, len(data), started)
+        else:
             if backend.atomic_put:
                 await backend.put(final, data, digest)
             else:
@@ -97,15 +110,23 @@ class FsspecStorage(Storage[FsspecPointer]):
                 except BaseException:
                     await _discard(backend, temp)
                     raise
+            _log("write_data", backend, final, len(data), started)
         return self._pointer(path, digest)
 
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
+        started = time.perf_counter()
         backend, path = self._reader(config)
         try:
-            return await backend.read(path)
+            data = await backend.read(path)
         except FileNotFoundError:
             raise _no_data(config) from None
+        if self.verify_reads:
+            checker = Checker(config, _where(config))
+            checker.update(data)
+            checker.finish()
+        _log("read_data", backend, path, len(data), started)
+        return data
 
     async def write_data_stream(
         self,
@@ -115,6 +136,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         /,
     ) -> FsspecPointer:
         """Stream to a temp object, then move it server-side to the path of its digest."""
+        started = time.perf_counter()
         router = self._writable_router()
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
@@ -133,17 +155,47 @@ class FsspecStorage(Storage[FsspecPointer]):
         except BaseException:
             await _discard(backend, temp)
             raise
+        _log("write_data_stream", backend, final, digest["content_size"], started)
         return self._pointer(path, digest)
 
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
         """Yield the object's bytes in chunks of at most ``chunk_size``."""
+        started = time.perf_counter()
         backend, path = self._reader(config)
+        checker = Checker(config, _where(config)) if self.verify_reads else None
         try:
             size = await backend.size(path)
             for start in range(0, size, self.chunk_size):
-                yield await backend.read(path, start, min(start + self.chunk_size, size))
+                chunk = await backend.read(path, start, min(start + self.chunk_size, size))
+                if checker:
+                    checker.update(chunk)
+                yield chunk
         except FileNotFoundError:
             raise _no_data(config) from None
+        if checker:
+            checker.finish()
+        _log("read_data_stream", backend, path, size, started)
+
+    async def cleanup_temp(self, older_than: float | timedelta = 86_400) -> list[str]:
+        """Delete temp objects older than ``older_than`` (seconds) and return their paths.
+
+        Streams interrupted by a crash (SIGKILL, power loss) leave their temp object
+        behind. Only names this storage creates under ``temp_prefix`` are considered, so
+        final objects are never touched; pick a threshold longer than your longest upload
+        so that in-flight streams are left alone.
+        """
+        limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        backend = self._backends_for(self.location.protocol)[1]
+        folder = self._join(self.location.root, self.temp_prefix)
+        now = time.time()
+        removed: list[str] = []
+        for path in await backend.list(folder):
+            age = temp_age(posixpath.basename(path), now)
+            if age is not None and age >= limit:
+                await backend.remove(path)
+                removed.append(path)
+        _LOG.debug("cleanup_temp %s removed %d temp objects", folder, len(removed))
+        return removed
 
     def serialize_config(self, config: FsspecPointer, /) -> str:
         """Serialize a pointer to JSON."""
@@ -207,7 +259,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                         protocol, **self._read_options[protocol]
                     )
                 target = backend_for(protocol, Bridge(target_fs))
-                reader = target if read_fs is target_fs else Backend(Bridge(read_fs))
+                reader = target if read_fs is target_fs else Backend(protocol, Bridge(read_fs))
                 self._backends[protocol] = (reader, target)
             return self._backends[protocol]
 
@@ -222,10 +274,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         }
 
     def _temp_path(self) -> str:
-        # The timestamp in the name lets a clean-up tell stale temps from in-flight ones
-        # on every backend, whatever its listing says about modification times.
-        name = f"{time.time_ns() // 1_000_000}-{uuid.uuid4().hex}"
-        return self._join(self.location.root, f"{self.temp_prefix}/{name}")
+        return self._join(self.location.root, f"{self.temp_prefix}/{temp_name()}")
 
     @staticmethod
     def _join(root: str, path: str) -> str:
@@ -238,6 +287,16 @@ async def _discard(backend: Backend, temp: str) -> None:
         await backend.remove(temp)
 
 
+def _where(pointer: FsspecPointer) -> str:
+    return f"{pointer['protocol']}://{pointer['root']}/{pointer['path']}"
+
+
 def _no_data(pointer: FsspecPointer) -> NoStorageData:
-    location = f"{pointer['protocol']}://{pointer['root']}/{pointer['path']}"
-    return NoStorageData(f"No object at {location}; it was deleted or never written.")
+    return NoStorageData(f"No object at {_where(pointer)}; it was deleted or never written.")
+
+
+def _log(operation: str, backend: Backend, path: str, size: int, started: float) -> None:
+    if _LOG.isEnabledFor(logging.DEBUG):
+        seconds = time.perf_counter() - started
+        protocol = backend.protocol
+        _LOG.debug("%s %s://%s %d bytes in %.4f s", operation, protocol, path, size, seconds)

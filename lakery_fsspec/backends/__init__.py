@@ -23,4 +23,4 @@ _BACKENDS: dict[str, type[Backend]] = {
 
 def backend_for(protocol: str, bridge: Bridge) -> Backend:
     """The backend for a filesystem whose canonical protocol is ``protocol``."""
-    return _BACKENDS.get(protocol, Backend)(bridge)
+    return _BACKENDS.get(protocol, Backend)(protocol, bridge)

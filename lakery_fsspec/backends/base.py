@@ -44,7 +44,8 @@ class Backend:
     min_block_size: ClassVar[int] = 1
     block_multiple: ClassVar[int] = 1
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, protocol: str, bridge: Bridge) -> None:
+        self.protocol = protocol
         self.io = bridge
         self.fs = bridge.fs
 
@@ -88,6 +89,14 @@ class Backend:
             await self.remove(source)
         else:
             await self.io.call("mv", source, destination)
+
+    async def list(self, folder: str) -> list[str]:
+        """Paths of the objects directly in ``folder`` (none if it does not exist)."""
+        self.fs.invalidate_cache(folder)
+        try:
+            return [str(path) for path in await self.io.call("ls", folder, detail=False)]
+        except FileNotFoundError:
+            return []
 
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""
