@@ -87,13 +87,17 @@ class Location:
             return self._filesystems
 
     def _build(self) -> tuple[AbstractFileSystem, AbstractFileSystem]:
+        from lakery_fsspec.backends import backend_class
+
+        adapt = backend_class(self.protocol).filesystem_options
         if not self.chained:
-            target = fsspec.filesystem(self._scheme, **self._options)
+            target = fsspec.filesystem(self._scheme, **adapt(self._options))
             return target, target
         # Options keyed by a layer's protocol go to that layer, the rest to the target.
         layer_names = {split_protocol(layer)[0] or layer for layer in self.layers[:-1]}
         options = {k: v for k, v in self._options.items() if k in layer_names}
-        options[self._scheme] = {k: v for k, v in self._options.items() if k not in layer_names}
+        target_options = {k: v for k, v in self._options.items() if k not in layer_names}
+        options[self._scheme] = adapt(target_options)
         read_fs, _ = url_to_fs(self.url, **options)
         return read_fs, _innermost(read_fs)
 

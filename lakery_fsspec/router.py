@@ -135,7 +135,12 @@ def _parse_tag_names(template: str) -> Iterator[str]:
         if field in _DIGEST_FIELDS:
             continue
         name = field.removeprefix("tags[").removesuffix("]")
-        if field.startswith("tags[") and field.endswith("]") and name and not set("[].") & set(name):
+        if (
+            field.startswith("tags[")
+            and field.endswith("]")
+            and name
+            and not set("[].") & set(name)
+        ):
             yield name
             continue
         raise _template_error(template, f"it references {'{' + field + '}'}")
@@ -186,4 +191,3 @@ def make_router(router: str | Router | None) -> Router | None:
         f"not {type(router).__name__}."
     )
     raise ValueError(msg)
-

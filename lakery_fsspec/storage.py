@@ -106,7 +106,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                 temp = self._temp_path()
                 try:
                     await backend.put(temp, data, digest)
-                    await backend.move(temp, final)
+                    await backend.move(temp, final, digest)
                 except BaseException:
                     await _discard(backend, temp)
                     raise
@@ -151,7 +151,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             if await backend.exists(final):
                 await backend.remove(temp)
             else:
-                await backend.move(temp, final)
+                await backend.move(temp, final, digest)
         except BaseException:
             await _discard(backend, temp)
             raise
@@ -163,12 +163,12 @@ class FsspecStorage(Storage[FsspecPointer]):
         started = time.perf_counter()
         backend, path = self._reader(config)
         checker = Checker(config, _where(config)) if self.verify_reads else None
+        size = 0
         try:
-            size = await backend.size(path)
-            for start in range(0, size, self.chunk_size):
-                chunk = await backend.read(path, start, min(start + self.chunk_size, size))
+            async for chunk in backend.iter_chunks(path, self.chunk_size):
                 if checker:
                     checker.update(chunk)
+                size += len(chunk)
                 yield chunk
         except FileNotFoundError:
             raise _no_data(config) from None
@@ -223,17 +223,25 @@ class FsspecStorage(Storage[FsspecPointer]):
         )
         try:
             buffer = bytearray()
+            written = 0
             async for chunk in stream:
                 buffer += chunk
-                if len(buffer) >= block_size:
-                    await backend.io.thread(partial(writer.write, buffer))
-                    buffer = bytearray()
-            await backend.io.thread(partial(writer.write, buffer))
-            await backend.io.thread(writer.commit)
+                while len(buffer) >= block_size:
+                    # Whole blocks only: writers hold a few times what one write hands them.
+                    await backend.io.thread(partial(writer.write, bytes(buffer[:block_size])))
+                    del buffer[:block_size]
+                    written += block_size
+            if written or buffer:
+                await backend.io.thread(partial(writer.write, bytes(buffer)))
+                await backend.io.thread(writer.commit)
         except BaseException:
             with CancelScope(shield=True):
                 await backend.io.thread(writer.abort)
             raise
+        if not (written or buffer):
+            # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
+            await backend.io.thread(writer.abort)
+            await backend.put(path, b"", digest)
 
     def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
         check_pointer(pointer)

@@ -10,7 +10,7 @@ from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
 
-__all__ = ["Backend", "Writer", "backend_for"]
+__all__ = ["Backend", "Writer", "backend_class", "backend_for"]
 
 _BACKENDS: dict[str, type[Backend]] = {
     "file": LocalBackend,
@@ -21,6 +21,11 @@ _BACKENDS: dict[str, type[Backend]] = {
 }
 
 
+def backend_class(protocol: str) -> type[Backend]:
+    """The backend class for a canonical protocol; the generic one for any other."""
+    return _BACKENDS.get(protocol, Backend)
+
+
 def backend_for(protocol: str, bridge: Bridge) -> Backend:
     """The backend for a filesystem whose canonical protocol is ``protocol``."""
-    return _BACKENDS.get(protocol, Backend)(protocol, bridge)
+    return backend_class(protocol)(protocol, bridge)

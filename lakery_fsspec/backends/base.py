@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -34,7 +37,8 @@ class Backend:
     """How FsspecStorage does each operation on one kind of filesystem.
 
     The defaults hold for any fsspec filesystem; subclasses handle what fsspec leaves
-    backend-specific: metadata, server-side moves, raw reads and block sizes.
+    backend-specific: metadata, server-side moves, raw reads, cheap existence checks and
+    block sizes. Every method may be called from any event loop.
     """
 
     atomic_put: ClassVar[bool] = False
@@ -49,39 +53,56 @@ class Backend:
         self.io = bridge
         self.fs = bridge.fs
 
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The user's storage options plus what this backend needs of its filesystem."""
+        return options
+
     def block_size(self, chunk_size: int) -> int:
         """The upload block size to use for a requested chunk size."""
         size = max(chunk_size, self.min_block_size)
         return -(-size // self.block_multiple) * self.block_multiple
 
+    async def size(self, path: str) -> int | None:
+        """The stored size of the object at ``path``, or None if there is none."""
+        try:
+            return int((await self.io.call("info", path))["size"])
+        except FileNotFoundError:
+            return None
+
     async def exists(self, path: str) -> bool:
         """Whether an object exists at ``path``."""
-        return bool(await self.io.call("exists", path))
-
-    async def size(self, path: str) -> int:
-        """The stored size of the object; FileNotFoundError if there is none."""
-        return int((await self.io.call("info", path))["size"])
+        return await self.size(path) is not None
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         """The stored bytes of ``path`` (a byte range if given), exactly as stored."""
         return await self.io.call("cat_file", path, start=start, end=end)
 
+    async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
+        """Yield the object in chunks of at most ``chunk_size`` bytes, one range each."""
+        size = await self.size(path)
+        if size is None:
+            raise FileNotFoundError(path)
+        for start in range(0, size, chunk_size):
+            yield await self.read(path, start, min(start + chunk_size, size))
+
     async def put(self, path: str, data: bytes, digest: Digest) -> None:
         """Write a whole object in one call, with the digest's metadata where supported."""
         await self._makedirs(path)
-        await self.io.call("pipe_file", path, data, **self.put_options(digest))
+        await self.io.call("pipe_file", path, data, **self.write_options(digest))
 
-    def put_options(self, digest: Digest) -> dict[str, Any]:
-        """Keyword arguments that carry content type and encoding to ``pipe_file``."""
+    def write_options(self, digest: Digest) -> dict[str, Any]:
+        """Keyword arguments that carry content type and encoding to pipe_file and open."""
         return {}
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         """Open a streaming writer (blocking; called in a worker thread)."""
         if self.needs_dirs:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        return _FileWriter(self.fs, path, self.fs.open(path, "wb", block_size=block_size))
+        file = self.fs.open(path, "wb", block_size=block_size, **self.write_options(digest))
+        return FileWriter(self.fs, path, file)
 
-    async def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str, digest: Digest) -> None:
         """Move an object server-side: a rename, or a copy and a delete."""
         await self._makedirs(destination)
         if self.io.is_async:
@@ -108,10 +129,10 @@ class Backend:
             await self.io.call("makedirs", posixpath.dirname(path), exist_ok=True)
 
 
-class _FileWriter:
-    """A writer over an fsspec file object: abort closes it and deletes what it wrote."""
+class FileWriter:
+    """A writer over an fsspec file object opened for writing."""
 
-    def __init__(self, fs: Any, path: str, file: Any) -> None:
+    def __init__(self, fs: AbstractFileSystem, path: str, file: Any) -> None:
         self._fs = fs
         self._path = path
         self._file = file
@@ -123,7 +144,14 @@ class _FileWriter:
         self._file.close()
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._file.close()
+        if isinstance(self._file, AbstractBufferedFile):
+            # close() (also run by __del__) would COMMIT the partial object: discard it
+            # (S3 aborts the multipart upload, GCS the resumable session) and mark it closed.
+            with contextlib.suppress(Exception):
+                self._file.discard()
+            self._file.closed = True
+        else:
+            with contextlib.suppress(Exception):
+                self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._fs.rm_file(self._path)

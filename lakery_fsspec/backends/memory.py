@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
+
+if TYPE_CHECKING:
+    from labox.core.storage import Digest
 
 __all__ = ["MemoryBackend"]
 
@@ -15,7 +18,7 @@ class MemoryBackend(Backend):
     atomic_put = True
     needs_dirs = False
 
-    async def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str, digest: Digest) -> None:
         # fsspec's mv would copy the whole buffer; re-keying it is instant and atomic.
         store: dict[str, Any] = self.fs.store
         buffer = store.pop(self.fs._strip_protocol(source))
