@@ -37,7 +37,8 @@ class Bridge:
 
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Await a coroutine of the filesystem's on its IO loop."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.fs.loop)
+        loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009 (async fs only)
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
         return await asyncio.wrap_future(future)
 
     async def thread(self, function: Callable[[], T]) -> T:

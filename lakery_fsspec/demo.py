@@ -66,9 +66,8 @@ async def run_demo(
 
     ok = loaded_value.value == value and loaded_rows == rows
     echo(f"loaded    value {'matches' if loaded_value.value == value else 'DIFFERS'}")
-    echo(
-        f"loaded    stream of {len(loaded_rows)} rows {'matches' if loaded_rows == rows else 'DIFFERS'}"
-    )
+    same = "matches" if loaded_rows == rows else "DIFFERS"
+    echo(f"loaded    stream of {len(loaded_rows)} rows {same}")
     for path in _stored_paths(storage):
         echo(f"object    {path}")
     return {"ok": ok, "value": loaded_value.value, "rows": len(loaded_rows)}

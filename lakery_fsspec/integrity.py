@@ -26,7 +26,7 @@ class Checker:
         self._expected = pointer.get("content_hash")
         algorithm = pointer.get("content_hash_algorithm")
         self._hash = None
-        if self._expected and algorithm in hashlib.algorithms_available:
+        if self._expected and algorithm and algorithm in hashlib.algorithms_available:
             self._hash = hashlib.new(algorithm)
         self._seen = 0
 

@@ -62,7 +62,7 @@ class Location:
             filesystem_class(split_protocol(layer)[0] or layer)
         scheme = split_protocol(inner)[0] or "file"
         self.protocol = canonical_protocol(scheme)
-        self.root = filesystem_class(scheme)._strip_protocol(inner).rstrip("/")
+        self.root = str(filesystem_class(scheme)._strip_protocol(inner)).rstrip("/")
         if not self.root.strip("/"):
             msg = (
                 f"The storage URL {url!r} names no root folder or bucket; "

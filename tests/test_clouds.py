@@ -54,7 +54,7 @@ async def test_stream_moves_server_side_without_reading_back(
 
     monkeypatch.setattr(fs, "open", open_for_writing_only)
     moves: list[tuple[str, str]] = []
-    backend_ops = storage._backends_for(backend.protocol)[1]  # noqa: SLF001
+    backend_ops = storage._backends_for(backend.protocol)[1]
     original_move = backend_ops.move
 
     async def recording_move(source: str, destination: str, digest: Any) -> None:

@@ -32,7 +32,7 @@ def test_bad_urls(url: str, message: str) -> None:
 
 def test_missing_backend_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "s3fs", None)  # makes `import s3fs` fail for real
-    registry = sys.modules["fsspec.registry"]._registry  # noqa: SLF001
+    registry = sys.modules["fsspec.registry"]._registry
     monkeypatch.delitem(registry, "s3", raising=False)
     with pytest.raises(ValueError, match=r"pip install 'lakery-fsspec\[s3\]'"):
         FsspecStorage("s3://bucket/lake")
@@ -122,11 +122,13 @@ def test_deserialize_tolerates_extra_keys() -> None:
 
 async def test_read_refuses_a_malformed_pointer_before_any_io() -> None:
     storage = FsspecStorage("memory://x")
-    with pytest.raises(ValueError, match="'..' segment"):
+    with pytest.raises(ValueError, match=r"'\.\.' segment"):
         await storage.read_data({"protocol": "memory", "root": "/x", "path": "../y"})
 
 
-def test_local_paths_are_absolute_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_paths_are_absolute_file_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     for url in ("./lake", "lake", tmp_path / "lake", f"file://{tmp_path}/lake"):
         storage = FsspecStorage(url)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from lakery_fsspec import FsspecStorage
 from lakery_fsspec.demo import main
 
 
-async def _rows():  # noqa: ANN202
+async def _rows():
     for i in range(500):
         yield {"i": i}
 

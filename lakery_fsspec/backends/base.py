@@ -51,7 +51,8 @@ class Backend:
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         self.protocol = protocol
         self.io = bridge
-        self.fs = bridge.fs
+        # Any: each backend calls its own filesystem's untyped, backend-specific API.
+        self.fs: Any = bridge.fs
 
     @classmethod
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
