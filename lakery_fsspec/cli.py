@@ -1,0 +1,502 @@
+"""The ``lakery-fsspec`` command (also ``python -m lakery_fsspec``): check, put, get, gc, demo.
+
+Every command that takes a storage URL defaults to ``$LAKERY_FSSPEC_URL``, else the local
+directory ``./lake``. Errors are explained in plain words on stderr with a non-zero exit
+status; ``--debug`` adds the traceback and the storage's debug log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lakery_fsspec.diagnose import Diagnosis, diagnose, endpoint_of
+from lakery_fsspec.doctor import Doctor
+from lakery_fsspec.filestream import FileStream, guess_content_type
+from lakery_fsspec.pointer import FsspecPointer, parse_pointer
+from lakery_fsspec.progress import Progress, human_size
+from lakery_fsspec.storage import FsspecStorage
+from lakery_fsspec.tempscan import list_temp
+
+__all__ = ["DEFAULT_URL", "URL_VARIABLE", "main", "parse_duration", "parse_size"]
+
+DEFAULT_URL = "./lake"
+"""The storage used when no URL is given and ``$LAKERY_FSSPEC_URL`` is not set."""
+URL_VARIABLE = "LAKERY_FSSPEC_URL"
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_SIZES = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 10**9,
+    "gib": 2**30,
+}
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit status 2)."""
+
+
+@dataclass
+class Context:
+    """What a command is doing, so that a failure can be explained."""
+
+    url: str = ""
+    protocol: str = ""
+    action: str = ""
+    endpoint: str | None = None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace, Context], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        print("\nStart with: lakery-fsspec check", file=sys.stdout)
+        return 0
+    debug: bool = getattr(args, "debug", False)
+    if debug:
+        logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
+        logging.getLogger("lakery_fsspec").setLevel(logging.DEBUG)
+    context = Context()
+    try:
+        return handler(args, context)
+    except UsageError as error:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        found = diagnose(
+            error,
+            url=context.url,
+            protocol=context.protocol,
+            action=context.action,
+            endpoint=context.endpoint,
+        )
+        _explain(found)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lakery-fsspec`` command."""
+    parser = argparse.ArgumentParser(
+        prog="lakery-fsspec",
+        description=(
+            "Check, fill and read a lakery-fsspec storage: a local directory or any fsspec "
+            f"URL (s3://, gs://, abfs://, memory://, …). URL defaults to ${URL_VARIABLE}, "
+            f"else {DEFAULT_URL}."
+        ),
+        epilog="Run `lakery-fsspec COMMAND --help` for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    check = _command(commands, "check", "probe a storage step by step and explain any failure")
+    _add_url(check)
+    _add_storage_options(check, "-o", "-s")
+    check.add_argument("--template", help="also validate this path template")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time allowed to first reach the storage (default 10; data steps get 12x)",
+    )
+    check.add_argument(
+        "--size",
+        type=parse_size,
+        default=12 * 2**20,
+        metavar="SIZE",
+        help="size of the object streamed through temp and move (default 12MiB)",
+    )
+    _add_temp_prefix(check)
+    check.set_defaults(handler=_check)
+
+    put = _command(commands, "put", "stream files into the storage; print one pointer per line")
+    put.add_argument(
+        "paths",
+        nargs="*",
+        metavar="[URL] FILE",
+        help="the storage URL (may be left out when the first argument is an existing file), "
+        "then files to store; '-' or nothing reads standard input",
+    )
+    _add_storage_options(put, "-o", "-s")
+    put.add_argument("--template", help="path template for the stored objects")
+    put.add_argument(
+        "-t",
+        "--tag",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="NAME=VALUE",
+        help="a tag for the template's {tags[NAME]} (repeatable)",
+    )
+    put.add_argument("--content-type", help="content type to record (default: from the name)")
+    put.set_defaults(handler=_put)
+
+    get = _command(commands, "get", "stream an object out to a file or standard output")
+    get.add_argument(
+        "pointer",
+        nargs="?",
+        default="-",
+        metavar="POINTER",
+        help="the pointer JSON printed by put, or '-' (default) to read it from standard input",
+    )
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="file (or directory) to write; '-' for standard output (the default when piped)",
+    )
+    _add_storage_options(get, "-s")
+    get.add_argument(
+        "--url", help="read through this storage URL instead of the pointer's own root"
+    )
+    get.set_defaults(handler=_get)
+
+    gc = _command(commands, "gc", "delete temp objects left behind by interrupted streams")
+    _add_url(gc)
+    _add_storage_options(gc, "-o", "-s")
+    gc.add_argument(
+        "--older-than",
+        type=parse_duration,
+        default=86_400.0,
+        metavar="DURATION",
+        help="age of the temp objects to delete, e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    _add_temp_prefix(gc)
+    gc.set_defaults(handler=_gc)
+
+    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
+    _add_url(demo)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace, context: Context) -> int:
+    url = _url(args)
+    options = _options(args)
+    _prepare_environment(url, options)
+    doctor = Doctor(
+        url,
+        options,
+        template=args.template,
+        temp_prefix=args.temp_prefix,
+        timeout=args.timeout,
+        stream_size=args.size,
+        echo=lambda line: print(line, flush=True),
+    )
+    if doctor.run():
+        return 0
+    if args.debug and doctor.error is not None:
+        traceback.print_exception(doctor.error)
+    assert doctor.diagnosis is not None
+    print(f"FAILED at step {doctor.failed_step!r}", file=sys.stderr)
+    _explain(doctor.diagnosis)
+    return 1
+
+
+def _put(args: argparse.Namespace, context: Context) -> int:
+    url, files = _split_put_paths(args.paths)
+    options = _options(args)
+    _prepare_environment(url, options)
+    if files == ["-"] and sys.stdin.isatty():
+        msg = "no FILE given: name the files to store, or pipe data in (`... | lakery-fsspec put`)"
+        raise UsageError(msg)
+    for name in files:
+        if name != "-" and not Path(name).is_file():
+            why = "is a directory" if Path(name).is_dir() else "does not exist"
+            raise UsageError(f"{name!r} {why}: put takes files")
+    kwargs: dict[str, Any] = {"storage_options": options}
+    if args.template is not None:
+        kwargs["router"] = args.template
+    context.url, context.action = url, "write"
+    storage = FsspecStorage(url, **kwargs)
+    context.protocol = storage.location.protocol
+    context.endpoint = endpoint_of(context.protocol, options)
+    tags = dict(args.tag)
+
+    for name in files:
+        pointer = _put_one(storage, name, tags, args.content_type)
+        print(storage.serialize_config(pointer), flush=True)
+    return 0
+
+
+def _put_one(
+    storage: FsspecStorage, name: str, tags: dict[str, str], content_type: str | None
+) -> FsspecPointer:
+    """Stream one file (or stdin) into the storage with a progress bar on a terminal."""
+    content_type = content_type or guess_content_type(name)
+    if name == "-":
+        return asyncio.run(
+            _put_stream(storage, sys.stdin.buffer, "stdin", None, tags, content_type)
+        )
+    with open(name, "rb") as source:
+        total = os.fstat(source.fileno()).st_size
+        label = Path(name).name
+        return asyncio.run(_put_stream(storage, source, label, total, tags, content_type))
+
+
+async def _put_stream(
+    storage: FsspecStorage,
+    source: BinaryIO,
+    label: str,
+    total: int | None,
+    tags: dict[str, str],
+    content_type: str,
+) -> FsspecPointer:
+    with Progress(label, total) as bar:
+        stream = FileStream(
+            source,
+            content_type=content_type,
+            on_chunk=bar.update,
+            on_end=lambda: bar.note("moving into place…"),
+        )
+        return await storage.write_data_stream(stream, stream.get_digest, tags)
+
+
+def _get(args: argparse.Namespace, context: Context) -> int:
+    output: str | None = args.output
+    key, is_option, _ = (output or "").partition("=")
+    if is_option and _KEY.fullmatch(key) and not Path(output or "").exists():
+        msg = (
+            f"-o names the output file in `get`; give storage options with -s "
+            f"(did you mean -s {output}?). For a file with '=' in its name, write ./{output}"
+        )
+        raise UsageError(msg)
+    pointer = _read_pointer(args.pointer)
+    if output in (None, "-") and sys.stdout.isatty():
+        msg = "refusing to write an object to the terminal: use -o FILE or redirect (> FILE)"
+        raise UsageError(msg)
+    options = _options(args)
+    url = args.url or f"{pointer['protocol']}://{pointer['root']}"
+    _prepare_environment(url, options)
+    context.url, context.action = url, "read"
+    storage = FsspecStorage(url, storage_options=options, router=None, verify_reads=True)
+    context.protocol = storage.location.protocol
+    context.endpoint = endpoint_of(context.protocol, options)
+    total = pointer.get("content_size")
+    label = Path(pointer["path"]).name
+
+    async def copy(sink: BinaryIO) -> None:
+        with Progress(label, total) as bar:
+            async for chunk in storage.read_data_stream(pointer):
+                sink.write(chunk)
+                bar.update(len(chunk))
+
+    if output in (None, "-"):
+        asyncio.run(copy(sys.stdout.buffer))
+        sys.stdout.buffer.flush()
+        return 0
+    target = Path(output)
+    if target.is_dir():
+        target = target / Path(pointer["path"]).name
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {output}: the folder {target.parent} does not exist")
+    _write_atomically(target, lambda sink: asyncio.run(copy(sink)))
+    if sys.stderr.isatty():
+        print(f"wrote {target} ({human_size(target.stat().st_size)})", file=sys.stderr)
+    return 0
+
+
+def _gc(args: argparse.Namespace, context: Context) -> int:
+    url = _url(args)
+    options = _options(args)
+    _prepare_environment(url, options)
+    context.url, context.action = url, "list"
+    storage = FsspecStorage(url, storage_options=options, temp_prefix=args.temp_prefix)
+    context.protocol = storage.location.protocol
+    context.endpoint = endpoint_of(context.protocol, options)
+    older_than: float = args.older_than
+    age = _age(older_than)
+    if args.dry_run:
+        found = asyncio.run(list_temp(storage, older_than))
+        for path, seconds in found:
+            print(f"{path}\t{_age(seconds)} old")
+        print(f"would delete {len(found)} temp object(s) older than {age}", file=sys.stderr)
+        return 0
+    context.action = "delete"
+    removed = asyncio.run(storage.cleanup_temp(older_than))
+    for path in removed:
+        print(path)
+    print(f"deleted {len(removed)} temp object(s) older than {age}", file=sys.stderr)
+    return 0
+
+
+def _demo(args: argparse.Namespace, context: Context) -> int:
+    from lakery_fsspec.demo import main as demo_main
+
+    context.url, context.action = _url(args), "write"
+    return demo_main([context.url])
+
+
+# --- argument helpers -------------------------------------------------------------------
+
+
+def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "url", nargs="?", metavar="URL", help=f"storage URL (default ${URL_VARIABLE} or ./lake)"
+    )
+
+
+def _add_storage_options(parser: argparse.ArgumentParser, *flags: str) -> None:
+    parser.add_argument(
+        *flags,
+        "--storage-option",
+        dest="storage_option",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="an fsspec storage option, e.g. endpoint_url=http://127.0.0.1:5000 or anon=true; "
+        "VALUE is read as JSON when it parses (repeatable)",
+    )
+
+
+def _add_temp_prefix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--temp-prefix",
+        default=".lakery-tmp",
+        metavar="FOLDER",
+        help="the storage's temp folder under its root (default .lakery-tmp)",
+    )
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` -> ``(key, value)``, the value parsed as JSON when it parses."""
+    key, sep, value = text.partition("=")
+    if not sep or not _KEY.fullmatch(key):
+        msg = f"expected KEY=VALUE, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``, ``"1h30m"`` -> seconds."""
+    cleaned = text.strip().lower().replace(" ", "")
+    try:
+        seconds = float(cleaned)
+    except ValueError:
+        pass
+    else:
+        if seconds >= 0:
+            return seconds
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", cleaned)
+    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
+        msg = f"not a duration: {text!r} (write e.g. 90s, 30m, 12h, 7d or 1h30m)"
+        raise argparse.ArgumentTypeError(msg)
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def parse_size(text: str) -> int:
+    """``"12MiB"``, ``"512k"``, ``"1000"`` -> bytes (K/M/G are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZES:
+        msg = f"not a size: {text!r} (write e.g. 4096, 512KiB or 12MiB)"
+        raise argparse.ArgumentTypeError(msg)
+    return int(float(match.group(1)) * _SIZES[unit])
+
+
+def _url(args: argparse.Namespace) -> str:
+    return args.url or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(args.storage_option)
+
+
+def _split_put_paths(paths: list[str]) -> tuple[str, list[str]]:
+    """``[URL] FILE...``: the first argument is the URL unless it is an existing file or '-'."""
+    default = os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    if not paths:
+        return default, ["-"]
+    first = paths[0]
+    if first == "-" or Path(first).is_file():
+        return default, paths
+    return first, paths[1:] or ["-"]
+
+
+def _read_pointer(text: str) -> FsspecPointer:
+    if text == "-":
+        if sys.stdin.isatty():
+            msg = "no POINTER given: pass the JSON printed by put, or pipe it in"
+            raise UsageError(msg)
+        text = sys.stdin.read()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        msg = f"expected one pointer, got {len(lines)} lines (get one object at a time)"
+        raise UsageError(msg)
+    try:
+        return parse_pointer(lines[0])
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through a temp file beside ``target``, renamed over it only when complete."""
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            write(sink)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _prepare_environment(url: str, options: dict[str, Any]) -> None:
+    """gcsfs probes bucket layouts over gRPC at import unless told not to; emulators hang."""
+    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else ""
+    if scheme in ("gs", "gcs") and endpoint_of("gcs", options):
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def _age(seconds: float) -> str:
+    """``90.0`` -> ``"90s"``, ``86400.0`` -> ``"1d"``, ``5400.0`` -> ``"1.5h"``."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}".removesuffix(".0") + unit
+    return f"{seconds:.0f}s"
+
+
+def _explain(found: Diagnosis) -> None:
+    print(f"error: {found.message}", file=sys.stderr)
+    if found.fix:
+        print(f"fix: {found.fix}", file=sys.stderr)

@@ -1,0 +1,413 @@
+"""Turning storage errors into plain words: what went wrong and how to fix it.
+
+The exceptions come from fsspec and the cloud SDKs under it (s3fs/botocore, gcsfs, adlfs/
+azure-core, aiohttp). They are recognised by error codes and class names found anywhere in
+the exception's chain, so no SDK needs to be installed for this module to work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
+
+_OBJECT_STORES = {"s3": "bucket", "gcs": "bucket", "abfs": "container"}
+
+# S3 operation -> what the user was doing, and the IAM action that allows it.
+_S3_ACTIONS = {
+    "PutObject": "write",
+    "CreateMultipartUpload": "write",
+    "UploadPart": "write",
+    "CompleteMultipartUpload": "write",
+    "CopyObject": "move",
+    "UploadPartCopy": "move",
+    "DeleteObject": "delete",
+    "DeleteObjects": "delete",
+    "AbortMultipartUpload": "delete",
+    "GetObject": "read",
+    "HeadObject": "read",
+    "ListObjectsV2": "list",
+    "ListObjects": "list",
+    "HeadBucket": "list",
+}
+_S3_PERMISSIONS = {
+    "write": "s3:PutObject",
+    "move": "s3:GetObject and s3:PutObject",
+    "delete": "s3:DeleteObject",
+    "read": "s3:GetObject",
+    "list": "s3:ListBucket",
+}
+_NO_BUCKET_CODES = {"NoSuchBucket", "ContainerNotFound"}
+_BAD_KEY_CODES = {"InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException"}
+_BAD_SECRET_CODES = {"SignatureDoesNotMatch", "AuthenticationFailed"}
+_EXPIRED_CODES = {"ExpiredToken", "TokenRefreshRequired", "InvalidToken"}
+_DENIED_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "AuthorizationPermissionMismatch",
+    "AuthorizationResourceTypeMismatch",
+    "InsufficientAccountPermissions",
+}
+_NO_CREDENTIAL_CLASSES = {
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "DefaultCredentialsError",
+    "CredentialUnavailableError",
+}
+_CONNECT_CLASSES = {
+    "EndpointUnreachable",
+    "EndpointConnectionError",
+    "ClientConnectorError",
+    "ServiceRequestError",
+    "ProxyConnectionError",
+    "ConnectionRefusedError",
+}
+_TIMEOUT_CLASSES = {"ConnectTimeoutError", "ReadTimeoutError", "ServerTimeoutError", "TimeoutError"}
+
+
+class EndpointUnreachable(ConnectionError):
+    """Nothing answered at the storage's endpoint (raised by ``probe_endpoint``)."""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What went wrong, in plain words, and what to do about it.
+
+    ``kind`` is a stable keyword for scripts and tests: ``unknown-protocol``,
+    ``missing-package``, ``bad-argument``, ``read-only``, ``no-data``, ``corrupt``,
+    ``no-bucket``, ``no-credentials``, ``bad-credentials``, ``permission-denied``,
+    ``unreachable``, ``timeout``, ``local-error`` or ``unexpected``.
+    """
+
+    kind: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return self.message if not self.fix else f"{self.message}\nfix: {self.fix}"
+
+
+def diagnose(
+    error: BaseException,
+    *,
+    url: str,
+    protocol: str = "",
+    action: str = "",
+    endpoint: str | None = None,
+) -> Diagnosis:
+    """Explain ``error``, raised while doing ``action`` (list/write/read/delete/move) at ``url``.
+
+    ``protocol`` is the storage's canonical fsspec protocol, ``endpoint`` the server it
+    talks to if one was configured; both only sharpen the words.
+    """
+    chain = list(_chain(error))
+    names = {cls.__name__ for item in chain for cls in type(item).__mro__}
+    codes = [code for item in chain if (code := _code(item))]
+    operation = next((op for item in chain if (op := getattr(item, "operation_name", None))), "")
+    if isinstance(operation, str) and operation in _S3_ACTIONS:
+        action = _S3_ACTIONS[operation]
+    endpoint = endpoint or _endpoint_in(chain)
+    where = f" at {endpoint}" if endpoint else ""
+    kind_of_root = _OBJECT_STORES.get(protocol, "root")
+    bucket = _bucket(url)
+    text = _first_line(error)
+
+    if known := _argument_problem(error, names, text):
+        return known
+    if _codes_in(codes, _NO_BUCKET_CODES) or re.search(
+        r"(bucket|container) does not exist", " ".join(map(str, chain)), re.IGNORECASE
+    ):
+        return _no_bucket(kind_of_root, bucket, where)
+    if protocol in _OBJECT_STORES and action == "write" and isinstance(error, FileNotFoundError):
+        if protocol == "s3":  # S3 says NoSuchBucket; a bare 404 may come from another server
+            return Diagnosis(
+                "no-bucket",
+                f"The server{where} answered 'Not Found' to a write: the bucket {bucket!r} "
+                "does not exist, or this endpoint is not an S3 service.",
+                "Check the endpoint URL and the bucket name.",
+            )
+        return _no_bucket(kind_of_root, bucket, where)
+    if names & _NO_CREDENTIAL_CLASSES:
+        return Diagnosis(
+            "no-credentials",
+            f"No credentials were found for {protocol or 'this storage'} ({text}).",
+            _credentials_fix(protocol),
+        )
+    if bad := _bad_credentials(codes, chain, protocol, where):
+        return bad
+    if (
+        _codes_in(codes, _DENIED_CODES)
+        or _gcs_forbidden(chain)
+        or isinstance(error, PermissionError)
+    ):
+        return _denied(error, codes, action, protocol, url)
+    if names & _CONNECT_CLASSES or any(isinstance(item, socket.gaierror) for item in chain):
+        return _unreachable(chain, endpoint, protocol)
+    if names & _TIMEOUT_CLASSES:
+        return Diagnosis(
+            "timeout",
+            f"The storage{where} did not answer in time ({text or 'timed out'}).",
+            "Check the network, proxy and endpoint, and that the server is not overloaded.",
+        )
+    if isinstance(error, OSError) and error.errno is not None and protocol in ("file", ""):
+        name = f" {error.filename}" if error.filename else ""
+        return Diagnosis(
+            "local-error",
+            f"Local file error on{name}: {error.strerror}.",
+            "Check that the path is a directory you can write to.",
+        )
+    return Diagnosis(
+        "unexpected",
+        f"{type(error).__name__}: {text}" if text else type(error).__name__,
+        "Re-run with --debug to see the full traceback.",
+    )
+
+
+def _codes_in(codes: list[str], wanted: set[str]) -> bool:
+    """Whether any error code found in the chain is one of ``wanted``."""
+    return any(code in wanted for code in codes)
+
+
+def endpoint_of(protocol: str, options: Mapping[str, Any]) -> str | None:
+    """The server URL a storage was explicitly pointed at (options or environment), if any."""
+    if protocol == "s3":
+        client_kwargs = options.get("client_kwargs")
+        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
+        found = options.get("endpoint_url") or nested
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return str(found) if found else None
+    if protocol == "gcs":
+        found = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
+        return str(found) if found else None
+    if protocol == "abfs":
+        connection = options.get("connection_string") or os.environ.get(
+            "AZURE_STORAGE_CONNECTION_STRING", ""
+        )
+        match = re.search(r"BlobEndpoint=([^;]+)", str(connection), re.IGNORECASE)
+        return match.group(1) if match else None
+    return None
+
+
+# --- the kinds --------------------------------------------------------------------------
+
+
+def _argument_problem(error: BaseException, names: set[str], text: str) -> Diagnosis | None:
+    if "ReadOnlyStorageError" in names:
+        return Diagnosis("read-only", text, "Give the storage a path template to write.")
+    if "NoStorageData" in names:
+        return Diagnosis("no-data", text, "Check the pointer; the object may have been deleted.")
+    if "IntegrityError" in names:
+        return Diagnosis("corrupt", text, "The stored object was changed or damaged.")
+    if type(error) is not ValueError:
+        return None
+    if text.startswith("Unknown fsspec protocol"):
+        return Diagnosis(
+            "unknown-protocol", text, "Check the URL's scheme (s3://, gs://, abfs://, …)."
+        )
+    if "needs a package that is not installed" in text:
+        return Diagnosis("missing-package", text, _install_fix(text))
+    return Diagnosis("bad-argument", text, "Correct the URL, options or pointer given.")
+
+
+def _no_bucket(kind: str, bucket: str, where: str) -> Diagnosis:
+    if kind == "root":
+        return Diagnosis("no-bucket", f"The storage root does not exist{where}.", "")
+    return Diagnosis(
+        "no-bucket",
+        f"The {kind} {bucket!r} does not exist{where}.",
+        f"Create the {kind} first (lakery-fsspec never creates {kind}s), or correct its "
+        "name in the URL.",
+    )
+
+
+def _bad_credentials(
+    codes: list[str], chain: list[BaseException], protocol: str, where: str
+) -> Diagnosis | None:
+    fix = _credentials_fix(protocol)
+    if _codes_in(codes, _BAD_KEY_CODES):
+        message = f"The access key id is not known to the server{where} ({_pick(codes)})."
+        return Diagnosis("bad-credentials", message, fix)
+    if _codes_in(codes, _BAD_SECRET_CODES):
+        message = (
+            f"The secret key is wrong: the server{where} rejected the request signature "
+            f"({_pick(codes)})."
+        )
+        return Diagnosis("bad-credentials", message, fix)
+    if _codes_in(codes, _EXPIRED_CODES):
+        message = f"The credentials have expired or the session token is invalid ({_pick(codes)})."
+        return Diagnosis("bad-credentials", message, fix)
+    if "AuthorizationFailure" in codes:  # Azure: a bad key, or a request not allowed at all
+        message = (
+            f"The server{where} refused to authorize the request (AuthorizationFailure): "
+            "the account key or SAS token is wrong, or lacks permission."
+        )
+        return Diagnosis("bad-credentials", message, fix)
+    if any(_status(item) == 401 for item in chain):
+        return Diagnosis("bad-credentials", f"The server{where} rejected the credentials.", fix)
+    return None
+
+
+def _denied(
+    error: BaseException, codes: list[str], action: str, protocol: str, url: str
+) -> Diagnosis:
+    verb = action or "access"
+    if protocol in ("file", "") and isinstance(error, PermissionError):
+        target = error.filename or url
+        return Diagnosis(
+            "permission-denied",
+            f"Permission denied to {verb} {target} ({error.strerror or error}).",
+            "Choose a directory you can write to, or fix its permissions.",
+        )
+    code = _pick(codes)
+    if protocol == "s3" and not code:
+        # A HEAD request carries no error body: the key, the secret or the policy is wrong.
+        return Diagnosis(
+            "permission-denied",
+            f"Access denied (403 Forbidden) trying to {verb} in {url}: the credentials are "
+            "wrong or lack permission.",
+            "Run `lakery-fsspec check` on this URL to tell which; " + _credentials_fix(protocol),
+        )
+    needed = _S3_PERMISSIONS.get(action) if protocol == "s3" else None
+    grant = f" ({needed})" if needed else ""
+    why = f" ({code})" if code else ""
+    return Diagnosis(
+        "permission-denied",
+        f"Permission denied to {verb} objects in {url}{why}.",
+        f"Grant these credentials permission to {verb}{grant} under the storage root.",
+    )
+
+
+def _unreachable(chain: list[BaseException], endpoint: str | None, protocol: str) -> Diagnosis:
+    target = endpoint or f"the {protocol or 'storage'} service"
+    fix = "Check the endpoint URL and that the server is running"
+    fix += " (-o endpoint_url=http://HOST:PORT)." if protocol in ("s3", "gcs") else "."
+    if any(isinstance(item, socket.gaierror) or "DNS" in type(item).__name__ for item in chain):
+        message = f"Cannot connect to {target}: its host name does not resolve (DNS lookup failed)."
+        return Diagnosis("unreachable", message, "Check the spelling of the host name. " + fix)
+    if any(isinstance(item, ConnectionRefusedError) for item in chain):
+        message = f"Cannot connect to {target}: connection refused (nothing is listening there)."
+        return Diagnosis("unreachable", message, fix)
+    return Diagnosis("unreachable", f"Cannot connect to {target}: {_first_line(chain[0])}.", fix)
+
+
+def probe_endpoint(endpoint: str, timeout: float) -> str:
+    """Open (and close) a TCP connection to ``endpoint``; return ``host:port``.
+
+    Raises EndpointUnreachable (from the socket error) when nothing answers in time, the
+    connection is refused or the host does not resolve.
+    """
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError as error:
+        msg = f"no answer from {host}:{port} within {timeout:g} s"
+        raise EndpointUnreachable(msg) from error
+    except OSError as error:
+        raise EndpointUnreachable(f"{host}:{port}: {error}") from error
+    return f"{host}:{port}"
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error, its causes and contexts, and the members of exception groups."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        item = todo.pop(0)
+        if id(item) in seen or len(seen) > 50:
+            continue
+        seen.add(id(item))
+        yield item
+        todo.extend(x for x in (item.__cause__, item.__context__) if x is not None)
+        if isinstance(item, BaseExceptionGroup):
+            todo.extend(item.exceptions)  # pyright: ignore[reportUnknownMemberType]
+
+
+def _code(error: BaseException) -> str | None:
+    """The service's error code: botocore's ``response``, azure-core's ``error_code``."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if isinstance(code, str) and code and not code.isdigit():
+            return code
+    code = getattr(error, "error_code", None)
+    if isinstance(code, str) and code:
+        return code
+    match = re.search(r"ErrorCode:(\w+)", str(error))
+    return match.group(1) if match else None
+
+
+def _status(error: BaseException) -> int | None:
+    for name in ("status_code", "status", "code"):
+        value = getattr(error, name, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    return None
+
+
+def _gcs_forbidden(chain: list[BaseException]) -> bool:
+    return any(
+        (type(item) is OSError and str(item).startswith("Forbidden")) or _status(item) == 403
+        for item in chain
+    )
+
+
+def _endpoint_in(chain: list[BaseException]) -> str | None:
+    for item in chain:
+        kwargs = getattr(item, "kwargs", None)
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("endpoint_url"), str):
+            parts = urlsplit(kwargs["endpoint_url"])
+            return f"{parts.scheme}://{parts.netloc}"
+        host, port = getattr(item, "host", None), getattr(item, "port", None)
+        if isinstance(host, str) and isinstance(port, int):
+            return f"{host}:{port}"
+    return None
+
+
+def _pick(codes: list[str]) -> str:
+    return codes[0] if codes else ""
+
+
+def _bucket(url: str) -> str:
+    inner = url.split("::")[-1]
+    return inner.split("://", 1)[-1].strip("/").split("/", 1)[0]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _install_fix(text: str) -> str:
+    match = re.search(r"pip install '[^']+'", text)
+    return f"Run: {match.group(0)}" if match else "Install the package that provides it."
+
+
+def _credentials_fix(protocol: str) -> str:
+    if protocol == "s3":
+        return (
+            "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
+        )
+    if protocol == "gcs":
+        return (
+            "Pass -o token=/path/to/service-account.json, run `gcloud auth "
+            "application-default login`, or -o token=anon for public data."
+        )
+    if protocol == "abfs":
+        return (
+            "Pass -o connection_string=… or -o account_name=… -o account_key=… (or -o sas_token=…)."
+        )
+    return "Check the credentials in the storage options."
