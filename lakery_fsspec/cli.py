@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="-",
         metavar="POINTER",
-        help="the pointer JSON printed by put, or '-' (default) to read it from standard input",
+        help="the pointer JSON printed by put, a file holding it, or '-' (default) to read it "
+        "from standard input",
     )
     get.add_argument(
         "-o",
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file (or directory) to write; '-' for standard output (the default when piped)",
     )
-    _add_storage_options(get, "-s")
+    _add_storage_options(get, "-s", note="; -o is the output file here")
     get.add_argument(
         "--url", help="read through this storage URL instead of the pointer's own root"
     )
@@ -372,7 +373,7 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_storage_options(parser: argparse.ArgumentParser, *flags: str) -> None:
+def _add_storage_options(parser: argparse.ArgumentParser, *flags: str, note: str = "") -> None:
     parser.add_argument(
         *flags,
         "--storage-option",
@@ -382,7 +383,7 @@ def _add_storage_options(parser: argparse.ArgumentParser, *flags: str) -> None:
         type=_key_value,
         metavar="KEY=VALUE",
         help="an fsspec storage option, e.g. endpoint_url=http://127.0.0.1:5000 or anon=true; "
-        "VALUE is read as JSON when it parses (repeatable)",
+        f"VALUE is read as JSON when it parses (repeatable){note}",
     )
 
 
@@ -454,7 +455,9 @@ def _split_put_paths(paths: list[str]) -> tuple[str, list[str]]:
 
 
 def _read_pointer(text: str) -> FsspecPointer:
-    if text == "-":
+    if not text.lstrip().startswith("{") and text != "-" and Path(text).is_file():
+        text = Path(text).read_text()
+    elif text == "-":
         if sys.stdin.isatty():
             msg = "no POINTER given: pass the JSON printed by put, or pipe it in"
             raise UsageError(msg)
