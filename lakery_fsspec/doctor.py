@@ -100,10 +100,14 @@ class Doctor:
             ("no temp left", "list", self._no_temp_left),
             ("clean up", "delete", self._remove_probes),
         ]
-        for name, action, step in steps:
-            if not self._step(name, action, step):
-                self._remove_probes_quietly()
-                return False
+        try:
+            for name, action, step in steps:
+                if not self._step(name, action, step):
+                    self._remove_probes_quietly()
+                    return False
+        except KeyboardInterrupt:
+            self._remove_probes_quietly()
+            raise
         self.echo(f"OK: {self.url} works for lakery-fsspec (writes, streams, reads, moves).")
         return True
 

@@ -686,6 +686,22 @@ def test_python_m_put_piped_into_get(files: dict[str, Path], tmp_path: Path) -> 
     assert got.stderr == b""
 
 
+def test_get_into_a_closed_pipe_stops_quietly(files: dict[str, Path], tmp_path: Path) -> None:
+    put = run_cli("put", str(tmp_path / "lake"), str(files["b.bin"]))
+    pointer_file = tmp_path / "b.pointer"
+    pointer_file.write_bytes(put.stdout)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lakery_fsspec", "get", str(pointer_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # the reader is gone before the object comes (`| head -c 0`)
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""
+
+
 def test_progress_bar_on_a_terminal(files: dict[str, Path], tmp_path: Path) -> None:
     master, slave = pty.openpty()
     process = subprocess.Popen(
