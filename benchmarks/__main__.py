@@ -1,0 +1,110 @@
+"""``python -m benchmarks [--quick] [--backends ...] [--ops ...] [--contenders ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.contenders import FAMILIES
+from benchmarks.data import Data
+from benchmarks.envs import BACKENDS, running_envs
+from benchmarks.report import machine, tables, targets, targets_table
+from benchmarks.results import GROUPS, Result
+from benchmarks.run import Progress, run_backend
+from benchmarks.workload import FULL, QUICK
+
+
+def _names(text: str, allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {list(allowed)}")
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument(
+        "--backends",
+        type=lambda text: _names(text, BACKENDS, "backends"),
+        default=list(BACKENDS),
+        help=f"comma-separated, from {','.join(BACKENDS)} (default: all)",
+    )
+    parser.add_argument(
+        "--ops",
+        type=lambda text: _names(text, list(GROUPS), "operation groups"),
+        default=list(GROUPS),
+        help=f"comma-separated, from {','.join(GROUPS)} (default: all)",
+    )
+    parser.add_argument(
+        "--contenders",
+        type=lambda text: _names(text, list(FAMILIES), "contenders"),
+        default=list(FAMILIES),
+        help=f"comma-separated, from {','.join(FAMILIES)} (default: all)",
+    )
+    parser.add_argument("--repeats", type=int, help="override the number of repetitions")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--markdown", type=Path, help="also write the report here (markdown)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds before one timed step is abandoned (default: 60 quick, 600 full)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        from dataclasses import replace
+
+        sizes = replace(sizes, repeats=args.repeats)
+    timeout = args.timeout or (60.0 if args.quick else 600.0)
+    progress = Progress()
+    run_id = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    data = Data(sizes)
+    results: list[Result] = []
+    progress.say(f"starting emulators for {', '.join(args.backends)}")
+    with running_envs(args.backends) as envs:
+        progress.say("emulators ready")
+        for backend in args.backends:
+            results += run_backend(
+                envs[backend],
+                args.contenders,
+                sizes,
+                args.ops,
+                data,
+                progress,
+                run_id,
+                timeout,
+            )
+    mode = "quick" if args.quick else "full"
+    report = "\n\n".join(
+        [
+            f"## Benchmark run ({mode})",
+            machine(),
+            tables(results, sizes, args.backends),
+            "### Targets",
+            targets_table(targets(results, sizes)),
+        ]
+    )
+    print(report)
+    if args.markdown:
+        args.markdown.write_text(report + "\n")
+    if args.json:
+        args.json.write_text(json.dumps([r.to_json() for r in results], indent=1) + "\n")
+    progress.say("done")
+    failed = [r for r in results if r.error]
+    if failed:
+        print(f"{len(failed)} measurement(s) failed; see the tables.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Raw fsspec doing FsspecStorage's work by hand: the floor of FsspecStorage's overhead.
+
+Async filesystems (s3fs, gcsfs, adlfs) are driven natively on the caller's loop through an
+``asynchronous=True`` instance; blocking ones (local, memory) run in worker threads.
+Blobs: one put / one get. Streams: a sync file in a worker thread to a temp path, then
+``mv`` to the content-addressed path; reads in ``chunk_size`` ranges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+from labox.core.storage import Digest
+
+from benchmarks.contenders.base import Contender, Family
+from benchmarks.workload import MiB, Stream
+
+__all__ = ["RawFsspecFamily", "block_size", "close_async_fs"]
+
+
+def block_size(protocol: str, chunk_size: int) -> int:
+    """The upload block size FsspecStorage picks (s3fs needs >= 5 MiB parts)."""
+    if protocol == "s3":
+        return max(chunk_size, 5 * MiB)
+    if protocol in ("gs", "gcs"):
+        return -(-chunk_size // (256 * 2**10)) * 256 * 2**10
+    return chunk_size
+
+
+class RawFsspecFamily(Family):
+    key = "raw_fsspec"
+    label = "raw fsspec"
+
+    async def open(self, prefix: str) -> Contender:
+        if not hasattr(self, "sync_fs"):
+            self.sync_fs = fsspec.filesystem(self.env.protocol, **self.env.storage_options)
+            self.async_fs: AsyncFileSystem | None = None
+            if self.sync_fs.async_impl:
+                self.async_fs = fsspec.filesystem(
+                    self.env.protocol,
+                    asynchronous=True,
+                    skip_instance_cache=True,
+                    **self.env.storage_options,
+                )
+                set_session = getattr(self.async_fs, "set_session", None)
+                if set_session is not None:
+                    await set_session()
+        root = self.sync_fs._strip_protocol(self.env.url(prefix))
+        return RawFsspec(self.sync_fs, self.async_fs, root, self.env.protocol, self.chunk_size)
+
+    async def aclose(self) -> None:
+        if getattr(self, "async_fs", None) is not None:
+            await close_async_fs(self.async_fs)
+
+
+async def close_async_fs(fs: Any) -> None:
+    """Close the HTTP session of an ``asynchronous=True`` s3fs, gcsfs or adlfs instance."""
+    if (s3 := getattr(fs, "_s3", None)) is not None:
+        await s3.__aexit__(None, None, None)
+    elif (session := getattr(fs, "_session", None)) is not None:
+        await session.close()
+    elif (client := getattr(fs, "service_client", None)) is not None:
+        await client.close()
+
+
+class RawFsspec(Contender):
+    def __init__(
+        self,
+        sync_fs: fsspec.AbstractFileSystem,
+        async_fs: AsyncFileSystem | None,
+        root: str,
+        protocol: str,
+        chunk_size: int,
+    ) -> None:
+        self.fs = sync_fs
+        self.afs = async_fs
+        self.root = root
+        self.local = protocol == "file"
+        self.chunk_size = chunk_size
+        self.block_size = block_size(protocol, chunk_size)
+        if self.local:
+            self.fs.makedirs(root, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    async def write_blob(self, data: bytes, digest: Digest) -> str:
+        path = self._path(digest["content_hash"])
+        if self.afs is not None:
+            await self.afs._pipe_file(path, data)
+        else:
+            await asyncio.to_thread(self.fs.pipe_file, path, data)
+        return path
+
+    async def read_blob(self, handle: str) -> bytes:
+        if self.afs is not None:
+            return await self.afs._cat_file(handle)
+        return await asyncio.to_thread(self.fs.cat_file, handle)
+
+    async def write_stream(self, stream: Stream) -> str:
+        temp = self._path(f"tmp/{uuid.uuid4().hex}")
+        if self.local:
+            await asyncio.to_thread(self.fs.makedirs, posixpath.dirname(temp), exist_ok=True)
+        file: Any = await asyncio.to_thread(self.fs.open, temp, "wb", block_size=self.block_size)
+        async for chunk in stream:
+            await asyncio.to_thread(file.write, chunk)
+        await asyncio.to_thread(file.close)
+        final = self._path(stream.get_digest()["content_hash"])
+        await asyncio.to_thread(self.fs.mv, temp, final)
+        return final
+
+    async def read_stream(self, handle: str) -> AsyncIterator[bytes]:
+        if self.afs is None:
+            file: Any = await asyncio.to_thread(self.fs.open, handle, "rb")
+            try:
+                while chunk := await asyncio.to_thread(file.read, self.chunk_size):
+                    yield chunk
+            finally:
+                file.close()
+            return
+        size = int((await self.afs._info(handle))["size"])
+        for start in range(0, size, self.chunk_size):
+            end = min(start + self.chunk_size, size)
+            yield await self.afs._cat_file(handle, start=start, end=end)

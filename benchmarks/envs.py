@@ -1,0 +1,131 @@
+"""The backends under test: emulators started here, described by a JSON-able `Env`.
+
+An `Env` says where one backend lives (its fsspec URL root and options, and what obstore and
+labox's own storages need to reach the same place). It is passed as JSON to the
+subprocesses that measure peak memory, so it holds only plain data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Must precede any gcsfs import: otherwise every gcsfs call against fake-gcs-server first
+# waits 60 s for a gRPC bucket-layout probe (see FSSPEC-NOTES.md).
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from servers import (
+    AWS_KEY,
+    AWS_REGION,
+    AWS_SECRET,
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    BUCKET,
+    AzureServer,
+    Emulator,
+    GCSServer,
+    ProcessEmulator,
+)
+
+__all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "BACKENDS", "Env", "boto3_client", "running_envs"]
+
+BACKENDS = ("local", "memory", "s3", "gcs", "azure")
+_PROTOCOLS = {"local": "file", "memory": "memory", "s3": "s3", "gcs": "gs", "azure": "abfs"}
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where one backend lives; everything a contender needs to reach it."""
+
+    backend: str
+    protocol: str  # URL scheme: file, memory, s3, gs, abfs
+    root: str  # bucket or base directory, without scheme; "" for memory
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    endpoint: str = ""  # the emulator's base URL ("" for local and memory)
+
+    def url(self, prefix: str) -> str:
+        """The fsspec URL of a folder under this backend's root."""
+        path = f"{self.root}/{prefix}".strip("/")
+        if self.protocol == "file":
+            return "/" + path
+        return f"{self.protocol}://{path}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Env:
+        return cls(**data)
+
+
+class MotoProcess(ProcessEmulator):
+    """moto's S3 server in its own process.
+
+    tests/servers.py runs moto in a thread of the test process; here the server must not
+    share the benchmark's GIL and CPU accounting, nor inflate the RSS that is measured.
+    """
+
+    name = "s3"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "key": AWS_KEY, "secret": AWS_SECRET}
+
+    def create_bucket(self) -> None:
+        boto3_client(self.endpoint).create_bucket(Bucket=self.bucket)
+
+
+def boto3_client(endpoint: str) -> Any:
+    """A boto3 S3 client for the moto server at ``endpoint``."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=AWS_KEY,
+        aws_secret_access_key=AWS_SECRET,
+        region_name=AWS_REGION,
+    )
+
+
+def _emulator(backend: str) -> Emulator:
+    if backend == "s3":
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=AWS_KEY,
+            AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+            AWS_DEFAULT_REGION=AWS_REGION,
+        )
+        return MotoProcess()
+    if backend == "gcs":
+        return GCSServer()
+    return AzureServer()
+
+
+@contextlib.contextmanager
+def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
+    """Start the emulators the selected backends need; yield an `Env` per backend."""
+    with contextlib.ExitStack() as stack:
+        envs: dict[str, Env] = {}
+        for backend in backends:
+            protocol = _PROTOCOLS[backend]
+            if backend == "local":
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="lakery-bench-"))
+                envs[backend] = Env(backend, protocol, folder)
+            elif backend == "memory":
+                envs[backend] = Env(backend, protocol, "")
+            else:
+                server = stack.enter_context(_emulator(backend))
+                options = dict(server.storage_options)
+                envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint)
+        yield envs

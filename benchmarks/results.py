@@ -1,0 +1,61 @@
+"""Measurements: one operation of one contender on one backend, repeated."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["GROUPS", "OPS", "Op", "Result"]
+
+
+@dataclass(frozen=True)
+class Op:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool = True
+
+
+OPS = {
+    op.key: op
+    for op in (
+        Op("small_write", "1 KiB write x{n} @{c}", "ops/s"),
+        Op("small_read", "1 KiB read x{n} @{c}", "ops/s"),
+        Op("small_write_c1", "1 KiB write x{n1} @1", "ops/s"),
+        Op("blob_write", "{blob} blob write", "MB/s"),
+        Op("blob_read", "{blob} blob read", "MB/s"),
+        Op("stream_write", "{stream} stream write", "MB/s"),
+        Op("stream_read", "{stream} stream read", "MB/s"),
+        Op("rss_write", "peak RSS growth, {rss} stream write", "MiB", higher_is_better=False),
+        Op("rss_read", "peak RSS growth, {rss} stream read", "MiB", higher_is_better=False),
+    )
+}
+GROUPS = {
+    "small": ("small_write", "small_read"),
+    "small_c1": ("small_write_c1",),
+    "blob": ("blob_write", "blob_read"),
+    "stream": ("stream_write", "stream_read"),
+    "rss": ("rss_write", "rss_read"),
+}
+
+
+@dataclass
+class Result:
+    backend: str
+    family: str
+    op: str
+    values: list[float] = field(default_factory=list)
+    error: str | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        return cls(**data)

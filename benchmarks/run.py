@@ -1,0 +1,241 @@
+"""Drive the measurements: every selected operation, contender and backend, with progress."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from benchmarks.contenders import FAMILIES, Contender, Family
+from benchmarks.contenders.base import cleanup_fs
+from benchmarks.data import Data
+from benchmarks.envs import Env
+from benchmarks.results import GROUPS, OPS, Result
+from benchmarks.rss import measure_in_subprocess
+from benchmarks.timing import consume, read_many, timed, write_many
+from benchmarks.workload import Sizes
+
+__all__ = ["Progress", "run_backend"]
+
+
+class Progress:
+    """One line per measurement on stderr, with the time since the start."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.started)
+        print(f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {text}", file=sys.stderr, flush=True)
+
+
+class _Recorder:
+    """Collects the values of one family on one backend."""
+
+    def __init__(self, env: Env, family: type[Family], progress: Progress) -> None:
+        self.env = env
+        self.family = family
+        self.progress = progress
+        self.results: dict[str, Result] = {}
+
+    def result(self, op: str) -> Result:
+        if op not in self.results:
+            self.results[op] = Result(self.env.backend, self.family.key, op)
+        return self.results[op]
+
+    def add(self, op: str, rep: int, value: float) -> None:
+        self.result(op).values.append(value)
+        unit = OPS[op].unit
+        label = f"{self.env.backend} · {self.family.label} · {op} #{rep + 1}"
+        self.progress.say(f"{label}: {value:,.1f} {unit}")
+
+    def fail(self, op: str, error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+        self.result(op).error = message
+        self.progress.say(f"{self.env.backend} · {self.family.label} · {op}: FAILED {message}")
+
+
+async def _guard(recorder: _Recorder, ops: tuple[str, ...], work: Awaitable[None]) -> None:
+    """Record a failure against ``ops`` instead of stopping the run."""
+    try:
+        await work
+    except Exception as error:  # a contender that breaks must not stop the others
+        for op in ops:
+            if not recorder.result(op).values:
+                recorder.fail(op, error)
+
+
+async def _measure_family(
+    env: Env,
+    family_type: type[Family],
+    sizes: Sizes,
+    groups: list[str],
+    data: Data,
+    recorder: _Recorder,
+    run_id: str,
+    step_seconds: float,
+) -> None:
+    family = family_type(env, sizes.chunk_size)
+
+    async def fresh(name: str) -> tuple[str, Contender]:
+        prefix = f"{run_id}/{family.key}/{name}"
+        return prefix, await family.open(prefix)
+
+    async def bounded(work: Awaitable[Any]) -> Any:
+        return await asyncio.wait_for(work, step_seconds)
+
+    prefix, contender = await fresh("warm-up")
+    await _guard(recorder, (), _warm_up(contender, data))
+    await family.cleanup(prefix)
+
+    for rep in range(sizes.repeats):
+        steps: list[tuple[tuple[str, ...], Callable[[], Awaitable[None]]]] = []
+        if "small" in groups:
+
+            async def small(rep: int = rep) -> None:
+                prefix, contender = await fresh(f"small-{rep}")
+                objects = data.small(rep, sizes.small_count)
+                seconds, handles = await bounded(
+                    timed(write_many(contender, objects, sizes.concurrency))
+                )
+                recorder.add("small_write", rep, len(objects) / seconds)
+                seconds, _ = await bounded(
+                    timed(read_many(contender, handles, sizes.concurrency, sizes.small_size))
+                )
+                recorder.add("small_read", rep, len(objects) / seconds)
+                await family.cleanup(prefix)
+
+            steps.append((GROUPS["small"], small))
+        if "small_c1" in groups:
+
+            async def small_c1(rep: int = rep) -> None:
+                prefix, contender = await fresh(f"small-c1-{rep}")
+                objects = data.small(rep, sizes.small_c1_count)
+                seconds, _ = await bounded(timed(write_many(contender, objects, 1)))
+                recorder.add("small_write_c1", rep, len(objects) / seconds)
+                await family.cleanup(prefix)
+
+            steps.append((GROUPS["small_c1"], small_c1))
+        if "blob" in groups:
+
+            async def blob(rep: int = rep) -> None:
+                prefix, contender = await fresh(f"blob-{rep}")
+                payload, digest = data.blob(rep, sizes.blob_size)
+                seconds, handle = await bounded(timed(contender.write_blob(payload, digest)))
+                recorder.add("blob_write", rep, len(payload) / seconds / 1e6)
+                seconds, read = await bounded(timed(contender.read_blob(handle)))
+                if len(read) != len(payload):
+                    raise AssertionError(f"read {len(read)} bytes of {len(payload)}")
+                del read
+                recorder.add("blob_read", rep, len(payload) / seconds / 1e6)
+                await family.cleanup(prefix)
+
+            steps.append((GROUPS["blob"], blob))
+        if "stream" in groups:
+
+            async def stream(rep: int = rep) -> None:
+                prefix, contender = await fresh(f"stream-{rep}")
+                source = data.stream(rep, sizes.stream_size)
+                seconds, handle = await bounded(timed(contender.write_stream(source.stream())))
+                recorder.add("stream_write", rep, source.size / seconds / 1e6)
+                seconds, _ = await bounded(timed(consume(contender, handle, source)))
+                recorder.add("stream_read", rep, source.size / seconds / 1e6)
+                await family.cleanup(prefix)
+
+            steps.append((GROUPS["stream"], stream))
+        for ops, step in steps:
+            if any(recorder.result(op).error for op in ops):
+                continue  # it failed in an earlier repetition: do not wait on it again
+            await _guard(recorder, ops, step())
+            gc.collect()
+    await family.aclose()
+
+
+async def _warm_up(contender: Contender, data: Data) -> None:
+    """Open connections and import lazily loaded modules before the clock starts."""
+    objects = data.small(0, 4)
+    handles = await write_many(contender, objects, 4)
+    await read_many(contender, handles, 4, data.sizes.small_size)
+
+
+def _measure_rss(
+    env: Env,
+    family: type[Family],
+    sizes: Sizes,
+    data: Data,
+    recorder: _Recorder,
+    run_id: str,
+    timeout: float,
+) -> None:
+    if env.backend == "memory":
+        for op in GROUPS["rss"]:
+            recorder.result(op).note = "n/a: the memory store holds the object in this process"
+        return
+    source = data.stream(0, sizes.rss_size)
+    prefix = f"{run_id}/{family.key}/rss"
+    job: dict[str, Any] = {
+        "env": env.to_json(),
+        "family": family.key,
+        "prefix": prefix,
+        "chunk_size": sizes.chunk_size,
+        "size": sizes.rss_size,
+        "seed": 3000,
+        "digest": source.digest,
+    }
+    try:
+        written = measure_in_subprocess({**job, "op": "write"}, timeout)
+        recorder.add("rss_write", 0, written["growth_mib"])
+        read = measure_in_subprocess({**job, "op": "read", "handle": written["handle"]}, timeout)
+        recorder.add("rss_read", 0, read["growth_mib"])
+    except Exception as error:
+        for op in GROUPS["rss"]:
+            if not recorder.result(op).values:
+                recorder.fail(op, error)
+    finally:
+        cleanup_fs(env, prefix)
+
+
+def run_backend(
+    env: Env,
+    families: list[str],
+    sizes: Sizes,
+    groups: list[str],
+    data: Data,
+    progress: Progress,
+    run_id: str,
+    timeout: float,
+) -> list[Result]:
+    """All measurements of one backend, family after family, each on a fresh event loop."""
+    sizes = sizes.for_backend(env.backend)
+    results: list[Result] = []
+    for key in families:
+        family = FAMILIES[key]
+        recorder = _Recorder(env, family, progress)
+        if not family.applies(env):
+            continue
+        reason = family.unavailable(env)
+        if reason is not None:
+            for group in groups:
+                for op in GROUPS[group]:
+                    recorder.result(op).note = reason
+            results.extend(recorder.results.values())
+            continue
+        progress.say(f"{env.backend} · {family.label}: start")
+        try:
+            asyncio.run(
+                _measure_family(env, family, sizes, groups, data, recorder, run_id, timeout)
+            )
+        except Exception as error:  # e.g. the contender cannot even be built
+            for group in groups:
+                for op in GROUPS[group]:
+                    if op.startswith("rss"):
+                        continue
+                    if not recorder.result(op).values:
+                        recorder.fail(op, error)
+        if "rss" in groups:
+            _measure_rss(env, family, sizes, data, recorder, run_id, timeout * 2)
+        results.extend(recorder.results.values())
+    return results
