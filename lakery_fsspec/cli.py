@@ -27,7 +27,6 @@ from lakery_fsspec.filestream import FileStream, guess_content_type
 from lakery_fsspec.pointer import FsspecPointer, parse_pointer
 from lakery_fsspec.progress import Progress, human_size
 from lakery_fsspec.storage import FsspecStorage
-from lakery_fsspec.tempscan import list_temp
 
 __all__ = ["DEFAULT_URL", "URL_VARIABLE", "main", "parse_duration", "parse_size"]
 
@@ -342,7 +341,7 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     older_than: float = args.older_than
     age = _age(older_than)
     if args.dry_run:
-        found = asyncio.run(list_temp(storage, older_than))
+        found = asyncio.run(storage.list_temp(older_than))
         for path, seconds in found:
             print(f"{path}\t{_age(seconds)} old")
         print(f"would delete {len(found)} temp object(s) older than {age}", file=sys.stderr)

@@ -20,7 +20,6 @@ from lakery_fsspec.filestream import FileStream
 from lakery_fsspec.pointer import FsspecPointer
 from lakery_fsspec.progress import human_size
 from lakery_fsspec.storage import FsspecStorage
-from lakery_fsspec.tempscan import list_temp
 
 __all__ = ["PROBE_FOLDER", "Doctor"]
 
@@ -194,7 +193,7 @@ class Doctor:
         return f"{self._endpoint} accepts connections ({address})"
 
     def _list(self) -> str:
-        found = self._run(list_temp(self.storage), self.timeout, "listing the storage")
+        found = self._run(self.storage.list_temp(), self.timeout, "listing the storage")
         stale = [path for path, age in found if age > _STALE]
         what = f"root listed, {len(found)} temp object(s) under {self.temp_prefix}/"
         if stale:
@@ -249,7 +248,7 @@ class Doctor:
         return f"{human_size(size)} in {chunks} chunk(s), sha256 matches"
 
     def _no_temp_left(self) -> str:
-        found = self._run(list_temp(self.storage), self.timeout, "listing the storage")
+        found = self._run(self.storage.list_temp(), self.timeout, "listing the storage")
         since_start = time.time() - self._started + 1
         ours = [path for path, age in found if age <= since_start]
         if ours:

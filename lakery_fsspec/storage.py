@@ -21,6 +21,7 @@ from labox.core.storage import Digest, GetStreamDigest, Storage
 
 from lakery_fsspec.backends import Backend, Writer, backend_for
 from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.diagnose import diagnose
 from lakery_fsspec.errors import ReadOnlyStorageError
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol
@@ -176,6 +177,29 @@ class FsspecStorage(Storage[FsspecPointer]):
             checker.finish()
         _log("read_data_stream", backend, path, size, started)
 
+    async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[str, float]]:
+        """``(path, age in seconds)`` of temp objects at least ``older_than`` old, oldest first.
+
+        Only names this storage creates under ``temp_prefix`` count. A root without temp
+        objects has none; a missing bucket or container raises FileNotFoundError.
+        """
+        limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        backend = self._backends_for(self.location.protocol)[1]
+        try:
+            paths = await backend.list(self._join(self.location.root, self.temp_prefix))
+        except FileNotFoundError as error:
+            url, protocol = self.location.url, self.location.protocol
+            if diagnose(error, url=url, protocol=protocol).kind == "no-bucket":
+                raise
+            paths = []  # no temp folder yet
+        now = time.time()
+        found: list[tuple[str, float]] = []
+        for path in paths:
+            age = temp_age(posixpath.basename(path), now)
+            if age is not None and age >= limit:
+                found.append((path, age))
+        return sorted(found, key=lambda item: -item[1])
+
     async def cleanup_temp(self, older_than: float | timedelta = 86_400) -> list[str]:
         """Delete temp objects older than ``older_than`` (seconds) and return their paths.
 
@@ -184,17 +208,12 @@ class FsspecStorage(Storage[FsspecPointer]):
         final objects are never touched; pick a threshold longer than your longest upload
         so that in-flight streams are left alone.
         """
-        limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         backend = self._backends_for(self.location.protocol)[1]
-        folder = self._join(self.location.root, self.temp_prefix)
-        now = time.time()
         removed: list[str] = []
-        for path in await backend.list(folder):
-            age = temp_age(posixpath.basename(path), now)
-            if age is not None and age >= limit:
-                await backend.remove(path)
-                removed.append(path)
-        _LOG.debug("cleanup_temp %s removed %d temp objects", folder, len(removed))
+        for path, _ in await self.list_temp(older_than):
+            await backend.remove(path)
+            removed.append(path)
+        _LOG.debug("cleanup_temp %s removed %d temp objects", self.location.root, len(removed))
         return removed
 
     def serialize_config(self, config: FsspecPointer, /) -> str:

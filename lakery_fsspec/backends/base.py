@@ -113,12 +113,9 @@ class Backend:
             await self.io.call("mv", source, destination)
 
     async def list(self, folder: str) -> list[str]:
-        """Paths of the objects directly in ``folder`` (none if it does not exist)."""
+        """Paths of the objects directly in ``folder``; FileNotFoundError if there is none."""
         self.fs.invalidate_cache(folder)
-        try:
-            return [str(path) for path in await self.io.call("ls", folder, detail=False)]
-        except FileNotFoundError:
-            return []
+        return [str(path) for path in await self.io.call("ls", folder, detail=False)]
 
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""
