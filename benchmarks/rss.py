@@ -10,9 +10,11 @@ to sampling ``VmRSS`` every millisecond in a thread.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -96,11 +98,18 @@ def measure_in_subprocess(job: dict[str, Any], timeout: float) -> dict[str, Any]
         text=True,
         timeout=timeout,
         check=False,
+        preexec_fn=_die_with_parent,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise RuntimeError(_exception_line(done.stderr) or f"exit code {done.returncode}")
     return json.loads(lines[-1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the benchmark process dies (Linux)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _exception_line(stderr: str) -> str | None:

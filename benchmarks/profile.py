@@ -1,0 +1,69 @@
+"""Profile one contender's operation with pyinstrument (wall clock, all threads' waits).
+
+    python -m benchmarks.profile --backend s3 --contender fsspec_storage --op small_write
+
+prints pyinstrument's text report of the timed part only (the emulator runs in another
+process, so its CPU is not in the profile; run ``py-spy top --pid`` on it for that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import replace
+
+from pyinstrument import Profiler
+
+from benchmarks.contenders import FAMILIES
+from benchmarks.envs import BACKENDS, Env, running_envs
+from benchmarks.timing import consume, read_many, write_many
+from benchmarks.workload import FULL, StreamSource, blob, small_objects
+
+OPS = ("small_write", "small_read", "small_write_c1", "blob_write", "stream_write", "stream_read")
+
+
+async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
+    sizes = replace(FULL.for_backend(env.backend), small_count=count)
+    family = FAMILIES[family_key](env, sizes.chunk_size)
+    contender = await family.open(f"profile/{family_key}/{op}")
+    warm = small_objects(4, 1024, seed=1)
+    await read_many(contender, await write_many(contender, warm, 4), 4, 1024)
+    objects = small_objects(sizes.small_count, sizes.small_size, seed=2)
+    source = StreamSource(sizes.stream_size, sizes.chunk_size, seed=3)
+    handles = []
+    if op == "small_read":
+        handles = await write_many(contender, objects, sizes.concurrency)
+    if op == "stream_read":
+        handles = [await contender.write_stream(source.stream())]
+    profiler = Profiler(async_mode="enabled", interval=0.0005)
+    with profiler:
+        if op == "small_write":
+            await write_many(contender, objects, sizes.concurrency)
+        elif op == "small_write_c1":
+            await write_many(contender, objects, 1)
+        elif op == "small_read":
+            await read_many(contender, handles, sizes.concurrency, sizes.small_size)
+        elif op == "blob_write":
+            await contender.write_blob(*blob(sizes.blob_size, seed=4))
+        elif op == "stream_write":
+            await contender.write_stream(source.stream())
+        else:
+            await consume(contender, handles[0], source)
+    await family.cleanup(f"profile/{family_key}/{op}")
+    await family.aclose()
+    return profiler.output_text(unicode=False, color=False, show_all=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
+    parser.add_argument("--backend", choices=BACKENDS, required=True)
+    parser.add_argument("--contender", choices=list(FAMILIES), default="fsspec_storage")
+    parser.add_argument("--op", choices=OPS, required=True)
+    parser.add_argument("--count", type=int, default=300, help="small objects to write/read")
+    args = parser.parse_args()
+    with running_envs([args.backend]) as envs:
+        print(asyncio.run(_profile(envs[args.backend], args.contender, args.op, args.count)))
+
+
+if __name__ == "__main__":
+    main()
