@@ -35,7 +35,15 @@ from servers import (
     ProcessEmulator,
 )
 
-__all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "BACKENDS", "Env", "boto3_client", "running_envs"]
+__all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
+    "BACKENDS",
+    "Env",
+    "boto3_client",
+    "cpu_seconds",
+    "running_envs",
+]
 
 BACKENDS = ("local", "memory", "s3", "gcs", "azure")
 _PROTOCOLS = {"local": "file", "memory": "memory", "s3": "s3", "gcs": "gs", "azure": "abfs"}
@@ -50,6 +58,7 @@ class Env:
     root: str  # bucket or base directory, without scheme; "" for memory
     storage_options: dict[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the emulator's base URL ("" for local and memory)
+    server_pid: int = 0  # the emulator's process, for its CPU time (0: none)
 
     def url(self, prefix: str) -> str:
         """The fsspec URL of a folder under this backend's root."""
@@ -64,6 +73,19 @@ class Env:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Env:
         return cls(**data)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its waited-for children (0 if none)."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class MotoProcess(ProcessEmulator):
@@ -127,5 +149,7 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
             else:
                 server = stack.enter_context(_emulator(backend))
                 options = dict(server.storage_options)
-                envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint)
+                process = server.process if isinstance(server, ProcessEmulator) else None
+                pid = process.pid if process is not None else 0
+                envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint, pid)
         yield envs

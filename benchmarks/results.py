@@ -48,6 +48,8 @@ class Result:
     values: list[float] = field(default_factory=list)
     error: str | None = None
     note: str = ""
+    cpu: list[tuple[float, float]] = field(default_factory=list)
+    """Per repetition: CPU seconds per wall second of this process and of the emulator."""
 
     @property
     def median(self) -> float | None:
@@ -56,6 +58,16 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def median_cpu(self) -> tuple[float, float] | None:
+        if not self.cpu:
+            return None
+        return (
+            statistics.median(c for c, _ in self.cpu),
+            statistics.median(s for _, s in self.cpu),
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
+        data = {**data, "cpu": [tuple(pair) for pair in data.get("cpu", [])]}
         return cls(**data)

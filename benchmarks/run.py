@@ -12,10 +12,10 @@ from typing import Any
 from benchmarks.contenders import FAMILIES, Contender, Family
 from benchmarks.contenders.base import cleanup_fs
 from benchmarks.data import Data
-from benchmarks.envs import Env
+from benchmarks.envs import Env, cpu_seconds
 from benchmarks.results import GROUPS, OPS, Result
 from benchmarks.rss import measure_in_subprocess
-from benchmarks.timing import consume, read_many, timed, write_many
+from benchmarks.timing import consume, read_many, write_many
 from benchmarks.workload import Sizes
 
 __all__ = ["RSS_FAMILIES", "Progress", "run_backend"]
@@ -43,6 +43,19 @@ class _Recorder:
         self.family = family
         self.progress = progress
         self.results: dict[str, Result] = {}
+        self._cpu: tuple[float, float] | None = None
+
+    async def clock(self, work: Awaitable[Any], limit: float) -> tuple[float, Any]:
+        """Seconds ``work`` took (and its result); remembers the CPU both sides used."""
+        client, server = time.process_time(), cpu_seconds(self.env.server_pid)
+        started = time.perf_counter()
+        result = await asyncio.wait_for(work, limit)
+        seconds = time.perf_counter() - started
+        self._cpu = (
+            (time.process_time() - client) / seconds,
+            (cpu_seconds(self.env.server_pid) - server) / seconds,
+        )
+        return seconds, result
 
     def result(self, op: str) -> Result:
         if op not in self.results:
@@ -50,10 +63,16 @@ class _Recorder:
         return self.results[op]
 
     def add(self, op: str, rep: int, value: float) -> None:
-        self.result(op).values.append(value)
-        unit = OPS[op].unit
+        result = self.result(op)
+        result.values.append(value)
         label = f"{self.env.backend} · {self.family.label} · {op} #{rep + 1}"
-        self.progress.say(f"{label}: {value:,.1f} {unit}")
+        cpu = ""
+        if self._cpu is not None:
+            result.cpu.append(self._cpu)
+            cpu = f" (CPU: client {self._cpu[0]:.0%}"
+            cpu += f", server {self._cpu[1]:.0%})" if self.env.server_pid else ")"
+            self._cpu = None
+        self.progress.say(f"{label}: {value:,.1f} {OPS[op].unit}{cpu}")
 
     def fail(self, op: str, error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
@@ -87,8 +106,8 @@ async def _measure_family(
         prefix = f"{run_id}/{family.key}/{name}"
         return prefix, await family.open(prefix)
 
-    async def bounded(work: Awaitable[Any]) -> Any:
-        return await asyncio.wait_for(work, step_seconds)
+    async def clock(work: Awaitable[Any]) -> tuple[float, Any]:
+        return await recorder.clock(work, step_seconds)
 
     prefix, contender = await fresh("warm-up")
     await _guard(recorder, (), _warm_up(contender, data))
@@ -101,12 +120,10 @@ async def _measure_family(
             async def small(rep: int = rep) -> None:
                 prefix, contender = await fresh(f"small-{rep}")
                 objects = data.small(rep, sizes.small_count)
-                seconds, handles = await bounded(
-                    timed(write_many(contender, objects, sizes.concurrency))
-                )
+                seconds, handles = await clock(write_many(contender, objects, sizes.concurrency))
                 recorder.add("small_write", rep, len(objects) / seconds)
-                seconds, _ = await bounded(
-                    timed(read_many(contender, handles, sizes.concurrency, sizes.small_size))
+                seconds, _ = await clock(
+                    read_many(contender, handles, sizes.concurrency, sizes.small_size)
                 )
                 recorder.add("small_read", rep, len(objects) / seconds)
                 await family.cleanup(prefix)
@@ -117,7 +134,7 @@ async def _measure_family(
             async def small_c1(rep: int = rep) -> None:
                 prefix, contender = await fresh(f"small-c1-{rep}")
                 objects = data.small(rep, sizes.small_c1_count)
-                seconds, _ = await bounded(timed(write_many(contender, objects, 1)))
+                seconds, _ = await clock(write_many(contender, objects, 1))
                 recorder.add("small_write_c1", rep, len(objects) / seconds)
                 await family.cleanup(prefix)
 
@@ -127,9 +144,9 @@ async def _measure_family(
             async def blob(rep: int = rep) -> None:
                 prefix, contender = await fresh(f"blob-{rep}")
                 payload, digest = data.blob(rep, sizes.blob_size)
-                seconds, handle = await bounded(timed(contender.write_blob(payload, digest)))
+                seconds, handle = await clock(contender.write_blob(payload, digest))
                 recorder.add("blob_write", rep, len(payload) / seconds / 1e6)
-                seconds, read = await bounded(timed(contender.read_blob(handle)))
+                seconds, read = await clock(contender.read_blob(handle))
                 if len(read) != len(payload):
                     raise AssertionError(f"read {len(read)} bytes of {len(payload)}")
                 del read
@@ -142,9 +159,9 @@ async def _measure_family(
             async def stream(rep: int = rep) -> None:
                 prefix, contender = await fresh(f"stream-{rep}")
                 source = data.stream(rep, sizes.stream_size)
-                seconds, handle = await bounded(timed(contender.write_stream(source.stream())))
+                seconds, handle = await clock(contender.write_stream(source.stream()))
                 recorder.add("stream_write", rep, source.size / seconds / 1e6)
-                seconds, _ = await bounded(timed(consume(contender, handle, source)))
+                seconds, _ = await clock(consume(contender, handle, source))
                 recorder.add("stream_read", rep, source.size / seconds / 1e6)
                 await family.cleanup(prefix)
 

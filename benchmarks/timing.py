@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,14 +11,7 @@ from labox.core.storage import Digest
 from benchmarks.contenders import Contender
 from benchmarks.workload import StreamSource
 
-__all__ = ["consume", "read_many", "timed", "write_many"]
-
-
-async def timed(work: Awaitable[Any]) -> tuple[float, Any]:
-    """Seconds taken by ``work``, and its result."""
-    started = time.perf_counter()
-    result = await work
-    return time.perf_counter() - started, result
+__all__ = ["consume", "read_many", "write_many"]
 
 
 async def _bounded(concurrency: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
