@@ -1,6 +1,10 @@
 """lakery_fsspec: one labox storage for every fsspec filesystem."""
 
-from lakery_fsspec.errors import IntegrityError, ReadOnlyStorageError
+from lakery_fsspec.errors import (
+    IntegrityError,
+    ReadOnlyStorageError,
+    StorageUnavailableError,
+)
 from lakery_fsspec.pointer import FsspecPointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router
 from lakery_fsspec.storage import DEFAULT_CHUNK_SIZE, FsspecStorage
@@ -14,4 +18,5 @@ __all__ = [
     "PathTemplate",
     "ReadOnlyStorageError",
     "Router",
+    "StorageUnavailableError",
 ]

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import threading
 from collections.abc import Callable, Coroutine
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CancelScope, CapacityLimiter, move_on_after, to_thread
 from fsspec.spec import AbstractFileSystem
 
-__all__ = ["Bridge"]
+from lakery_fsspec.errors import StorageUnavailableError, unavailable
+
+if TYPE_CHECKING:
+    from lakery_fsspec.backends.base import Writer
+
+__all__ = ["Bridge", "SerialWriter"]
 
 T = TypeVar("T")
 
@@ -21,12 +29,27 @@ class Bridge:
     Async implementations (s3fs, gcsfs, adlfs) run their coroutines on fsspec's own IO
     loop, which outlives every caller loop, so an instance is never "attached to a
     different loop". Blocking implementations (local, memory, …) run in worker threads.
-    Cancelling the caller cancels the coroutine on the IO loop too.
+
+    ``timeout`` (seconds, None for none) bounds each call: a coroutine still running on
+    the IO loop is cancelled there; a worker thread cannot be stopped, so it is left to
+    finish in the background (see SerialWriter for what keeps that safe). Either way the
+    call raises StorageUnavailableError. Cancelling the caller cancels the coroutine on
+    the IO loop too, but waits for a worker thread (at most ``timeout``).
+
+    Timeouts, connection failures and server errors from the backend become
+    StorageUnavailableError raised from the original; every other exception (missing
+    objects, permissions, cancellation, …) propagates unchanged.
     """
 
-    def __init__(self, fs: AbstractFileSystem, threads: CapacityLimiter | None = None) -> None:
+    def __init__(
+        self,
+        fs: AbstractFileSystem,
+        threads: CapacityLimiter | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.fs = fs
         self.is_async = bool(fs.async_impl)
+        self.timeout = timeout
         self._threads = threads
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -39,8 +62,112 @@ class Bridge:
         """Await a coroutine of the filesystem's on its IO loop."""
         loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009 (async fs only)
         future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-        return await asyncio.wrap_future(future)
+        try:
+            with move_on_after(self.timeout):
+                # Cancelling the wrapper cancels the task on the IO loop.
+                return await asyncio.wrap_future(future)
+        except Exception as error:
+            if (wrapped := unavailable(error)) is None:
+                raise
+            raise wrapped from error
+        raise self._timed_out()
 
     async def thread(self, function: Callable[[], T]) -> T:
         """Run blocking work (sync file objects, local I/O) in a worker thread."""
-        return await to_thread.run_sync(function, limiter=self._threads)
+        try:
+            if self.timeout is None:
+                return await to_thread.run_sync(function, limiter=self._threads)
+            limiter = self._threads or to_thread.current_default_thread_limiter()
+            # Shielded: the caller's cancellation waits for the thread, as without a
+            # timeout; only the deadline abandons it.
+            with CancelScope(shield=True), move_on_after(self.timeout):
+                async with limiter:
+                    return await _in_daemon_thread(function)
+        except Exception as error:
+            if (wrapped := unavailable(error)) is None:
+                raise
+            raise wrapped from error
+        raise self._timed_out()
+
+    def _timed_out(self) -> StorageUnavailableError:
+        error = StorageUnavailableError(f"no answer within the {self.timeout:g} s timeout")
+        error.__cause__ = TimeoutError(f"timeout={self.timeout:g} s")
+        return error
+
+
+async def _in_daemon_thread(function: Callable[[], T]) -> T:
+    """Run ``function`` in a new daemon thread and await its outcome.
+
+    A thread abandoned at a timeout may stay blocked for as long as its client retries
+    (minutes against an endpoint that does not answer); being a daemon, it never keeps
+    the process from exiting, which a pooled worker thread would.
+    """
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if outcome.done():  # abandoned: nobody awaits it any more
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = context.run(function), None
+        except BaseException as raised:  # delivered to the awaiting task
+            result, error = None, raised
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="lakery-fsspec-blocking", daemon=True).start()
+    return await outcome
+
+
+class SerialWriter:
+    """Runs a Writer's steps one at a time, even when a timed-out step is still running.
+
+    A worker thread abandoned at a timeout may still be inside ``open`` or ``write``
+    when the storage gives up and aborts. Every step takes a lock, so ``abort`` waits
+    for the step in flight and then discards what it wrote: a late write can never land
+    after the abort, and an abort that itself times out still happens in the background
+    once the stuck step returns (bounded by the client's own timeouts and retries).
+    """
+
+    def __init__(self, opener: Callable[[], Writer]) -> None:
+        self._opener = opener
+        self._writer: Writer | None = None
+        self._aborted = False
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Open the underlying writer (blocking)."""
+        with self._lock:
+            if not self._aborted:
+                self._writer = self._opener()
+
+    def write(self, data: bytes, /) -> None:
+        """Append bytes (blocking)."""
+        with self._lock:
+            self._live().write(data)
+
+    def commit(self) -> None:
+        """Finish the object (blocking)."""
+        with self._lock:
+            self._live().commit()
+
+    def abort(self) -> None:
+        """Discard the object, after any step still in flight (blocking)."""
+        with self._lock:
+            self._aborted = True
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.abort()
+
+    def _live(self) -> Writer:
+        if self._writer is None:
+            msg = "the writer was aborted" if self._aborted else "the writer is not open"
+            raise RuntimeError(msg)
+        return self._writer

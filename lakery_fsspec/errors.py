@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["IntegrityError", "ReadOnlyStorageError"]
+import errno
+
+__all__ = ["IntegrityError", "ReadOnlyStorageError", "StorageUnavailableError", "unavailable"]
 
 
 class ReadOnlyStorageError(RuntimeError):
@@ -11,3 +13,112 @@ class ReadOnlyStorageError(RuntimeError):
 
 class IntegrityError(Exception):
     """With ``verify_reads=True``: the bytes read differ from the size or hash recorded."""
+
+
+class StorageUnavailableError(OSError):
+    """The backend did not answer in time, refused or dropped the connection, or kept
+    failing with a server error (HTTP 5xx, throttling) after its client's retries.
+
+    Transient by nature: the same operation may succeed once the backend is back. The
+    message names the storage operation and the object's URL (``protocol://root/path``),
+    never storage options or credentials; the backend's own exception is the
+    ``__cause__``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.operation: str | None = None
+        self.url: str | None = None
+
+    def locate(self, operation: str, url: str) -> None:
+        """Record which operation on which object failed, unless already recorded."""
+        if self.operation is None:
+            self.operation, self.url = operation, url
+
+    def __str__(self) -> str:
+        if self.operation is None:
+            return self.reason
+        return f"{self.operation} {self.url} failed: {self.reason}"
+
+
+# Names of transport-level exception classes of the clients fsspec backends use
+# (aiohttp, botocore, azure-core, requests, fsspec), matched by name so that none of
+# those optional packages has to be imported here.
+_TRANSIENT_CLASSES = frozenset(
+    {
+        "ClientConnectionError",  # aiohttp: refused, reset, server disconnected, …
+        "ClientPayloadError",  # aiohttp: the body was cut off
+        "ServerTimeoutError",  # aiohttp
+        "ConnectionError",  # botocore, requests (and the builtin, caught below anyway)
+        "ConnectionClosedError",  # botocore
+        "ConnectTimeoutError",  # botocore
+        "ReadTimeoutError",  # botocore
+        "IncompleteReadError",  # botocore, asyncio
+        "ServiceRequestError",  # azure-core: the request could not be sent
+        "ServiceResponseError",  # azure-core: no (complete) response
+        "FSTimeoutError",  # fsspec
+    }
+)
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EBUSY,  # s3fs: SlowDown, ServiceUnavailable
+        errno.EREMOTEIO,  # s3fs: InternalError
+        errno.ETIMEDOUT,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EPIPE,
+    }
+)
+_TRANSIENT_STATUS = frozenset({408, 429})
+
+
+def unavailable(error: Exception) -> StorageUnavailableError | None:
+    """The StorageUnavailableError to raise ``from error`` (an exception of a backend
+    call) if it, or any exception it was raised from, is a timeout, a connection failure
+    or an HTTP 5xx/408/429 answer; None for any other error, which propagates as is."""
+    if _is_transient(error):
+        return StorageUnavailableError(f"{type(error).__name__}: {error}")
+    return None
+
+
+def _is_transient(error: BaseException) -> bool:
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, TimeoutError | ConnectionError):
+            return True
+        if isinstance(current, OSError) and current.errno in _TRANSIENT_ERRNOS:
+            return True
+        if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(current).__mro__):
+            return True
+        if (status := _http_status(current)) is not None and (
+            status >= 500 or status in _TRANSIENT_STATUS
+        ):
+            return True
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status an exception carries, in any of the clients' conventions."""
+    for name in ("status_code", "status", "code"):  # azure-core, aiohttp, gcsfs
+        value = getattr(error, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
+            return value
+    response = getattr(error, "response", None)  # botocore ClientError
+    if isinstance(response, dict):
+        metadata = response.get("ResponseMetadata")  # pyright: ignore[reportUnknownMemberType]
+        if isinstance(metadata, dict):
+            status = metadata.get("HTTPStatusCode")  # pyright: ignore[reportUnknownMemberType]
+            if isinstance(status, int):
+                return status
+    return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import posixpath
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Generator, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -19,10 +20,10 @@ from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, Writer, backend_for
-from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.bridge import Bridge, SerialWriter
 from lakery_fsspec.diagnose import diagnose
-from lakery_fsspec.errors import ReadOnlyStorageError
+from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol
 from lakery_fsspec.paths import path_problem
@@ -53,6 +54,16 @@ class FsspecStorage(Storage[FsspecPointer]):
         temp_prefix: Folder under the root where streams are written before their move.
         verify_reads: Check the size and hash recorded in the pointer while reading, and
             raise IntegrityError on a mismatch.
+        timeout: Seconds each backend call (one request, one upload block, one move) may
+            take, or None to rely on the client's own timeouts and retries (which can
+            take minutes against an endpoint that does not answer). A call that runs out
+            of time, or fails with a connection error or a server error, raises
+            StorageUnavailableError naming the operation and the URL; other backend
+            errors (FileNotFoundError, PermissionError, …) propagate as they are. A failed
+            stream write still cleans up, each clean-up step bounded by the same timeout,
+            so it gives up within a few timeouts. A blocking call that times out cannot be
+            killed: it finishes in a worker thread, and a stream's abort runs after it
+            (see ``SerialWriter``).
     """
 
     name = "lakery.fsspec@v1"
@@ -67,6 +78,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         temp_prefix: str = ".lakery-tmp",
         verify_reads: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self.location = Location(url, storage_options or {})
         self.router = make_router(router)
@@ -79,6 +91,10 @@ class FsspecStorage(Storage[FsspecPointer]):
             raise ValueError(msg)
         self.temp_prefix = temp_prefix.strip("/")
         self.verify_reads = verify_reads
+        if not _is_timeout(timeout):
+            msg = f"timeout must be a positive number of seconds or None, not {timeout!r}."
+            raise ValueError(msg)
+        self.timeout = timeout
         self._read_options = {
             canonical_protocol(protocol): dict(options)
             for protocol, options in (read_options or {}).items()
@@ -98,12 +114,11 @@ class FsspecStorage(Storage[FsspecPointer]):
         path = route(self._writable_router(), digest, tags)
         backend = self._backends_for(self.location.protocol)[1]
         final = self._join(self.location.root, path)
-        if await backend.exists(final):
-            _log("write_data (exists)", backend, final, len(data), started)
-        else:
-            if backend.atomic_put:
+        with _located("write_data", backend, final):
+            exists = await backend.exists(final)
+            if not exists and backend.atomic_put:
                 await backend.put(final, data, digest)
-            else:
+            elif not exists:
                 temp = self._temp_path()
                 try:
                     await backend.put(temp, data, digest)
@@ -111,7 +126,8 @@ class FsspecStorage(Storage[FsspecPointer]):
                 except BaseException:
                     await _discard(backend, temp)
                     raise
-            _log("write_data", backend, final, len(data), started)
+        operation = "write_data (exists)" if exists else "write_data"
+        _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)
 
     async def read_data(self, config: FsspecPointer, /) -> bytes:
@@ -119,7 +135,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         started = time.perf_counter()
         backend, path = self._reader(config)
         try:
-            data = await backend.read(path)
+            with _located("read_data", backend, path):
+                data = await backend.read(path)
         except FileNotFoundError:
             raise _no_data(config) from None
         if self.verify_reads:
@@ -145,14 +162,16 @@ class FsspecStorage(Storage[FsspecPointer]):
         backend = self._backends_for(self.location.protocol)[1]
         temp = self._temp_path()
         try:
-            await self._upload(backend, temp, data_stream, initial)
+            with _located("write_data_stream", backend, temp):
+                await self._upload(backend, temp, data_stream, initial)
             digest = get_digest()
             path = route(router, digest, tags)
             final = self._join(self.location.root, path)
-            if await backend.exists(final):
-                await backend.remove(temp)
-            else:
-                await backend.move(temp, final, digest)
+            with _located("write_data_stream", backend, final):
+                if await backend.exists(final):
+                    await backend.remove(temp)
+                else:
+                    await backend.move(temp, final, digest)
         except BaseException:
             await _discard(backend, temp)
             raise
@@ -166,11 +185,12 @@ class FsspecStorage(Storage[FsspecPointer]):
         checker = Checker(config, _where(config)) if self.verify_reads else None
         size = 0
         try:
-            async for chunk in backend.iter_chunks(path, self.chunk_size):
-                if checker:
-                    checker.update(chunk)
-                size += len(chunk)
-                yield chunk
+            with _located("read_data_stream", backend, path):
+                async for chunk in backend.iter_chunks(path, self.chunk_size):
+                    if checker:
+                        checker.update(chunk)
+                    size += len(chunk)
+                    yield chunk
         except FileNotFoundError:
             raise _no_data(config) from None
         if checker:
@@ -185,8 +205,10 @@ class FsspecStorage(Storage[FsspecPointer]):
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         backend = self._backends_for(self.location.protocol)[1]
+        folder = self._join(self.location.root, self.temp_prefix)
         try:
-            paths = await backend.list(self._join(self.location.root, self.temp_prefix))
+            with _located("list_temp", backend, folder):
+                paths = await backend.list(folder)
         except FileNotFoundError as error:
             url, protocol = self.location.url, self.location.protocol
             if diagnose(error, url=url, protocol=protocol).kind == "no-bucket":
@@ -211,7 +233,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         backend = self._backends_for(self.location.protocol)[1]
         removed: list[str] = []
         for path, _ in await self.list_temp(older_than):
-            await backend.remove(path)
+            with _located("cleanup_temp", backend, path):
+                await backend.remove(path)
             removed.append(path)
         _LOG.debug("cleanup_temp %s removed %d temp objects", self.location.root, len(removed))
         return removed
@@ -237,10 +260,10 @@ class FsspecStorage(Storage[FsspecPointer]):
     ) -> None:
         """Write a stream to ``path`` block by block; on any failure nothing remains."""
         block_size = backend.block_size(self.chunk_size)
-        writer: Writer = await backend.io.thread(
-            partial(backend.open_writer, path, digest, block_size)
-        )
+        # Serialized: a step abandoned at a timeout never races the abort.
+        writer = SerialWriter(partial(backend.open_writer, path, digest, block_size))
         try:
+            await backend.io.thread(writer.open)
             buffer = bytearray()
             written = 0
             async for chunk in stream:
@@ -254,8 +277,9 @@ class FsspecStorage(Storage[FsspecPointer]):
                 await backend.io.thread(partial(writer.write, bytes(buffer)))
                 await backend.io.thread(writer.commit)
         except BaseException:
-            with CancelScope(shield=True):
-                await backend.io.thread(writer.abort)
+            await _cleanup(
+                backend.io.thread(writer.abort), f"abort the upload to {backend.protocol}://{path}"
+            )
             raise
         if not (written or buffer):
             # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
@@ -285,8 +309,11 @@ class FsspecStorage(Storage[FsspecPointer]):
                     read_fs = target_fs = fsspec.filesystem(
                         protocol, **self._read_options[protocol]
                     )
-                target = backend_for(protocol, Bridge(target_fs))
-                reader = target if read_fs is target_fs else Backend(protocol, Bridge(read_fs))
+                target = backend_for(protocol, Bridge(target_fs, timeout=self.timeout))
+                if read_fs is target_fs:
+                    reader = target
+                else:
+                    reader = Backend(protocol, Bridge(read_fs, timeout=self.timeout))
                 self._backends[protocol] = (reader, target)
             return self._backends[protocol]
 
@@ -309,9 +336,39 @@ class FsspecStorage(Storage[FsspecPointer]):
 
 
 async def _discard(backend: Backend, temp: str) -> None:
-    """Remove a temp object even while the caller is being cancelled."""
+    """Remove a temp object even while the caller is being cancelled; never raise."""
+    await _cleanup(backend.remove(temp), f"remove the temp object {backend.protocol}://{temp}")
+
+
+async def _cleanup(step: Awaitable[object], what: str) -> None:
+    """Run a clean-up step shielded from cancellation. It runs while another exception
+    propagates, so its own failure (the backend is down, say) is logged, not raised."""
     with CancelScope(shield=True):
-        await backend.remove(temp)
+        try:
+            await step
+        except Exception as error:
+            _LOG.warning("Could not %s (cleanup_temp removes leftovers later): %s", what, error)
+
+
+@contextlib.contextmanager
+def _located(operation: str, backend: Backend, path: str) -> Generator[None]:
+    """Name the operation and URL in a StorageUnavailableError raised by the backend.
+
+    Only errors not yet located are touched, so one raised by another storage (say, in
+    the caller's stream) keeps its own operation and URL.
+    """
+    try:
+        yield
+    except StorageUnavailableError as error:
+        error.locate(operation, f"{backend.protocol}://{path}")
+        raise
+
+
+def _is_timeout(value: object) -> bool:
+    """Whether ``value`` is None or a positive number of seconds."""
+    if value is None:
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _where(pointer: FsspecPointer) -> str:
