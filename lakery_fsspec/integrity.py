@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.errors import IntegrityError
 
@@ -25,9 +25,7 @@ class Checker:
         self._size = pointer.get("content_size")
         self._expected = pointer.get("content_hash")
         algorithm = pointer.get("content_hash_algorithm")
-        self._hash = None
-        if self._expected and algorithm and algorithm in hashlib.algorithms_available:
-            self._hash = hashlib.new(algorithm)
+        self._hash = _hasher(algorithm) if self._expected else None
         self._seen = 0
 
     def update(self, chunk: bytes) -> None:
@@ -42,8 +40,20 @@ class Checker:
         """Check the whole object once every chunk has been seen."""
         if self._size is not None and self._seen != self._size:
             raise self._error(f"{self._seen} bytes where {self._size} were recorded")
-        if self._hash is not None and self._hash.hexdigest() != self._expected:
+        if self._hash is not None and self._hash.hexdigest() != str(self._expected).lower():
             raise self._error(f"{self._hash.name} {self._hash.hexdigest()} != {self._expected}")
 
     def _error(self, what: str) -> IntegrityError:
         return IntegrityError(f"Object {self._where} is corrupt: {what}.")
+
+
+def _hasher(algorithm: str | None) -> Any:
+    """A fresh hashlib object for ``algorithm``, or None if it cannot be checked here
+    (unknown, disabled by the platform, or of variable length like shake_128)."""
+    if not algorithm:
+        return None
+    try:
+        hasher = hashlib.new(algorithm)
+    except (ValueError, TypeError):
+        return None
+    return hasher if hasher.digest_size else None

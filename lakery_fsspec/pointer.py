@@ -26,15 +26,18 @@ class FsspecPointer(TypedDict):
     path: str
     """The path the router returned, relative to ``root``."""
     content_hash: NotRequired[str]
+    """The hash of the object's bytes (hex), as labox computed it when writing."""
     content_hash_algorithm: NotRequired[str]
+    """The ``hashlib`` name of that hash (``"sha256"``)."""
     content_size: NotRequired[int]
+    """The object's size in bytes."""
 
 
 def parse_pointer(text: str | bytes) -> FsspecPointer:
     """Parse and validate serialized storage data; raise ValueError on any other shape."""
     try:
         data = json.loads(text)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise _pointer_error(text, f"it is not JSON ({error})") from None
     return check_pointer(data, text)
 
@@ -54,6 +57,13 @@ def check_pointer(data: object, text: str | bytes | None = None) -> FsspecPointe
         raise _pointer_error(shown, f"'root' {problem}")
     if problem := path_problem(pointer["path"]):
         raise _pointer_error(shown, f"'path' is unsafe: {problem}")
+    # Optional integrity extras: absent or null means "not recorded".
+    for key in ("content_hash", "content_hash_algorithm"):
+        if pointer.get(key) is not None and not isinstance(pointer[key], str):
+            raise _pointer_error(shown, f"{key!r} is not a string")
+    size = pointer.get("content_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise _pointer_error(shown, "'content_size' is not a number of bytes")
     return pointer  # type: ignore[return-value]
 
 
@@ -68,5 +78,7 @@ def _root_problem(root: str) -> str | None:
 
 
 def _pointer_error(text: str | bytes, why: str) -> ValueError:
-    shown = text if len(text) <= 200 else text[:200] + "…"  # type: ignore[operator]
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    shown = text if len(text) <= 200 else text[:200] + "…"
     return ValueError(f"Invalid FsspecStorage data {shown!r}: {why}.")

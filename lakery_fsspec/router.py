@@ -141,6 +141,10 @@ def _parse_tag_names(template: str) -> Iterator[str]:
             and name
             and not set("[].") & set(name)
         ):
+            if name.isdecimal() and str(int(name)) != name:
+                # str.format looks up {tags[007]} as tags[7]: the tag "007" is unreachable.
+                why = f"str.format reads {{{field}}} as {{tags[{int(name)}]}}"
+                raise _template_error(template, why)
             yield name
             continue
         raise _template_error(template, f"it references {'{' + field + '}'}")
