@@ -11,6 +11,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio import CancelScope, CapacityLimiter, move_on_after, to_thread
+from anyio.lowlevel import checkpoint_if_cancelled
 from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.errors import StorageUnavailableError, unavailable
@@ -84,9 +85,11 @@ class Bridge:
                 async with limiter:
                     return await _in_daemon_thread(function)
         except Exception as error:
+            await checkpoint_if_cancelled()  # the caller's cancellation comes first
             if (wrapped := unavailable(error)) is None:
                 raise
             raise wrapped from error
+        await checkpoint_if_cancelled()
         raise self._timed_out()
 
     def _timed_out(self) -> StorageUnavailableError:
@@ -148,7 +151,7 @@ class SerialWriter:
             if not self._aborted:
                 self._writer = self._opener()
 
-    def write(self, data: bytes, /) -> None:
+    def write(self, data: bytes | memoryview, /) -> None:
         """Append bytes (blocking)."""
         with self._lock:
             self._live().write(data)
