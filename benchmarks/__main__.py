@@ -15,7 +15,7 @@ from benchmarks.envs import BACKENDS, running_envs
 from benchmarks.report import machine, tables, targets, targets_table
 from benchmarks.results import GROUPS, Result
 from benchmarks.run import Progress, run_backend
-from benchmarks.workload import FULL, QUICK
+from benchmarks.workload import FULL, QUICK, Sizes
 
 
 def _names(text: str, allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repeats", type=int, help="override the number of repetitions")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="measure nothing: report these saved results (a later file's backends replace "
+        "an earlier file's)",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the report here (markdown)")
     parser.add_argument(
         "--timeout",
@@ -56,6 +63,34 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds before one timed step is abandoned (default: 60 quick, 600 full)",
     )
     return parser
+
+
+def _load(paths: list[Path]) -> list[Result]:
+    merged: dict[str, list[Result]] = {}
+    for path in paths:
+        loaded = [Result.from_json(item) for item in json.loads(path.read_text())]
+        for backend in {r.backend for r in loaded}:
+            merged[backend] = [r for r in loaded if r.backend == backend]
+    return [r for backend in BACKENDS for r in merged.get(backend, [])]
+
+
+def _report(
+    results: list[Result], sizes: Sizes, backends: list[str], mode: str, args: argparse.Namespace
+) -> None:
+    report = "\n\n".join(
+        [
+            f"## Benchmark run ({mode})",
+            machine(),
+            tables(results, sizes, backends),
+            "### Targets",
+            targets_table(targets(results, sizes)),
+        ]
+    )
+    print(report)
+    if args.markdown:
+        args.markdown.write_text(report + "\n")
+    if args.json and not args.from_json:
+        args.json.write_text(json.dumps([r.to_json() for r in results], indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = replace(sizes, repeats=args.repeats)
     timeout = args.timeout or (60.0 if args.quick else 600.0)
     progress = Progress()
+    if args.from_json:
+        results = _load(args.from_json)
+        backends = [b for b in BACKENDS if any(r.backend == b for r in results)]
+        _report(results, sizes, backends, "full" if not args.quick else "quick", args)
+        return 0
     run_id = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     data = Data(sizes)
     results: list[Result] = []
@@ -84,21 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_id,
                 timeout,
             )
-    mode = "quick" if args.quick else "full"
-    report = "\n\n".join(
-        [
-            f"## Benchmark run ({mode})",
-            machine(),
-            tables(results, sizes, args.backends),
-            "### Targets",
-            targets_table(targets(results, sizes)),
-        ]
-    )
-    print(report)
-    if args.markdown:
-        args.markdown.write_text(report + "\n")
-    if args.json:
-        args.json.write_text(json.dumps([r.to_json() for r in results], indent=1) + "\n")
+    _report(results, sizes, args.backends, "quick" if args.quick else "full", args)
     progress.say("done")
     failed = [r for r in results if r.error]
     if failed:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 
 from benchmarks.contenders import FAMILIES
 from benchmarks.envs import BACKENDS
@@ -205,12 +206,20 @@ def machine() -> str:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    import lakery_fsspec
+
+    package = Path(lakery_fsspec.__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=package)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--", "."):
+        commit += " + uncommitted changes"
     return "\n".join(
         [
-            f"- Commit: {commit or 'unknown'}",
+            f"- lakery_fsspec measured: commit {commit or 'unknown'} ({package})",
             f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
             f"- Python {platform.python_version()}",

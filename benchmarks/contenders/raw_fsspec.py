@@ -4,7 +4,7 @@ Async filesystems (s3fs, gcsfs, adlfs) are driven natively on the caller's loop 
 ``asynchronous=True`` instance; blocking ones (local, memory) run in worker threads.
 Blobs: one put / one get. Streams: a sync file in a worker thread to a temp path, then
 ``mv`` to the content-addressed path; reads in ``chunk_size`` ranges, or through s3fs's
-async file (one streamed GET) where the filesystem has ``open_async``.
+async file for s3fs (one streamed GET).
 """
 
 from __future__ import annotations
@@ -125,9 +125,10 @@ class RawFsspec(Contender):
             finally:
                 file.close()
             return
-        if hasattr(self.afs, "open_async"):
-            # s3fs: one streamed GET, as FsspecStorage's S3 backend does; ranged GETs
-            # cost moto O(object size) each (see RESULTS.md).
+        if type(self.afs).__name__ == "S3FileSystem":
+            # s3fs: one streamed GET through its async file, as FsspecStorage's S3 backend
+            # does; ranged GETs cost moto O(object size) each (see RESULTS.md). gcsfs's
+            # open_async raises NotImplementedError; adlfs has none.
             file = await self.afs.open_async(handle, "rb")
             try:
                 while chunk := await _read_up_to(file, self.chunk_size):
