@@ -1,0 +1,135 @@
+"""Secrets: a credential in storage_options never shows in pointers, serialized storage
+data, repr/str, exception messages or DEBUG logs, on every backend."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import BackendInfo
+from helpers import Stream, chunked, digest_of, payload
+from servers import AZURITE_KEY
+
+from lakery_fsspec import FsspecStorage
+
+SENTINEL = "SeNtInEl-7f3a9c2e-SeCrEt"
+WRONG_AZURE_KEY = base64.b64encode(f"{SENTINEL}-wrong-key-padding".encode()).decode()
+
+
+def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
+    """Working storage options holding a secret, and the secrets to look for."""
+    if backend.name == "s3":  # moto does not check signatures: any secret key works
+        return {**backend.storage_options, "secret": SENTINEL}, [SENTINEL]
+    if backend.name == "gcs":  # an OAuth access token; the emulator ignores it
+        return {**backend.storage_options, "token": SENTINEL}, [SENTINEL]
+    if backend.name == "azure":  # the account key inside the connection string
+        return dict(backend.storage_options), [AZURITE_KEY, WRONG_AZURE_KEY]
+    return {"api_secret": SENTINEL}, [SENTINEL]  # memory and local take any option
+
+
+def messages(error: BaseException) -> Iterator[str]:
+    """The message and repr of an exception and of everything in its chain."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield str(current)
+        yield repr(current)
+        yield from map(str, current.args)
+        pending += [current.__cause__, current.__context__]
+
+
+async def provoked_errors(
+    backend: BackendInfo, storage: FsspecStorage, options: dict[str, Any]
+) -> list[BaseException]:
+    """Exceptions of every kind the storage raises, raised with the secret configured."""
+    url = backend.new_url()
+    errors: list[BaseException] = []
+
+    async def catch(call: Any) -> None:
+        try:
+            await call
+        except Exception as error:
+            errors.append(error)
+        else:
+            raise AssertionError(f"{call} did not raise")
+
+    pointer = await storage.write_data(b"x", digest_of(b"x"), {})
+    await catch(storage.read_data({**pointer, "path": "ab/missing"}))  # NoStorageData
+    foreign = {**pointer, "protocol": "file" if backend.protocol != "file" else "memory"}
+    await catch(storage.read_data(foreign))  # ValueError: foreign protocol
+    tagged = FsspecStorage(url, storage_options=options, router="{tags[t]}/{content_hash}")
+    await catch(tagged.write_data(b"x", digest_of(b"x"), {"t": ".."}))  # ValueError: bad tag
+    read_only = FsspecStorage(url, storage_options=options, router=None)
+    await catch(read_only.write_data(b"x", digest_of(b"x"), {}))  # ReadOnlyStorageError
+    checked = FsspecStorage(backend.new_url(), storage_options=options, verify_reads=True)
+    pointer = await checked.write_data(b"abc", digest_of(b"abc"), {})
+    backend.fs().pipe_file(f"{pointer['root']}/{pointer['path']}", b"abd")
+    await catch(checked.read_data(pointer))  # IntegrityError
+    if backend.server is None:
+        return errors
+    # The backend's own errors: a missing bucket, a server that does not answer.
+    scheme = backend.schemes[0]
+    missing = FsspecStorage(f"{scheme}://no-such-bucket-3d1f/x", storage_options=options)
+    await catch(missing.write_data(b"x", digest_of(b"x"), {}))
+    stream = Stream(chunked(payload(1000), 100))
+    await catch(missing.write_data_stream(stream, stream.get_digest, {}))
+    endpoint = backend.endpoint
+    assert endpoint is not None
+    dead = {
+        k: v.replace(endpoint, "http://127.0.0.1:9") if isinstance(v, str) else v
+        for k, v in options.items()
+    }
+    unreachable = FsspecStorage(backend.new_url(), storage_options=dead, timeout=0.5)
+    await catch(unreachable.write_data(b"x", digest_of(b"x"), {}))  # StorageUnavailableError
+    if backend.name == "azure":  # a wrong key: the server refuses the signature
+        wrong = {
+            "connection_string": options["connection_string"].replace(AZURITE_KEY, WRONG_AZURE_KEY)
+        }
+        refused = FsspecStorage(backend.new_url(), storage_options=wrong)
+        await catch(refused.write_data(b"x", digest_of(b"x"), {}))
+    return errors
+
+
+async def test_secrets_never_leak(
+    backend: BackendInfo, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FETCH_RAW_TOKEN_EXPIRY", "false")  # gcsfs: no call to Google for a token
+    options, secrets = secret_options(backend)
+    caplog.set_level(logging.DEBUG)  # every logger, third-party ones included
+    storage = FsspecStorage(backend.new_url(), storage_options=options, chunk_size=2**18)
+    data = payload(3 * 2**18 + 5)
+    stream = Stream(chunked(data, 2**16))
+    pointers = [
+        await storage.write_data(b"blob", digest_of(b"blob"), {}),
+        await storage.write_data_stream(stream, stream.get_digest, {}),
+    ]
+    assert await storage.read_data(pointers[1]) == data
+    assert b"".join([c async for c in storage.read_data_stream(pointers[0])]) == b"blob"
+    await storage.cleanup_temp(older_than=0)
+    errors = await provoked_errors(backend, storage, options)
+    kinds = {type(error).__name__ for error in errors}
+    assert {"NoStorageData", "ValueError", "ReadOnlyStorageError", "IntegrityError"} <= kinds
+    if backend.server is not None:
+        assert "StorageUnavailableError" in kinds
+
+    exposed = {
+        "pointers": [str(p) for p in pointers],
+        "storage data": [storage.serialize_config(p) for p in pointers],
+        "repr/str": [repr(storage), str(storage), repr(storage.location), repr(storage.router)],
+        "exceptions": [text for error in errors for text in messages(error)],
+        "logs": [record.getMessage() for record in caplog.records] + [caplog.text],
+    }
+    assert exposed["logs"], "nothing was logged"
+    for secret in secrets:
+        for where, texts in exposed.items():
+            leaks = [text for text in texts if secret in text]
+            assert not leaks, f"the secret leaked in {where}: {leaks[0][:300]}"
+    # The storage did use the secret: it is in its options.
+    assert any(secret in str(options) for secret in secrets)
