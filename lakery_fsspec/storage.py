@@ -115,18 +115,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         backend = self._backends_for(self.location.protocol)[1]
         final = self._join(self.location.root, path)
         with _located("write_data", backend, final):
-            exists = await backend.exists(final)
-            if not exists and backend.atomic_put:
-                await backend.put(final, data, digest)
-            elif not exists:
-                temp = self._temp_path()
-                try:
-                    await backend.put(temp, data, digest)
-                    await backend.move(temp, final, digest)
-                except BaseException:
-                    await _discard(backend, temp)
-                    raise
-        operation = "write_data (exists)" if exists else "write_data"
+            written = await backend.create(final, data, digest, self._temp_path())
+        operation = "write_data" if written else "write_data (exists)"
         _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)
 
@@ -264,24 +254,25 @@ class FsspecStorage(Storage[FsspecPointer]):
         writer = SerialWriter(partial(backend.open_writer, path, digest, block_size))
         try:
             await backend.io.thread(writer.open)
-            buffer = bytearray()
-            written = 0
+            pending: list[bytes] = []
+            pending_size = written = 0
             async for chunk in stream:
-                buffer += chunk
-                while len(buffer) >= block_size:
-                    # Whole blocks only: writers hold a few times what one write hands them.
-                    await backend.io.thread(partial(writer.write, bytes(buffer[:block_size])))
-                    del buffer[:block_size]
-                    written += block_size
-            if written or buffer:
-                await backend.io.thread(partial(writer.write, bytes(buffer)))
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= block_size:
+                    # One worker-thread hop per block, no copies of ours.
+                    await backend.io.thread(partial(_write_all, writer, pending, block_size))
+                    written += pending_size
+                    pending, pending_size = [], 0
+            if written or pending_size:
+                await backend.io.thread(partial(_write_all, writer, pending, block_size))
                 await backend.io.thread(writer.commit)
         except BaseException:
             await _cleanup(
                 backend.io.thread(writer.abort), f"abort the upload to {backend.protocol}://{path}"
             )
             raise
-        if not (written or buffer):
+        if not (written or pending_size):
             # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
             await backend.io.thread(writer.abort)
             await backend.put(path, b"", digest)
@@ -369,6 +360,15 @@ def _is_timeout(value: object) -> bool:
     if value is None:
         return True
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _write_all(writer: SerialWriter, chunks: list[bytes], block_size: int) -> None:
+    """Write chunks in order, cutting any larger than a block (writers hold a few times
+    what one write hands them)."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), block_size):
+            writer.write(view[start : start + block_size])
 
 
 def _where(pointer: FsspecPointer) -> str:

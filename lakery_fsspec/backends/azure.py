@@ -22,6 +22,7 @@ class AzureBackend(Backend):
     """Azure: atomic block blob uploads, content settings, raw reads, awaited copies."""
 
     atomic_put = True
+    exclusive_put = True
     needs_dirs = False
 
     def write_options(self, digest: Digest) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from anyio import CancelScope
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ __all__ = ["Backend", "Writer"]
 class Writer(Protocol):
     """A blocking writer of one object; FsspecStorage drives it from a worker thread."""
 
-    def write(self, data: bytes, /) -> None:
+    def write(self, data: bytes | memoryview, /) -> None:
         """Append bytes to the object."""
         ...
 
@@ -43,6 +44,8 @@ class Backend:
 
     atomic_put: ClassVar[bool] = False
     """Whether a single put is never visible half-written (object stores, memory)."""
+    exclusive_put: ClassVar[bool] = False
+    """Whether ``pipe_file(mode="create")`` refuses to overwrite, in the same request."""
     needs_dirs: ClassVar[bool] = True
     """Whether parent directories must exist before a file is written or moved there."""
     min_block_size: ClassVar[int] = 1
@@ -87,10 +90,37 @@ class Backend:
         for start in range(0, size, chunk_size):
             yield await self.read(path, start, min(start + chunk_size, size))
 
-    async def put(self, path: str, data: bytes, digest: Digest) -> None:
+    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
+        """Write a new object unless one is at ``path`` already; whether it was written.
+
+        It is never visible half-written: where a put is not atomic it is staged at the
+        free path ``temp`` and moved. Where the store can refuse an overwrite in the same
+        request, that is the existence check.
+        """
+        if self.exclusive_put:
+            try:
+                await self.put(path, data, digest, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        if await self.exists(path):
+            return False
+        if self.atomic_put:
+            await self.put(path, data, digest)
+            return True
+        try:
+            await self.put(temp, data, digest)
+            await self.move(temp, path, digest)
+        except BaseException:
+            with CancelScope(shield=True):
+                await self.remove(temp)
+            raise
+        return True
+
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         """Write a whole object in one call, with the digest's metadata where supported."""
         await self._makedirs(path)
-        await self.io.call("pipe_file", path, data, **self.write_options(digest))
+        await self.io.call("pipe_file", path, data, **self.write_options(digest), **options)
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
         """Keyword arguments that carry content type and encoding to pipe_file and open."""
@@ -135,7 +165,7 @@ class FileWriter:
         self._path = path
         self._file = file
 
-    def write(self, data: bytes, /) -> None:
+    def write(self, data: bytes | memoryview, /) -> None:
         self._file.write(data)
 
     def commit(self) -> None:

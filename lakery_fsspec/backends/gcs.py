@@ -16,6 +16,7 @@ class GCSBackend(Backend):
     """GCS: atomic uploads, content metadata, raw (never transcoded) reads, rewrite moves."""
 
     atomic_put = True
+    exclusive_put = True
     needs_dirs = False
     block_multiple = 256 * 2**10
 

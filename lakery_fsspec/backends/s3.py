@@ -17,6 +17,7 @@ class S3Backend(Backend):
     """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams."""
 
     atomic_put = True
+    exclusive_put = True
     needs_dirs = False
     min_block_size = 5 * 2**20
 
@@ -36,6 +37,9 @@ class S3Backend(Backend):
         return int(head["ContentLength"])
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        if start is None and end is None:
+            # s3fs's cat_file sends a HEAD first (to split large objects); one GET will do.
+            return await self.io.run(_get_object(self.fs, path))
         if start is not None and end is not None and start >= end:
             return b""  # S3 ignores an empty Range and would send the whole object
         return await super().read(path, start, end)
@@ -54,6 +58,16 @@ class S3Backend(Backend):
         # Above 150 MiB s3fs copies in parts and keeps only the metadata passed here.
         await self.io.call("cp_file", source, destination, **self.write_options(digest))
         await self.remove(source)
+
+
+async def _get_object(fs: Any, path: str) -> bytes:
+    bucket, key, version = fs.split_path(path)
+    version_option = {"VersionId": version} if version else {}
+    response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **version_option)
+    try:
+        return await response["Body"].read()
+    finally:
+        response["Body"].close()
 
 
 async def _read_up_to(file: Any, size: int) -> bytes:
