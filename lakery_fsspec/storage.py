@@ -220,13 +220,23 @@ class FsspecStorage(Storage[FsspecPointer]):
         final objects are never touched; pick a threshold longer than your longest upload
         so that in-flight streams are left alone.
         """
+        started = time.perf_counter()
         backend = self._backends_for(self.location.protocol)[1]
         removed: list[str] = []
         for path, _ in await self.list_temp(older_than):
             with _located("cleanup_temp", backend, path):
                 await backend.remove(path)
             removed.append(path)
-        _LOG.debug("cleanup_temp %s removed %d temp objects", self.location.root, len(removed))
+        if _LOG.isEnabledFor(logging.DEBUG):
+            folder = self._join(self.location.root, self.temp_prefix)
+            seconds = time.perf_counter() - started
+            _LOG.debug(
+                "cleanup_temp %s://%s removed %d temp objects in %.4f s",
+                backend.protocol,
+                folder,
+                len(removed),
+                seconds,
+            )
         return removed
 
     def serialize_config(self, config: FsspecPointer, /) -> str:

@@ -401,7 +401,7 @@ def test_bad_timeouts_are_refused(timeout: object) -> None:
         FsspecStorage("memory://t", timeout=timeout)  # type: ignore[arg-type]
 
 
-@pytest.mark.backends("memory", "local")
+@pytest.mark.backends("local")  # memory calls never block: they run on the caller's loop
 async def test_blocking_call_past_the_timeout(
     backend: BackendInfo, root_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
