@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -99,7 +100,9 @@ async def _measure_family(
     recorder: _Recorder,
     run_id: str,
     step_seconds: float,
+    rep: int,
 ) -> None:
+    """One repetition of every selected operation of one family, on a fresh loop."""
     family = family_type(env, sizes.chunk_size)
 
     async def fresh(name: str) -> tuple[str, Contender]:
@@ -109,68 +112,67 @@ async def _measure_family(
     async def clock(work: Awaitable[Any]) -> tuple[float, Any]:
         return await recorder.clock(work, step_seconds)
 
-    prefix, contender = await fresh("warm-up")
+    prefix, contender = await fresh(f"warm-up-{rep}")
     await _guard(recorder, (), _warm_up(contender, data))
     await family.cleanup(prefix)
 
-    for rep in range(sizes.repeats):
-        steps: list[tuple[tuple[str, ...], Callable[[], Awaitable[None]]]] = []
-        if "small" in groups:
+    steps: list[tuple[tuple[str, ...], Callable[[], Awaitable[None]]]] = []
+    if "small" in groups:
 
-            async def small(rep: int = rep) -> None:
-                prefix, contender = await fresh(f"small-{rep}")
-                objects = data.small(rep, sizes.small_count)
-                seconds, handles = await clock(write_many(contender, objects, sizes.concurrency))
-                recorder.add("small_write", rep, len(objects) / seconds)
-                seconds, _ = await clock(
-                    read_many(contender, handles, sizes.concurrency, sizes.small_size)
-                )
-                recorder.add("small_read", rep, len(objects) / seconds)
-                await family.cleanup(prefix)
+        async def small(rep: int = rep) -> None:
+            prefix, contender = await fresh(f"small-{rep}")
+            objects = data.small(rep, sizes.small_count)
+            seconds, handles = await clock(write_many(contender, objects, sizes.concurrency))
+            recorder.add("small_write", rep, len(objects) / seconds)
+            seconds, _ = await clock(
+                read_many(contender, handles, sizes.concurrency, sizes.small_size)
+            )
+            recorder.add("small_read", rep, len(objects) / seconds)
+            await family.cleanup(prefix)
 
-            steps.append((GROUPS["small"], small))
-        if "small_c1" in groups:
+        steps.append((GROUPS["small"], small))
+    if "small_c1" in groups:
 
-            async def small_c1(rep: int = rep) -> None:
-                prefix, contender = await fresh(f"small-c1-{rep}")
-                objects = data.small(rep, sizes.small_c1_count)
-                seconds, _ = await clock(write_many(contender, objects, 1))
-                recorder.add("small_write_c1", rep, len(objects) / seconds)
-                await family.cleanup(prefix)
+        async def small_c1(rep: int = rep) -> None:
+            prefix, contender = await fresh(f"small-c1-{rep}")
+            objects = data.small(rep, sizes.small_c1_count)
+            seconds, _ = await clock(write_many(contender, objects, 1))
+            recorder.add("small_write_c1", rep, len(objects) / seconds)
+            await family.cleanup(prefix)
 
-            steps.append((GROUPS["small_c1"], small_c1))
-        if "blob" in groups:
+        steps.append((GROUPS["small_c1"], small_c1))
+    if "blob" in groups:
 
-            async def blob(rep: int = rep) -> None:
-                prefix, contender = await fresh(f"blob-{rep}")
-                payload, digest = data.blob(rep, sizes.blob_size)
-                seconds, handle = await clock(contender.write_blob(payload, digest))
-                recorder.add("blob_write", rep, len(payload) / seconds / 1e6)
-                seconds, read = await clock(contender.read_blob(handle))
-                if len(read) != len(payload):
-                    raise AssertionError(f"read {len(read)} bytes of {len(payload)}")
-                del read
-                recorder.add("blob_read", rep, len(payload) / seconds / 1e6)
-                await family.cleanup(prefix)
+        async def blob(rep: int = rep) -> None:
+            prefix, contender = await fresh(f"blob-{rep}")
+            payload, digest = data.blob(rep, sizes.blob_size)
+            seconds, handle = await clock(contender.write_blob(payload, digest))
+            recorder.add("blob_write", rep, len(payload) / seconds / 1e6)
+            seconds, read = await clock(contender.read_blob(handle))
+            if len(read) != len(payload):
+                raise AssertionError(f"read {len(read)} bytes of {len(payload)}")
+            del read
+            recorder.add("blob_read", rep, len(payload) / seconds / 1e6)
+            await family.cleanup(prefix)
 
-            steps.append((GROUPS["blob"], blob))
-        if "stream" in groups:
+        steps.append((GROUPS["blob"], blob))
+    if "stream" in groups:
 
-            async def stream(rep: int = rep) -> None:
-                prefix, contender = await fresh(f"stream-{rep}")
-                source = data.stream(rep, sizes.stream_size)
-                seconds, handle = await clock(contender.write_stream(source.stream()))
-                recorder.add("stream_write", rep, source.size / seconds / 1e6)
-                seconds, _ = await clock(consume(contender, handle, source))
-                recorder.add("stream_read", rep, source.size / seconds / 1e6)
-                await family.cleanup(prefix)
+        async def stream(rep: int = rep) -> None:
+            prefix, contender = await fresh(f"stream-{rep}")
+            source = data.stream(rep, sizes.stream_size)
+            seconds, handle = await clock(contender.write_stream(source.stream()))
+            recorder.add("stream_write", rep, source.size / seconds / 1e6)
+            seconds, _ = await clock(consume(contender, handle, source))
+            recorder.add("stream_read", rep, source.size / seconds / 1e6)
+            await family.cleanup(prefix)
 
-            steps.append((GROUPS["stream"], stream))
-        for ops, step in steps:
-            if any(recorder.result(op).error for op in ops):
-                continue  # it failed in an earlier repetition: do not wait on it again
-            await _guard(recorder, ops, step())
-            gc.collect()
+        steps.append((GROUPS["stream"], stream))
+    for ops, step in steps:
+        if any(recorder.result(op).error for op in ops):
+            continue  # it failed in an earlier repetition: do not wait on it again
+        await _guard(recorder, ops, step())
+        gc.collect()
     await family.aclose()
 
 
@@ -228,34 +230,61 @@ def run_backend(
     run_id: str,
     timeout: float,
 ) -> list[Result]:
-    """All measurements of one backend, family after family, each on a fresh event loop."""
+    """All measurements of one backend.
+
+    Repetitions are interleaved and the order of the families rotates from one to the
+    next, so that no family is always the first to run (on this VM the first writer of
+    fresh memory pays the host's page faults) and slow drift spreads over all of them.
+    """
     sizes = sizes.for_backend(env.backend)
-    results: list[Result] = []
+    recorders: dict[str, _Recorder] = {}
     for key in families:
         family = FAMILIES[key]
-        recorder = _Recorder(env, family, progress)
         if not family.applies(env):
             continue
-        reason = family.unavailable(env)
-        if reason is not None:
+        recorder = recorders[key] = _Recorder(env, family, progress)
+        if (reason := family.unavailable(env)) is not None:
             for group in groups:
                 for op in GROUPS[group]:
                     recorder.result(op).note = reason
-            results.extend(recorder.results.values())
-            continue
-        progress.say(f"{env.backend} · {family.label}: start")
-        try:
-            asyncio.run(
-                _measure_family(env, family, sizes, groups, data, recorder, run_id, timeout)
-            )
-        except Exception as error:  # e.g. the contender cannot even be built
-            for group in groups:
-                for op in GROUPS[group]:
-                    if op.startswith("rss"):
-                        continue
-                    if not recorder.result(op).values:
-                        recorder.fail(op, error)
-        if "rss" in groups and key in RSS_FAMILIES:
-            _measure_rss(env, family, sizes, data, recorder, run_id, timeout * 2)
-        results.extend(recorder.results.values())
-    return results
+    runnable = [key for key, r in recorders.items() if not any(x.note for x in r.results.values())]
+    if env.backend == "local":
+        _prefault(env, sizes)
+    for rep in range(sizes.repeats):
+        shift = rep % max(len(runnable), 1)
+        for key in runnable[shift:] + runnable[:shift]:
+            family, recorder = FAMILIES[key], recorders[key]
+            progress.say(f"{env.backend} · {family.label}: repetition {rep + 1}")
+            try:
+                asyncio.run(
+                    _measure_family(
+                        env, family, sizes, groups, data, recorder, run_id, timeout, rep
+                    )
+                )
+            except Exception as error:  # e.g. the contender cannot even be built
+                for group in groups:
+                    for op in GROUPS[group]:
+                        if not op.startswith("rss") and not recorder.result(op).values:
+                            recorder.fail(op, error)
+    if "rss" in groups:
+        for key in runnable:
+            if key in RSS_FAMILIES:
+                _measure_rss(env, FAMILIES[key], sizes, data, recorders[key], run_id, timeout * 2)
+    return [result for recorder in recorders.values() for result in recorder.results.values()]
+
+
+def _prefault(env: Env, sizes: Sizes) -> None:
+    """Write and delete a file as large as the largest object, and touch as much memory.
+
+    On this VM (and any whose host backs guest memory lazily) the first write into fresh
+    page cache runs at ~300 MB/s and later ones at GB/s: without this, whichever
+    contender runs first on local files measures the host, not itself.
+    """
+    size = max(sizes.blob_size, sizes.stream_size) * 2
+    chunk = b"\0" * (8 * 2**20)
+    path = f"{env.root}/prefault.bin"
+    with open(path, "wb") as file:
+        for _ in range(size // len(chunk)):
+            file.write(chunk)
+    os.remove(path)
+    bytearray(size)[::4096] = b"\1" * len(range(0, size, 4096))
