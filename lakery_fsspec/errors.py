@@ -82,7 +82,8 @@ def unavailable(error: Exception) -> StorageUnavailableError | None:
     call) if it, or any exception it was raised from, is a timeout, a connection failure
     or an HTTP 5xx/408/429 answer; None for any other error, which propagates as is."""
     if _is_transient(error):
-        return StorageUnavailableError(f"{type(error).__name__}: {error}")
+        name = type(error).__name__
+        return StorageUnavailableError(f"{name}: {error}" if str(error) else name)
     return None
 
 

@@ -350,6 +350,7 @@ def test_unavailable_error_names_operation_and_url() -> None:
         == "read_data s3://bucket/lake/ab/cd failed: ConnectionRefusedError: [Errno 111] refused"
     )
     assert isinstance(error, OSError)
+    assert str(unavailable(TimeoutError())) == "TimeoutError"
 
 
 def test_serial_writer_aborts_only_after_the_write_in_flight() -> None:

@@ -42,7 +42,7 @@ async def test_concurrent_writes_of_identical_and_distinct_contents(
         while not jobs.empty():
             position, index = jobs.get_nowait()
             data = contents[index]
-            if position % 8 == 0:  # an eighth of the writes stream through a temp object
+            if position % 10 == 0:  # a tenth of the writes stream through a temp object
                 stream = Stream(chunked(data, 1000))
                 pointer = await storage.write_data_stream(stream, stream.get_digest, {})
             else:
