@@ -30,6 +30,7 @@ async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
     await read_many(contender, await write_many(contender, warm, 4), 4, 1024)
     objects = small_objects(sizes.small_count, sizes.small_size, seed=2)
     source = StreamSource(sizes.stream_size, sizes.chunk_size, seed=3)
+    payload = blob(sizes.blob_size, seed=4) if op == "blob_write" else None
     handles = []
     if op == "small_read":
         handles = await write_many(contender, objects, sizes.concurrency)
@@ -44,7 +45,8 @@ async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
         elif op == "small_read":
             await read_many(contender, handles, sizes.concurrency, sizes.small_size)
         elif op == "blob_write":
-            await contender.write_blob(*blob(sizes.blob_size, seed=4))
+            assert payload is not None
+            await contender.write_blob(*payload)
         elif op == "stream_write":
             await contender.write_stream(source.stream())
         else:
