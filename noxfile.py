@@ -6,7 +6,7 @@ import nox
 
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 
-nox.options.sessions = ["tests(backend='all')", "lint"]
+nox.options.sessions = ["tests(backend='all')", "lint", "bench-quick"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -30,6 +30,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmarks (`nox -s bench -- --quick` for a short run)."""
+    """Side-by-side benchmarks on every backend (`nox -s bench -- --quick` for a short run)."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(name="bench-quick", python="3.11")
+def bench_quick(session: nox.Session) -> None:
+    """The benchmarks' quick mode, to prove the harness works (CI; no timing is asserted)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", "--quick")
