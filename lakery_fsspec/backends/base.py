@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import posixpath
 from collections.abc import AsyncIterator
@@ -83,12 +84,29 @@ class Backend:
         return await self.io.call("cat_file", path, start=start, end=end)
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
-        """Yield the object in chunks of at most ``chunk_size`` bytes, one range each."""
+        """Yield the object in chunks of at most ``chunk_size`` bytes, one range each.
+
+        The next range is requested while the caller handles the current one: two
+        chunks in memory at most, and no idle round trip between them.
+        """
         size = await self.size(path)
         if size is None:
             raise FileNotFoundError(path)
-        for start in range(0, size, chunk_size):
-            yield await self.read(path, start, min(start + chunk_size, size))
+        ranges = iter(
+            [(start, min(start + chunk_size, size)) for start in range(0, size, chunk_size)]
+        )
+        ahead = self._read_ahead(path, next(ranges, None))
+        try:
+            while ahead is not None:
+                current, ahead = ahead, self._read_ahead(path, next(ranges, None))
+                yield await current
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                ahead.add_done_callback(_consume)
+
+    def _read_ahead(self, path: str, span: tuple[int, int] | None) -> asyncio.Task[bytes] | None:
+        return None if span is None else asyncio.ensure_future(self.read(path, *span))
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
         """Write a new object unless one is at ``path`` already; whether it was written.
@@ -155,6 +173,12 @@ class Backend:
     async def _makedirs(self, path: str) -> None:
         if self.needs_dirs:
             await self.io.call("makedirs", posixpath.dirname(path), exist_ok=True)
+
+
+def _consume(task: asyncio.Task[bytes]) -> None:
+    """Retrieve an abandoned read's outcome so that asyncio does not warn about it."""
+    if not task.cancelled():
+        task.exception()
 
 
 class FileWriter:

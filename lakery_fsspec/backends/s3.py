@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Backend"]
 
+_MAX_COPY_OBJECT = 5 * 2**30  # S3's limit for a single CopyObject
+
 
 class S3Backend(Backend):
     """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams."""
@@ -55,8 +57,13 @@ class S3Backend(Backend):
                 file.r.close()
 
     async def move(self, source: str, destination: str, digest: Digest) -> None:
-        # Above 150 MiB s3fs copies in parts and keeps only the metadata passed here.
-        await self.io.call("cp_file", source, destination, **self.write_options(digest))
+        if digest["content_size"] <= _MAX_COPY_OBJECT:
+            # One CopyObject (metadata copied with it), where s3fs would copy objects
+            # above 150 MiB part by part, serially.
+            await self.io.run(self.fs._copy_basic(source, destination))
+        else:
+            # Copied in parts, which keep only the metadata passed here.
+            await self.io.call("cp_file", source, destination, **self.write_options(digest))
         await self.remove(source)
 
 
