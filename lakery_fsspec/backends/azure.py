@@ -96,10 +96,12 @@ class AzureBackend(Backend):
                     await asyncio.sleep(_COPY_POLL_SECONDS)
                     status = (await client.get_blob_properties()).copy.status
             except BaseException:
-                # Never leave a half-copied blob at the final path.
+                # Never leave a half-copied blob at the final path, but delete it only
+                # while it is still our aborted copy, never another writer's object.
                 with contextlib.suppress(Exception):
                     await client.abort_copy(copy["copy_id"])
-                    await client.delete_blob()
+                    if (await client.get_blob_properties()).copy.id == copy["copy_id"]:
+                        await client.delete_blob()
                 raise
             if status != "success":
                 msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
