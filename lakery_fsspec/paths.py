@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import unquote
 
@@ -84,5 +85,9 @@ def _decoded_problem(decoded: str) -> str | None:
     return _segment_problem(decoded)
 
 
+# Unicode categories Cc (C0 and C1 controls) and Cs (lone surrogates), as one regex.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
+    return _CONTROL.search(text) is not None
