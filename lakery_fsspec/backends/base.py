@@ -130,7 +130,8 @@ class Backend:
             await self.put(temp, data, digest)
             await self.move(temp, path, digest)
         except BaseException:
-            with CancelScope(shield=True):
+            # A clean-up failure must not hide the error that got us here.
+            with CancelScope(shield=True), contextlib.suppress(Exception):
                 await self.remove(temp)
             raise
         return True
