@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from lakery_fsspec.errors import exception_chain
 
 __all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
 
@@ -107,7 +109,7 @@ def diagnose(
     ``protocol`` is the storage's canonical fsspec protocol, ``endpoint`` the server it
     talks to if one was configured; both only sharpen the words.
     """
-    chain = list(_chain(error))
+    chain = list(exception_chain(error))
     names = {cls.__name__ for item in chain for cls in type(item).__mro__}
     codes = [code for item in chain if (code := _code(item))]
     operation = next((op for item in chain if (op := getattr(item, "operation_name", None))), "")
@@ -318,21 +320,6 @@ def probe_endpoint(endpoint: str, timeout: float) -> str:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """The error, its causes and contexts, and the members of exception groups."""
-    seen: set[int] = set()
-    todo = [error]
-    while todo:
-        item = todo.pop(0)
-        if id(item) in seen or len(seen) > 50:
-            continue
-        seen.add(id(item))
-        yield item
-        todo.extend(x for x in (item.__cause__, item.__context__) if x is not None)
-        if isinstance(item, BaseExceptionGroup):
-            todo.extend(item.exceptions)  # pyright: ignore[reportUnknownMemberType]
 
 
 def _code(error: BaseException) -> str | None:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 
-__all__ = ["IntegrityError", "ReadOnlyStorageError", "StorageUnavailableError", "unavailable"]
+__all__ = [
+    "IntegrityError",
+    "ReadOnlyStorageError",
+    "StorageUnavailableError",
+    "exception_chain",
+    "unavailable",
+]
 
 
 class ReadOnlyStorageError(RuntimeError):
@@ -87,26 +94,35 @@ def unavailable(error: Exception) -> StorageUnavailableError | None:
     return None
 
 
-def _is_transient(error: BaseException) -> bool:
+def exception_chain(error: BaseException, *, groups: bool = True) -> Iterator[BaseException]:
+    """The error, its causes and contexts (and, with ``groups``, the members of exception
+    groups), each once."""
     seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
+    todo = [error]
+    while todo:
+        item = todo.pop(0)
+        if id(item) in seen or len(seen) > 50:
             continue
-        seen.add(id(current))
-        if isinstance(current, TimeoutError | ConnectionError):
-            return True
-        if isinstance(current, OSError) and current.errno in _TRANSIENT_ERRNOS:
-            return True
-        if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(current).__mro__):
-            return True
-        if (status := _http_status(current)) is not None and (
-            status >= 500 or status in _TRANSIENT_STATUS
-        ):
-            return True
-        pending += [current.__cause__, current.__context__]
-    return False
+        seen.add(id(item))
+        yield item
+        todo.extend(x for x in (item.__cause__, item.__context__) if x is not None)
+        if groups and isinstance(item, BaseExceptionGroup):
+            todo.extend(item.exceptions)  # pyright: ignore[reportUnknownMemberType]
+
+
+def _is_transient(error: BaseException) -> bool:
+    return any(_is_transient_one(item) for item in exception_chain(error, groups=False))
+
+
+def _is_transient_one(error: BaseException) -> bool:
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+        return True
+    if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(error).__mro__):
+        return True
+    status = _http_status(error)
+    return status is not None and (status >= 500 or status in _TRANSIENT_STATUS)
 
 
 def _http_status(error: BaseException) -> int | None:
