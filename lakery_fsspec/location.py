@@ -11,7 +11,7 @@ import fsspec
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.spec import AbstractFileSystem
 
-__all__ = ["Location", "canonical_protocol", "filesystem_class"]
+__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem"]
 
 # Spellings of one filesystem collapse to one name so pointers compare equal.
 _ALIASES = {"gs": "gcs", "az": "abfs", "abfss": "abfs", "s3a": "s3", "local": "file"}
@@ -87,22 +87,31 @@ class Location:
             return self._filesystems
 
     def _build(self) -> tuple[AbstractFileSystem, AbstractFileSystem]:
-        from lakery_fsspec.backends import backend_class
-
-        adapt = backend_class(self.protocol).filesystem_options
         if not self.chained:
-            target = fsspec.filesystem(self._scheme, **adapt(self._options))
+            target = open_filesystem(self._scheme, self._options)
             return target, target
         # Options keyed by a layer's protocol go to that layer, the rest to the target.
         layer_names = {split_protocol(layer)[0] or layer for layer in self.layers[:-1]}
         options = {k: v for k, v in self._options.items() if k in layer_names}
         target_options = {k: v for k, v in self._options.items() if k not in layer_names}
-        options[self._scheme] = adapt(target_options)
+        options[self._scheme] = _backend_options(self._scheme, target_options)
         read_fs, _ = url_to_fs(self.url, **options)
         return read_fs, _innermost(read_fs)
 
     def __repr__(self) -> str:
         return f"Location({self.protocol!r}, {self.root!r})"
+
+
+def open_filesystem(protocol: str, options: Mapping[str, Any]) -> AbstractFileSystem:
+    """The fsspec filesystem for ``protocol`` with the user's options plus what its
+    backend needs (raw, never decompressed GCS reads, say)."""
+    return fsspec.filesystem(protocol, **_backend_options(protocol, options))
+
+
+def _backend_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    from lakery_fsspec.backends import backend_class
+
+    return backend_class(canonical_protocol(protocol)).filesystem_options(dict(options))
 
 
 def _innermost(fs: AbstractFileSystem) -> AbstractFileSystem:

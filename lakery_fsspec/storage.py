@@ -14,7 +14,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import fsspec
 from anyio import CancelScope
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
@@ -25,7 +24,7 @@ from lakery_fsspec.bridge import Bridge, SerialWriter
 from lakery_fsspec.diagnose import diagnose
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
 from lakery_fsspec.integrity import Checker
-from lakery_fsspec.location import Location, canonical_protocol
+from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
 from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
@@ -307,9 +306,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                 if protocol == self.location.protocol:
                     read_fs, target_fs = self.location.filesystems()
                 else:
-                    read_fs = target_fs = fsspec.filesystem(
-                        protocol, **self._read_options[protocol]
-                    )
+                    read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
                 target = backend_for(protocol, Bridge(target_fs, timeout=self.timeout))
                 if read_fs is target_fs:
                     reader = target

@@ -74,3 +74,17 @@ async def test_stream_moves_server_side_without_reading_back(
     assert destination == f"{root}/{pointer['path']}"
     assert await storage.read_data(pointer) == data
     assert backend.fs().find(f"{root}/.lakery-tmp") == []
+
+
+async def test_foreign_read_returns_stored_bytes_too(
+    storage: FsspecStorage, backend: BackendInfo
+) -> None:
+    # A storage of another protocol reading these pointers through read_options must get
+    # the same raw (never decoded) bytes as the pointers' own storage.
+    data = gzip.compress(b"x" * 12_000)
+    pointer = await storage.write_data(data, digest_of(data, "text/plain", "gzip"), {})
+    reader = FsspecStorage(
+        "memory://foreign-reader", read_options={backend.protocol: backend.storage_options}
+    )
+    assert await reader.read_data(pointer) == data
+    assert b"".join([chunk async for chunk in reader.read_data_stream(pointer)]) == data
