@@ -9,17 +9,16 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Generator, Mapping
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from anyio import CancelScope
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.backends import Backend, backend_for, cleanup
 from lakery_fsspec.bridge import Bridge, SerialWriter
 from lakery_fsspec.diagnose import diagnose
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
@@ -162,7 +161,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                 else:
                     await backend.move(temp, final, digest)
         except BaseException:
-            await _discard(backend, temp)
+            await backend.discard(temp)
             raise
         _log("write_data_stream", backend, final, digest["content_size"], started)
         return self._pointer(path, digest)
@@ -277,7 +276,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                 await backend.io.thread(partial(_write_all, writer, pending, block_size))
                 await backend.io.thread(writer.commit)
         except BaseException:
-            await _cleanup(
+            await cleanup(
                 backend.io.thread(writer.abort), f"abort the upload to {backend.protocol}://{path}"
             )
             raise
@@ -331,21 +330,6 @@ class FsspecStorage(Storage[FsspecPointer]):
     @staticmethod
     def _join(root: str, path: str) -> str:
         return f"{root.rstrip('/')}/{path}"
-
-
-async def _discard(backend: Backend, temp: str) -> None:
-    """Remove a temp object even while the caller is being cancelled; never raise."""
-    await _cleanup(backend.remove(temp), f"remove the temp object {backend.protocol}://{temp}")
-
-
-async def _cleanup(step: Awaitable[object], what: str) -> None:
-    """Run a clean-up step shielded from cancellation. It runs while another exception
-    propagates, so its own failure (the backend is down, say) is logged, not raised."""
-    with CancelScope(shield=True):
-        try:
-            await step
-        except Exception as error:
-            _LOG.warning("Could not %s (cleanup_temp removes leftovers later): %s", what, error)
 
 
 @contextlib.contextmanager

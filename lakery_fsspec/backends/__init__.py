@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from lakery_fsspec.backends.azure import AzureBackend
-from lakery_fsspec.backends.base import Backend, Writer
+from lakery_fsspec.backends.base import Backend, Writer, cleanup
 from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
 
-__all__ = ["Backend", "Writer", "backend_class", "backend_for"]
+__all__ = ["Backend", "Writer", "backend_class", "backend_for", "cleanup"]
 
 _BACKENDS: dict[str, type[Backend]] = {
     "file": LocalBackend,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import posixpath
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from anyio import CancelScope
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
 
     from lakery_fsspec.bridge import Bridge
 
-__all__ = ["Backend", "Writer"]
+__all__ = ["Backend", "Writer", "cleanup"]
+
+_LOG = logging.getLogger("lakery_fsspec")
 
 
 class Writer(Protocol):
@@ -130,9 +133,7 @@ class Backend:
             await self.put(temp, data, digest)
             await self.move(temp, path, digest)
         except BaseException:
-            # A clean-up failure must not hide the error that got us here.
-            with CancelScope(shield=True), contextlib.suppress(Exception):
-                await self.remove(temp)
+            await self.discard(temp)
             raise
         return True
 
@@ -171,9 +172,24 @@ class Backend:
         with contextlib.suppress(FileNotFoundError):
             await self.io.call("rm_file", path)
 
+    async def discard(self, temp: str) -> None:
+        """Remove a temp object after a failure, even while the caller is being cancelled;
+        never raise (the failure that got us here must propagate)."""
+        await cleanup(self.remove(temp), f"remove the temp object {self.protocol}://{temp}")
+
     async def _makedirs(self, path: str) -> None:
         if self.needs_dirs:
             await self.io.call("makedirs", posixpath.dirname(path), exist_ok=True)
+
+
+async def cleanup(step: Awaitable[object], what: str) -> None:
+    """Run a clean-up step shielded from cancellation. It runs while another exception
+    propagates, so its own failure (the backend is down, say) is logged, not raised."""
+    with CancelScope(shield=True):
+        try:
+            await step
+        except Exception as error:
+            _LOG.warning("Could not %s (cleanup_temp removes leftovers later): %s", what, error)
 
 
 def _consume(task: asyncio.Task[bytes]) -> None:
