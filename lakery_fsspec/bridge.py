@@ -18,6 +18,7 @@ from lakery_fsspec.errors import StorageUnavailableError, unavailable
 
 if TYPE_CHECKING:
     from lakery_fsspec.backends.base import Writer
+    from lakery_fsspec.loops import LoopInstances
 
 __all__ = ["Bridge", "SerialWriter"]
 
@@ -27,9 +28,11 @@ T = TypeVar("T")
 class Bridge:
     """Calls one sync-mode fsspec filesystem from any number of caller event loops.
 
-    Async implementations (s3fs, gcsfs, adlfs) run their coroutines on fsspec's own IO
-    loop, which outlives every caller loop, so an instance is never "attached to a
-    different loop". Blocking implementations (local, memory, …) run in worker threads.
+    Async implementations (s3fs, gcsfs, adlfs) run their coroutines on the caller's own
+    loop through a copy of the filesystem made for that loop (``loop_instances``), or
+    without one on fsspec's IO loop, which outlives every caller loop, so an instance is
+    never "attached to a different loop". Blocking implementations (local, memory, …)
+    and sync file objects run in worker threads.
 
     ``timeout`` (seconds, None for none) bounds each call: a coroutine still running on
     the IO loop is cancelled there; a worker thread cannot be stopped, so it is left to
@@ -47,24 +50,29 @@ class Bridge:
         fs: AbstractFileSystem,
         threads: CapacityLimiter | None = None,
         timeout: float | None = None,
+        loop_instances: LoopInstances | None = None,
     ) -> None:
         self.fs = fs
         self.is_async = bool(fs.async_impl)
         self.timeout = timeout
         self._threads = threads
+        self._loop_instances = loop_instances
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Await ``fs._<method>(...)`` on the IO loop, or run ``fs.<method>(...)`` in a thread."""
+        """Await ``fs._<method>(...)``, or run ``fs.<method>(...)`` in a worker thread."""
         if self.is_async:
-            return await self.run(getattr(self.fs, "_" + method)(*args, **kwargs))
+            return await self.run(lambda fs: getattr(fs, "_" + method)(*args, **kwargs))
         return await self.thread(partial(getattr(self.fs, method), *args, **kwargs))
 
-    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Await a coroutine of the filesystem's on its IO loop."""
-        loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009 (async fs only)
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    async def run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        """Await ``work(fs)`` for an async filesystem: on the caller's loop with its own
+        copy of the filesystem, or on fsspec's IO loop with the shared instance."""
         try:
             with move_on_after(self.timeout):
+                if self._loop_instances is not None:
+                    return await work(await self._loop_instances.get())
+                loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009
+                future = asyncio.run_coroutine_threadsafe(work(self.fs), loop)
                 # Cancelling the wrapper cancels the task on the IO loop.
                 return await asyncio.wrap_future(future)
         except Exception as error:

@@ -306,7 +306,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                     read_fs, target_fs = self.location.filesystems()
                 else:
                     read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
-                target = backend_for(protocol, Bridge(target_fs, timeout=self.timeout))
+                target = backend_for(protocol, target_fs, self.timeout)
                 if read_fs is target_fs:
                     reader = target
                 else:

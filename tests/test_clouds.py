@@ -39,20 +39,21 @@ async def test_content_type_and_encoding_are_object_metadata(
 async def test_stream_moves_server_side_without_reading_back(
     storage: FsspecStorage, backend: BackendInfo, root_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fs = storage.location.filesystems()[1]
+    # Patched on the class: calls run on per-event-loop copies of the filesystem too.
+    fs_class = type(storage.location.filesystems()[1])
 
     def no_reads(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the client read object bytes during a move: {args}")
 
     for name in _READS:
-        monkeypatch.setattr(fs, name, no_reads, raising=False)
-    original_open = fs.open
+        monkeypatch.setattr(fs_class, name, no_reads, raising=False)
+    original_open = fs_class.open
 
-    def open_for_writing_only(path: str, mode: str = "rb", **kwargs: Any) -> Any:
+    def open_for_writing_only(self: Any, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         assert "r" not in mode, f"opened {path} for reading during a write"
-        return original_open(path, mode, **kwargs)
+        return original_open(self, path, mode, **kwargs)
 
-    monkeypatch.setattr(fs, "open", open_for_writing_only)
+    monkeypatch.setattr(fs_class, "open", open_for_writing_only)
     moves: list[tuple[str, str]] = []
     backend_ops = storage._backends_for(backend.protocol)[1]
     original_move = backend_ops.move

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fsspec.spec import AbstractFileSystem
+
 from lakery_fsspec.backends.azure import AzureBackend
 from lakery_fsspec.backends.base import Backend, Writer, cleanup
 from lakery_fsspec.backends.gcs import GCSBackend
@@ -9,6 +11,7 @@ from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.loops import LoopInstances
 
 __all__ = ["Backend", "Writer", "backend_class", "backend_for", "cleanup"]
 
@@ -26,6 +29,10 @@ def backend_class(protocol: str) -> type[Backend]:
     return _BACKENDS.get(protocol, Backend)
 
 
-def backend_for(protocol: str, bridge: Bridge) -> Backend:
+def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) -> Backend:
     """The backend for a filesystem whose canonical protocol is ``protocol``."""
-    return backend_class(protocol)(protocol, bridge)
+    cls = backend_class(protocol)
+    instances = None
+    if cls.loop_native and fs.async_impl:
+        instances = LoopInstances(fs, cls.connect, cls.disconnect)
+    return cls(protocol, Bridge(fs, timeout=timeout, loop_instances=instances))

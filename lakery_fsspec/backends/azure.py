@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
@@ -24,6 +25,24 @@ class AzureBackend(Backend):
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
+    loop_native = True
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        # adlfs registers finalizers that close the client through ``fs.loop``, which an
+        # asynchronous instance lacks (they fail at exit), and that hold the instance
+        # for good. The storage closes its copies itself: drop them.
+        registry: dict[weakref.finalize[..., Any], Any] = getattr(weakref.finalize, "_registry", {})
+        for finalizer in list(registry):
+            if (alive := finalizer.peek()) is not None and alive[0] is fs:
+                finalizer.detach()
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        from adlfs.utils import close_credential, close_service_client
+
+        await close_service_client(fs)
+        await close_credential(fs)
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
         settings = {"content_type": digest["content_type"]}
@@ -33,80 +52,83 @@ class AzureBackend(Backend):
 
     async def size(self, path: str) -> int | None:
         try:
-            return (await self.io.run(self._properties(path))).size
+            return (await self.io.run(lambda fs: _properties(fs, path))).size
         except FileNotFoundError:
             return None
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         # adlfs decodes gzip-encoded blobs (and cannot read ranges of them); the SDK with
         # decompress=False returns the stored bytes.
-        return await self.io.run(self._download(path, start, end))
+        return await self.io.run(lambda fs: _download(fs, path, start, end))
 
     async def move(self, source: str, destination: str, digest: Digest) -> None:
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
-        await self.io.run(self._copy(source, destination))
+        await self.io.run(lambda fs: _copy(fs, source, destination))
         await self.remove(source)
 
-    async def _properties(self, path: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
 
-        container, blob, _ = self.fs.split_path(path)
-        async with self.fs.service_client.get_blob_client(container, blob) as client:
-            try:
-                return await client.get_blob_properties()
-            except ResourceNotFoundError:
-                raise _not_found(path) from None
+async def _properties(fs: Any, path: str) -> Any:
+    from azure.core.exceptions import ResourceNotFoundError
 
-    async def _download(self, path: str, start: int | None, end: int | None) -> bytes:
-        from azure.core.exceptions import ResourceNotFoundError
+    container, blob, _ = fs.split_path(path)
+    async with fs.service_client.get_blob_client(container, blob) as client:
+        try:
+            return await client.get_blob_properties()
+        except ResourceNotFoundError:
+            raise _not_found(path) from None
 
-        offset = None if start is None and end is None else start or 0
-        length = None if end is None or offset is None else end - offset
-        if length is not None and length <= 0:
-            return b""
-        container, blob, version_id = self.fs.split_path(path)
-        async with self.fs.service_client.get_blob_client(container, blob) as client:
-            try:
-                stream = await client.download_blob(
-                    offset=offset,
-                    length=length,
-                    version_id=version_id,
-                    decompress=False,
-                    max_concurrency=self.fs.max_concurrency or 1,
-                )
-            except ResourceNotFoundError:
-                raise _not_found(path) from None
-            return await stream.readall()
 
-    async def _copy(self, source: str, destination: str) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
+async def _download(fs: Any, path: str, start: int | None, end: int | None) -> bytes:
+    from azure.core.exceptions import ResourceNotFoundError
 
-        service = self.fs.service_client
-        async with (
-            service.get_blob_client(*self.fs.split_path(source)[:2]) as source_client,
-            service.get_blob_client(*self.fs.split_path(destination)[:2]) as client,
-        ):
-            try:
-                copy = await client.start_copy_from_url(source_client.url)
-            except ResourceNotFoundError:
-                raise _not_found(source) from None
-            status = copy["copy_status"]
-            try:
-                while status == "pending":
-                    await asyncio.sleep(_COPY_POLL_SECONDS)
-                    status = (await client.get_blob_properties()).copy.status
-            except BaseException:
-                # Never leave a half-copied blob at the final path, but delete it only
-                # while it is still our aborted copy, never another writer's object.
-                with contextlib.suppress(Exception):
-                    await client.abort_copy(copy["copy_id"])
-                    if (await client.get_blob_properties()).copy.id == copy["copy_id"]:
-                        await client.delete_blob()
-                raise
-            if status != "success":
-                msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
-                raise OSError(msg)
-        self.fs.invalidate_cache(self.fs._parent(destination))
+    offset = None if start is None and end is None else start or 0
+    length = None if end is None or offset is None else end - offset
+    if length is not None and length <= 0:
+        return b""
+    container, blob, version_id = fs.split_path(path)
+    async with fs.service_client.get_blob_client(container, blob) as client:
+        try:
+            stream = await client.download_blob(
+                offset=offset,
+                length=length,
+                version_id=version_id,
+                decompress=False,
+                max_concurrency=fs.max_concurrency or 1,
+            )
+        except ResourceNotFoundError:
+            raise _not_found(path) from None
+        return await stream.readall()
+
+
+async def _copy(fs: Any, source: str, destination: str) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    service = fs.service_client
+    async with (
+        service.get_blob_client(*fs.split_path(source)[:2]) as source_client,
+        service.get_blob_client(*fs.split_path(destination)[:2]) as client,
+    ):
+        try:
+            copy = await client.start_copy_from_url(source_client.url)
+        except ResourceNotFoundError:
+            raise _not_found(source) from None
+        status = copy["copy_status"]
+        try:
+            while status == "pending":
+                await asyncio.sleep(_COPY_POLL_SECONDS)
+                status = (await client.get_blob_properties()).copy.status
+        except BaseException:
+            # Never leave a half-copied blob at the final path, but delete it only
+            # while it is still our aborted copy, never another writer's object.
+            with contextlib.suppress(Exception):
+                await client.abort_copy(copy["copy_id"])
+                if (await client.get_blob_properties()).copy.id == copy["copy_id"]:
+                    await client.delete_blob()
+            raise
+        if status != "success":
+            msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
+            raise OSError(msg)
+    fs.invalidate_cache(fs._parent(destination))
 
 
 def _not_found(path: str) -> FileNotFoundError:

@@ -54,6 +54,9 @@ class Backend:
     """Whether parent directories must exist before a file is written or moved there."""
     min_block_size: ClassVar[int] = 1
     block_multiple: ClassVar[int] = 1
+    loop_native: ClassVar[bool] = False
+    """Whether async calls run on the caller's loop, through a copy of the filesystem
+    per loop opened with ``connect`` and closed with ``disconnect``."""
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         self.protocol = protocol
@@ -65,6 +68,14 @@ class Backend:
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """The user's storage options plus what this backend needs of its filesystem."""
         return options
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        """Open a per-loop copy's client session before its first call."""
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        """Close a per-loop copy's client session."""
 
     def block_size(self, chunk_size: int) -> int:
         """The upload block size to use for a requested chunk size."""

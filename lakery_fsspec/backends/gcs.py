@@ -19,6 +19,15 @@ class GCSBackend(Backend):
     exclusive_put = True
     needs_dirs = False
     block_multiple = 256 * 2**10
+    loop_native = True
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        await fs._set_session()
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        await fs.session.close()
 
     @classmethod
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +46,9 @@ class GCSBackend(Backend):
         # gcsfs's info() also lists the parent; one object GET is enough.
         bucket, key, _ = self.fs.split_path(path)
         try:
-            meta = await self.io.run(self.fs._call("GET", "b/{}/o/{}", bucket, key, json_out=True))
+            meta = await self.io.run(
+                lambda fs: fs._call("GET", "b/{}/o/{}", bucket, key, json_out=True)
+            )
         except FileNotFoundError:
             return None
         return int(meta["size"])

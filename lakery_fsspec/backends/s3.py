@@ -22,6 +22,16 @@ class S3Backend(Backend):
     exclusive_put = True
     needs_dirs = False
     min_block_size = 5 * 2**20
+    loop_native = True
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        await fs.set_session()
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        if fs._s3 is not None:
+            await fs._s3creator.__aexit__(None, None, None)
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
         options = {"ContentType": digest["content_type"]}
@@ -33,7 +43,7 @@ class S3Backend(Backend):
         # s3fs's info() follows a miss with a listing; one HEAD is enough for an object.
         bucket, key, _ = self.fs.split_path(path)
         try:
-            head = await self.io.run(self.fs._call_s3("head_object", Bucket=bucket, Key=key))
+            head = await self.io.run(lambda fs: fs._call_s3("head_object", Bucket=bucket, Key=key))
         except FileNotFoundError:
             return None
         return int(head["ContentLength"])
@@ -41,16 +51,16 @@ class S3Backend(Backend):
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         if start is None and end is None:
             # s3fs's cat_file sends a HEAD first (to split large objects); one GET will do.
-            return await self.io.run(_get_object(self.fs, path))
+            return await self.io.run(lambda fs: _get_object(fs, path))
         if start is not None and end is not None and start >= end:
             return b""  # S3 ignores an empty Range and would send the whole object
         return await super().read(path, start, end)
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         # One streamed GET instead of a ranged GET per chunk.
-        file = await self.io.run(self.fs.open_async(path, "rb"))
+        file = await self.io.run(lambda fs: fs.open_async(path, "rb"))
         try:
-            while chunk := await self.io.run(_read_up_to(file, chunk_size)):
+            while chunk := await self.io.run(lambda _: _read_up_to(file, chunk_size)):
                 yield chunk
         finally:
             if file.r is not None:  # the async file's close() does not release the connection
@@ -60,7 +70,7 @@ class S3Backend(Backend):
         if digest["content_size"] <= _MAX_COPY_OBJECT:
             # One CopyObject (metadata copied with it), where s3fs would copy objects
             # above 150 MiB part by part, serially.
-            await self.io.run(self.fs._copy_basic(source, destination))
+            await self.io.run(lambda fs: fs._copy_basic(source, destination))
         else:
             # Copied in parts, which keep only the metadata passed here.
             await self.io.call("cp_file", source, destination, **self.write_options(digest))

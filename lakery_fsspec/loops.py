@@ -1,0 +1,90 @@
+"""One asynchronous copy of a filesystem per caller event loop, closed with that loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from fsspec.spec import AbstractFileSystem
+
+__all__ = ["LoopInstances"]
+
+Hook = Callable[[Any], Awaitable[None]]
+
+
+class LoopInstances:
+    """``asynchronous=True`` copies of one filesystem, one per running event loop.
+
+    Awaiting a filesystem's coroutines on the caller's own loop saves the two
+    cross-thread wake-ups per call that fsspec's IO loop costs. A copy's HTTP session
+    belongs to the loop it was opened on, so each loop gets its own copy (built with the
+    same options), which is closed when the loop's runner (``asyncio.run``,
+    ``asyncio.Runner``, anyio, pytest-asyncio) shuts down its async generators. A loop
+    closed without that step leaves its copy open until the process exits.
+    """
+
+    def __init__(self, fs: AbstractFileSystem, connect: Hook, close: Hook) -> None:
+        self._fs = fs
+        self._connect = connect
+        self._close = close
+        self._lock = threading.Lock()  # loops in several threads may share one storage
+        self._opened: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None]] = {}
+
+    async def get(self) -> Any:
+        """The copy for the running loop, opened on first use."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            task = self._opened.get(loop)
+            if task is None:
+                task = self._opened[loop] = loop.create_task(self._open(loop))
+        # Shielded: a caller cancelled while the copy opens must not fail the others.
+        return await asyncio.shield(task)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> Any:
+        fs = self._fs
+        options = {
+            **fs.storage_options,
+            "asynchronous": True,
+            "skip_instance_cache": True,
+            "use_listings_cache": False,  # listings must be fresh, and the copy is private
+        }
+        try:
+            copy = type(fs)(*fs.storage_args, **options)
+            await self._connect(copy)
+            # No strong reference back to self: dropping the storage closes its copies.
+            closer = _closer(copy, self._close, partial(_forget, weakref.ref(self), loop))
+            await anext(closer)  # now the loop tracks it, and closes it at shutdown
+        except BaseException:
+            with self._lock:
+                del self._opened[loop]  # the next call tries again
+            raise
+        with self._lock:
+            self._closers[loop] = closer  # the loop holds only a weak reference
+        return copy
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._opened.pop(loop, None)
+            self._closers.pop(loop, None)
+
+
+def _forget(owner: weakref.ref[LoopInstances], loop: asyncio.AbstractEventLoop) -> None:
+    if (instances := owner()) is not None:
+        instances._forget(loop)
+
+
+async def _closer(copy: Any, close: Hook, forget: Callable[[], None]) -> AsyncGenerator[None]:
+    """Closes ``copy`` when its loop shuts down, or when its owner is dropped (then the
+    loop finalizes this generator)."""
+    try:
+        yield
+    finally:
+        forget()
+        with contextlib.suppress(Exception):  # the loop is going away either way
+            await close(copy)

@@ -1,0 +1,124 @@
+"""Per-event-loop filesystem copies: one per loop, opened once, closed with the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from typing import Any
+
+import pytest
+from conftest import BackendInfo
+from fsspec.implementations.memory import MemoryFileSystem
+from helpers import payload, read, write
+
+from lakery_fsspec import FsspecStorage
+from lakery_fsspec.loops import LoopInstances
+
+
+class Hooks:
+    """connect/close hooks that record which copies they saw, and on which loop."""
+
+    def __init__(self, fail_connects: int = 0) -> None:
+        self.connected: list[tuple[Any, asyncio.AbstractEventLoop]] = []
+        self.closed: list[tuple[Any, asyncio.AbstractEventLoop]] = []
+        self.fail_connects = fail_connects
+
+    async def connect(self, fs: Any) -> None:
+        await asyncio.sleep(0.01)  # let concurrent callers pile up behind the first
+        if self.fail_connects:
+            self.fail_connects -= 1
+            raise ConnectionError("refused")
+        self.connected.append((fs, asyncio.get_running_loop()))
+
+    async def close(self, fs: Any) -> None:
+        self.closed.append((fs, asyncio.get_running_loop()))
+
+
+def instances(hooks: Hooks) -> LoopInstances:
+    return LoopInstances(MemoryFileSystem(), hooks.connect, hooks.close)
+
+
+def test_one_copy_per_loop_opened_once_and_closed_with_its_loop() -> None:
+    hooks = Hooks()
+    copies = instances(hooks)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(copies.get() for _ in range(16)))
+
+    first, second = asyncio.run(main()), asyncio.run(main())
+    assert len({id(fs) for fs in first}) == len({id(fs) for fs in second}) == 1
+    assert first[0] is not second[0]
+    assert first[0].storage_options["asynchronous"] and first[0] is not copies._fs
+    assert [fs for fs, _ in hooks.connected] == [first[0], second[0]]
+    assert hooks.closed == hooks.connected  # each closed on its own loop, at its end
+    assert copies._opened == copies._closers == {}
+
+
+def test_a_failed_connect_is_raised_and_retried_on_the_next_call() -> None:
+    hooks = Hooks(fail_connects=1)
+    copies = instances(hooks)
+
+    async def main() -> Any:
+        with pytest.raises(ConnectionError, match="refused"):
+            await copies.get()
+        return await copies.get()
+
+    fs = asyncio.run(main())
+    assert hooks.connected[0][0] is fs
+    assert hooks.closed == hooks.connected
+
+
+def test_loops_in_threads_get_their_own_copies() -> None:
+    hooks = Hooks()
+    copies = instances(hooks)
+    barrier = threading.Barrier(4)
+    seen: list[Any] = []
+
+    async def main() -> None:
+        fs = await copies.get()
+        barrier.wait()  # every loop holds its copy at the same time
+        seen.append(fs)
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(fs) for fs in seen}) == 4
+    assert sorted(map(id, (fs for fs, _ in hooks.closed))) == sorted(map(id, seen))
+
+
+def test_dropping_the_owner_closes_its_copy_while_the_loop_runs() -> None:
+    hooks = Hooks()
+
+    async def main() -> None:
+        copies = instances(hooks)
+        await copies.get()
+        del copies
+        gc.collect()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(hooks.closed) == 1  # before the loop ends
+
+    asyncio.run(main())
+    assert hooks.closed == hooks.connected
+
+
+@pytest.mark.backends("s3", "gcs", "azure")
+def test_cloud_calls_run_on_the_callers_loop(backend: BackendInfo, root_url: str) -> None:
+    storage = FsspecStorage(root_url, storage_options=backend.storage_options)
+    copies = storage._backends_for(backend.protocol)[1].io._loop_instances
+    assert copies is not None
+    data = payload(1000)
+
+    async def main() -> dict[str, Any]:
+        pointer = await write(storage, data, "blob")
+        assert await read(storage, pointer, "stream") == data
+        assert list(copies._opened) == [asyncio.get_running_loop()]
+        return pointer
+
+    pointer = asyncio.run(main())
+    assert copies._opened == {}  # closed with the loop
+    assert asyncio.run(read(storage, pointer, "blob")) == data
+    assert copies._opened == {}
