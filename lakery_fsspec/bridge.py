@@ -68,18 +68,23 @@ class Bridge:
         """Await ``work(fs)`` for an async filesystem: on the caller's loop with its own
         copy of the filesystem, or on fsspec's IO loop with the shared instance."""
         try:
+            if self.timeout is None:  # the common case, without a cancel scope's cost
+                return await self._run(work)
             with move_on_after(self.timeout):
-                if self._loop_instances is not None:
-                    return await work(await self._loop_instances.get())
-                loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009
-                future = asyncio.run_coroutine_threadsafe(work(self.fs), loop)
-                # Cancelling the wrapper cancels the task on the IO loop.
-                return await asyncio.wrap_future(future)
+                return await self._run(work)
         except Exception as error:
             if (wrapped := unavailable(error)) is None:
                 raise
             raise wrapped from error
         raise self._timed_out()
+
+    async def _run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        if self._loop_instances is not None:
+            return await work(await self._loop_instances.get())
+        loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009 (async fs only)
+        future = asyncio.run_coroutine_threadsafe(work(self.fs), loop)
+        # Cancelling the wrapper cancels the task on the IO loop.
+        return await asyncio.wrap_future(future)
 
     async def thread(self, function: Callable[[], T]) -> T:
         """Run blocking work (sync file objects, local I/O) in a worker thread."""

@@ -34,11 +34,14 @@ class LoopInstances:
         self._close = close
         self._lock = threading.Lock()  # loops in several threads may share one storage
         self._opened: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
+        self._ready: dict[asyncio.AbstractEventLoop, Any] = {}
         self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None]] = {}
 
     async def get(self) -> Any:
         """The copy for the running loop, opened on first use."""
         loop = asyncio.get_running_loop()
+        if (copy := self._ready.get(loop)) is not None:
+            return copy
         with self._lock:
             task = self._opened.get(loop)
             if task is None:
@@ -66,12 +69,14 @@ class LoopInstances:
             raise
         with self._lock:
             self._closers[loop] = closer  # the loop holds only a weak reference
+            self._ready[loop] = copy
         return copy
 
     def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._opened.pop(loop, None)
             self._closers.pop(loop, None)
+            self._ready.pop(loop, None)
 
 
 def _forget(owner: weakref.ref[LoopInstances], loop: asyncio.AbstractEventLoop) -> None:

@@ -37,10 +37,8 @@ class LocalBackend(Backend):
 def _create(path: str, data: bytes, temp: str) -> bool:
     if os.path.exists(path):
         return False
-    os.makedirs(os.path.dirname(temp), exist_ok=True)
     try:
-        with open(temp, "wb") as file:
-            file.write(data)
+        _write(temp, data)
         _replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -49,8 +47,23 @@ def _create(path: str, data: bytes, temp: str) -> bool:
     return True
 
 
+def _write(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except FileNotFoundError:  # the first write under this folder: make it once
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as file:
+            file.write(data)
+
+
 def _replace(source: str, destination: str) -> None:
     # os.replace is one atomic rename on the same filesystem (the temp folder is inside
     # the root), where fsspec's mv may fall back to copying.
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    os.replace(source, destination)
+    try:
+        os.replace(source, destination)
+    except FileNotFoundError:
+        if not os.path.exists(source):
+            raise
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        os.replace(source, destination)

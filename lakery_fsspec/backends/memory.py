@@ -15,19 +15,22 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend(Backend):
     """Memory: dict operations that never block, so they run on the caller's loop.
 
-    Puts are atomic dict assignments and a move re-keys the stored buffer. Reads copy
-    their range out of the buffer, so concurrent readers never share a file position.
+    Puts are atomic dict assignments and a move re-keys the stored buffer. Reads slice
+    the stored bytes, so concurrent readers never share a file position.
     """
 
     atomic_put = True
     needs_dirs = False
 
     async def size(self, path: str) -> int | None:
-        buffer = self.fs.store.get(self.fs._strip_protocol(path))
-        return None if buffer is None else buffer.getbuffer().nbytes
+        value = self._value(path)
+        return None if value is None else len(value)
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        return self.fs.cat_file(path, start=start, end=end)
+        value = self._value(path)
+        if value is None:
+            raise FileNotFoundError(path)
+        return value if start is None and end is None else value[start:end]
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         self.fs.pipe_file(path, data)
@@ -38,3 +41,9 @@ class MemoryBackend(Backend):
         buffer = store.pop(self.fs._strip_protocol(source))
         buffer.path = self.fs._strip_protocol(destination)
         store[buffer.path] = buffer
+
+    def _value(self, path: str) -> bytes | None:
+        # getvalue() hands out the stored bytes without copying them (CPython's BytesIO
+        # shares its buffer), where getbuffer() and fsspec's cat_file copy the object.
+        buffer = self.fs.store.get(self.fs._strip_protocol(path))
+        return None if buffer is None else buffer.getvalue()
