@@ -11,6 +11,7 @@ from lakery_fsspec.paths import path_problem
 __all__ = ["FsspecPointer", "check_pointer", "parse_pointer"]
 
 _PROTOCOL = re.compile(r"[a-z][a-z0-9+.-]*")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class FsspecPointer(TypedDict):
@@ -70,7 +71,7 @@ def check_pointer(data: object, text: str | bytes | None = None) -> FsspecPointe
 def _root_problem(root: str) -> str | None:
     if not root.strip("/"):
         return "is empty"
-    if any(ord(char) < 32 or ord(char) == 127 for char in root):
+    if _CONTROL.search(root):
         return "contains a control character"
     if ".." in root.split("/"):
         return "has a '..' segment"

@@ -1,10 +1,13 @@
-"""Per-event-loop filesystem copies: one per loop, opened once, closed with the loop."""
+"""Where calls run: blocking ones in worker threads, async ones on per-loop filesystem
+copies (one per loop, opened once, closed with the loop)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +16,34 @@ from fsspec.implementations.memory import MemoryFileSystem
 from helpers import payload, read, write
 
 from lakery_fsspec import FsspecStorage
+from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import LoopInstances
+
+
+async def test_cancelling_a_blocking_call_waits_for_its_thread() -> None:
+    bridge = Bridge(MemoryFileSystem())
+    started, finished = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    task = asyncio.ensure_future(bridge.thread(blocking))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()  # the cancellation came back only after the thread's work
+
+
+async def test_blocking_calls_keep_the_callers_context_and_errors() -> None:
+    bridge = Bridge(MemoryFileSystem())
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("variable")
+    variable.set("caller's")
+    assert await bridge.thread(variable.get) == "caller's"
+    with pytest.raises(KeyError, match="raised in the thread"):
+        await bridge.thread(lambda: {}["raised in the thread"])
 
 
 class Hooks:
@@ -49,7 +79,8 @@ def test_one_copy_per_loop_opened_once_and_closed_with_its_loop() -> None:
     first, second = asyncio.run(main()), asyncio.run(main())
     assert len({id(fs) for fs in first}) == len({id(fs) for fs in second}) == 1
     assert first[0] is not second[0]
-    assert first[0].storage_options["asynchronous"] and first[0] is not copies._fs
+    assert first[0].storage_options["asynchronous"]
+    assert first[0] is not copies._fs
     assert [fs for fs, _ in hooks.connected] == [first[0], second[0]]
     assert hooks.closed == hooks.connected  # each closed on its own loop, at its end
     assert copies._opened == copies._closers == copies._ready == {}
