@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.contenders import DEFAULT_FAMILIES, FAMILIES
+from benchmarks.contenders import FAMILIES
 from benchmarks.data import Data
 from benchmarks.envs import BACKENDS, running_envs
 from benchmarks.report import machine, tables, targets, targets_table
@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--contenders",
         type=lambda text: _names(text, list(FAMILIES), "contenders"),
-        default=DEFAULT_FAMILIES,
-        help=f"comma-separated, from {','.join(FAMILIES)} (default: all but the prototypes)",
+        default=list(FAMILIES),
+        help=f"comma-separated, from {','.join(FAMILIES)} (default: all)",
     )
     parser.add_argument("--repeats", type=int, help="override the number of repetitions")
     parser.add_argument("--json", type=Path, help="also write the raw results here")

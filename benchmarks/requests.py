@@ -63,7 +63,7 @@ async def _one(env: Env, key: str, count: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.requests", description=__doc__)
     parser.add_argument("--backends", default="s3,gcs,azure")
-    parser.add_argument("--contenders", default="fsspec_storage,raw_fsspec,prototype")
+    parser.add_argument("--contenders", default="fsspec_storage,raw_fsspec")
     parser.add_argument("--count", type=int, default=20)
     args = parser.parse_args()
     aiohttp.ClientSession._request = _counting  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ from benchmarks.workload import Sizes
 
 __all__ = ["RSS_FAMILIES", "Progress", "run_backend"]
 
-RSS_FAMILIES = ("fsspec_storage", "raw_fsspec", "native", "physical", "prototype")
+RSS_FAMILIES = ("fsspec_storage", "raw_fsspec", "native", "physical")
 """Whose peak RSS is measured: each 1 GiB stream takes a minute on moto and Azurite."""
 
 

@@ -8,10 +8,9 @@ from benchmarks.contenders.natives import NativeFamily
 from benchmarks.contenders.obstore_api import ObstoreFamily
 from benchmarks.contenders.obstore_fsspec import ObstoreFsspecFamily
 from benchmarks.contenders.physical import PhysicalFamily
-from benchmarks.contenders.prototype import PrototypeFamily, RawBridgeFamily
 from benchmarks.contenders.raw_fsspec import RawFsspecFamily
 
-__all__ = ["DEFAULT_FAMILIES", "FAMILIES", "Contender", "Family"]
+__all__ = ["FAMILIES", "Contender", "Family"]
 
 FAMILIES: dict[str, type[Family]] = {
     family.key: family
@@ -22,10 +21,5 @@ FAMILIES: dict[str, type[Family]] = {
         ObstoreFamily,
         ObstoreFsspecFamily,
         PhysicalFamily,
-        PrototypeFamily,
-        RawBridgeFamily,
     )
 }
-
-DEFAULT_FAMILIES = [key for key in FAMILIES if key not in ("prototype", "raw_bridge")]
-"""What a plain run measures; the prototypes of package changes run on request."""
