@@ -35,11 +35,11 @@ class Bridge:
     never "attached to a different loop". Blocking implementations (local, memory, …)
     and sync file objects run in worker threads.
 
-    ``timeout`` (seconds, None for none) bounds each call: a coroutine still running on
-    the IO loop is cancelled there; a worker thread cannot be stopped, so it is left to
-    finish in the background (see SerialWriter for what keeps that safe). Either way the
-    call raises StorageUnavailableError. Cancelling the caller cancels the coroutine on
-    the IO loop too, but waits for a worker thread (at most ``timeout``).
+    ``timeout`` (seconds, None for none) bounds each call: a coroutine still running is
+    cancelled (on whichever loop it runs); a worker thread cannot be stopped, so it is
+    left to finish in the background (see SerialWriter for what keeps that safe). Either
+    way the call raises StorageUnavailableError. Cancelling the caller cancels the
+    coroutine too, but waits for a worker thread (at most ``timeout``).
 
     Timeouts, connection failures and server errors from the backend become
     StorageUnavailableError raised from the original; every other exception (missing
