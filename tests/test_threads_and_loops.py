@@ -8,6 +8,8 @@ import contextvars
 import gc
 import threading
 import time
+import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,28 @@ from helpers import payload, read, write
 
 from lakery_fsspec import FsspecStorage
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.loops import LoopInstances
+from lakery_fsspec.loops import LoopInstances, shared_loop_instances
+
+
+@pytest.mark.parametrize("seconds", [None, 5.0])
+async def test_small_local_files_are_read_without_a_thread_hop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float | None
+) -> None:
+    storage = FsspecStorage(tmp_path, timeout=seconds)
+    small, big = payload(64 * 2**10), payload(64 * 2**10 + 1)
+    pointers = [await write(storage, data, "blob") for data in (small, big)]
+    hops: list[object] = []
+    hop = Bridge.thread
+
+    async def counted(self: Bridge, function: Any) -> Any:
+        hops.append(function)
+        return await hop(self, function)
+
+    monkeypatch.setattr(Bridge, "thread", counted)
+    assert await storage.read_data(pointers[0]) == small
+    assert len(hops) == (0 if seconds is None else 1)  # only threads honour a timeout
+    assert await storage.read_data(pointers[1]) == big
+    assert len(hops) == (1 if seconds is None else 2)
 
 
 async def test_cancelling_a_blocking_call_waits_for_its_thread() -> None:
@@ -80,7 +103,7 @@ def test_one_copy_per_loop_opened_once_and_closed_with_its_loop() -> None:
     assert len({id(fs) for fs in first}) == len({id(fs) for fs in second}) == 1
     assert first[0] is not second[0]
     assert first[0].storage_options["asynchronous"]
-    assert first[0] is not copies._fs
+    assert first[0] is not MemoryFileSystem()
     assert [fs for fs, _ in hooks.connected] == [first[0], second[0]]
     assert hooks.closed == hooks.connected  # each closed on its own loop, at its end
     assert copies._opened == copies._closers == copies._ready == {}
@@ -134,6 +157,35 @@ def test_dropping_the_owner_closes_its_copy_while_the_loop_runs() -> None:
 
     asyncio.run(main())
     assert hooks.closed == hooks.connected
+
+
+def test_shared_copies_neither_keep_their_filesystem_alive_nor_outlive_it() -> None:
+    hooks = Hooks()
+    fs = MemoryFileSystem(skip_instance_cache=True)
+    copies = shared_loop_instances(fs, hooks.connect, hooks.close)
+    assert shared_loop_instances(fs, hooks.connect, hooks.close) is copies
+    watch = weakref.ref(copies)
+    del fs, copies
+    gc.collect()
+    assert watch() is None
+
+
+@pytest.mark.backends("s3", "gcs", "azure")
+def test_storages_on_one_filesystem_share_its_copies(backend: BackendInfo, root_url: str) -> None:
+    one, two = (
+        FsspecStorage(url, storage_options=backend.storage_options)
+        for url in (root_url, root_url + "/other")
+    )
+    copies = [s._backends_for(backend.protocol)[1].io._loop_instances for s in (one, two)]
+    assert copies[0] is copies[1]
+    assert copies[0] is not None
+
+    async def main() -> None:
+        data = payload(10)
+        assert await read(two, await write(one, data, "blob"), "blob") == data
+        assert len(copies[0]._ready) == 1  # one copy, and so one client, for both
+
+    asyncio.run(main())
 
 
 @pytest.mark.backends("s3", "gcs", "azure")

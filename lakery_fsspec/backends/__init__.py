@@ -11,7 +11,7 @@ from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.loops import LoopInstances
+from lakery_fsspec.loops import shared_loop_instances
 
 __all__ = ["Backend", "Writer", "backend_class", "backend_for", "cleanup"]
 
@@ -34,5 +34,5 @@ def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) ->
     cls = backend_class(protocol)
     instances = None
     if cls.loop_native and fs.async_impl:
-        instances = LoopInstances(fs, cls.connect, cls.disconnect)
+        instances = shared_loop_instances(fs, cls.connect, cls.disconnect)
     return cls(protocol, Bridge(fs, timeout=timeout, loop_instances=instances))

@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from lakery_fsspec.backends.base import Backend
 
@@ -15,23 +15,50 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBackend"]
 
+_INLINE_READ = 64 * 2**10
+"""Whole files up to this size are read on the caller's loop, in less time than a hop to
+a worker thread takes (unless calls have a timeout, which only threads can honour)."""
+
 
 class LocalBackend(Backend):
-    """Local files: written to a temp file and renamed, each operation one thread hop."""
+    """Local files: written to a temp file and renamed, each operation one thread hop
+    (small whole-file reads none)."""
+
+    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        if start is None and end is None and self.io.timeout is None:
+            small = _read_if_small(path)  # blocks the loop, for microseconds
+            if small is not None:
+                return small
+        return await super().read(path, start, end)
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
         return await self.io.thread(partial(_create, path, data, temp))
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
-        file = await self.io.thread(partial(open, path, "rb"))
+        opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
+
+        def read() -> bytes:
+            if not opened:
+                opened.append(open(path, "rb"))  # noqa: SIM115 (closed below)
+            return opened[0].read(chunk_size)
+
         try:
-            while chunk := await self.io.thread(partial(file.read, chunk_size)):
+            while chunk := await self.io.thread(read):
                 yield chunk
         finally:
-            file.close()
+            for file in opened:
+                file.close()
 
     async def move(self, source: str, destination: str, digest: Digest) -> None:
         await self.io.thread(partial(_replace, source, destination))
+
+
+def _read_if_small(path: str) -> bytes | None:
+    """The file's bytes if it has at most ``_INLINE_READ`` of them, else None."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size <= _INLINE_READ:
+            return file.read()
+    return None
 
 
 def _create(path: str, data: bytes, temp: str) -> bool:
