@@ -52,8 +52,8 @@ async def test_round_trip(
 async def test_multi_block_stream(
     storage: FsspecStorage, backend: BackendInfo, root_url: str
 ) -> None:
-    # Larger than S3's 5 MiB minimum part, so the upload really has several parts.
-    data = payload(11 * 2**20 + 3)
+    # Larger than two of the clouds' minimum upload blocks (5 or 8 MiB): several parts.
+    data = payload(17 * 2**20 + 3)
     pointer = await write(storage, data, "stream")
     assert await read(storage, pointer, "stream") == data
     assert objects(backend, root_url) == [pointer["path"]]

@@ -23,16 +23,17 @@ from helpers import Stream, StreamBroke, chunked, digest_of, payload
 from labox.common.exceptions import NoStorageData
 
 from lakery_fsspec import FsspecStorage, StorageUnavailableError
+from lakery_fsspec.backends import backend_class
 from lakery_fsspec.bridge import SerialWriter
 from lakery_fsspec.errors import unavailable
 
 CLOUDS = ("s3", "gcs", "azure")
 BLOCK = 256 * 1024
-"""chunk_size of the storages here; S3 rounds its upload blocks up to 5 MiB."""
+"""chunk_size of the storages here; the clouds round their upload blocks up (5-8 MiB)."""
 
 
 def block_size(backend: BackendInfo) -> int:
-    return 5 * 2**20 if backend.name == "s3" else BLOCK
+    return backend_class(backend.protocol).block_size(BLOCK)
 
 
 def make(backend: BackendInfo, url: str, **kwargs: Any) -> FsspecStorage:

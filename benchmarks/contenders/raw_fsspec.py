@@ -26,11 +26,12 @@ __all__ = ["RawFsspecFamily", "block_size", "close_async_fs"]
 
 
 def block_size(protocol: str, chunk_size: int) -> int:
-    """The upload block size FsspecStorage picks (s3fs needs >= 5 MiB parts)."""
+    """The upload block size FsspecStorage picks (s3fs needs >= 5 MiB parts; gcs and
+    azure blocks are one request each, so at least 8 MiB)."""
     if protocol == "s3":
         return max(chunk_size, 5 * MiB)
-    if protocol in ("gs", "gcs"):
-        return -(-chunk_size // (256 * 2**10)) * 256 * 2**10
+    if protocol in ("gs", "gcs", "abfs", "az"):
+        return -(-max(chunk_size, 8 * MiB) // (256 * 2**10)) * 256 * 2**10
     return chunk_size
 
 

@@ -25,6 +25,7 @@ class AzureBackend(Backend):
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
+    min_block_size = 8 * 2**20  # each block is one staged-block request
     loop_native = True
 
     @staticmethod

@@ -77,10 +77,11 @@ class Backend:
     async def disconnect(fs: Any) -> None:
         """Close a per-loop copy's client session."""
 
-    def block_size(self, chunk_size: int) -> int:
+    @classmethod
+    def block_size(cls, chunk_size: int) -> int:
         """The upload block size to use for a requested chunk size."""
-        size = max(chunk_size, self.min_block_size)
-        return -(-size // self.block_multiple) * self.block_multiple
+        size = max(chunk_size, cls.min_block_size)
+        return -(-size // cls.block_multiple) * cls.block_multiple
 
     async def size(self, path: str) -> int | None:
         """The stored size of the object at ``path``, or None if there is none."""

@@ -18,6 +18,7 @@ class GCSBackend(Backend):
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
+    min_block_size = 8 * 2**20  # each block is one request of a resumable upload
     block_multiple = 256 * 2**10
     loop_native = True
 
