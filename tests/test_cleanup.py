@@ -167,7 +167,8 @@ async def test_sigkilled_writer_leaves_a_temp_that_cleanup_removes(
     [(leftover, age)] = await storage.list_temp()
     assert posixpath.dirname(leftover) == f"{root}/.lakery-tmp"
     if backend.name == "local":
-        assert 0 < backend.fs().size(leftover) <= 2 * CHUNK
+        # Partial: local blocks are 8 MiB, so the first may not be written yet.
+        assert backend.fs().size(leftover) <= 2 * CHUNK
     else:
         assert backend.fs().cat_file(leftover) == bytes([1]) * CHUNK + bytes([2]) * CHUNK
 
