@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBackend"]
 
-_READ_PER_HOP = 8 * 2**20
-"""Stream reads take this many bytes (whole chunks, at least one) per worker-thread hop:
-from page cache a hop costs as much as reading a 1 MiB chunk."""
+_BYTES_PER_HOP = 8 * 2**20
+"""What local streams move per worker-thread hop, reading (whole chunks, at least one)
+and writing (the upload block): from page cache a hop costs as much as a 1 MiB chunk."""
 _INLINE_READ = 64 * 2**10
 """Whole files up to this size are read on the caller's loop, in less time than a hop to
 a worker thread takes (unless calls have a timeout, which only threads can honour)."""
@@ -27,7 +27,7 @@ class LocalBackend(Backend):
     """Local files: written to a temp file and renamed, each operation one thread hop
     (small whole-file reads none)."""
 
-    min_block_size = _READ_PER_HOP  # stream writes too move 8 MiB per thread hop
+    min_block_size = _BYTES_PER_HOP
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         if start is None and end is None and self.io.timeout is None:
@@ -41,7 +41,7 @@ class LocalBackend(Backend):
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
-        per_hop = max(1, _READ_PER_HOP // chunk_size)
+        per_hop = max(1, _BYTES_PER_HOP // chunk_size)
 
         def read() -> list[bytes]:
             if not opened:
