@@ -41,14 +41,15 @@ class LoopInstances:
         self._close = close
         self._lock = threading.Lock()  # loops in several threads may share one storage
         self._opened: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = {}
-        self._ready: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None]] = {}
+        # The open copies, each with the generator that closes it (the loop holds only a
+        # weak reference to that generator).
+        self._ready: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None]]] = {}
 
     async def get(self) -> Any:
         """The copy for the running loop, opened on first use."""
         loop = asyncio.get_running_loop()
-        if (copy := self._ready.get(loop)) is not None:
-            return copy
+        if (ready := self._ready.get(loop)) is not None:
+            return ready[0]
         with self._lock:
             task = self._opened.get(loop)
             if task is None:
@@ -68,14 +69,12 @@ class LoopInstances:
                 del self._opened[loop]  # the next call tries again
             raise
         with self._lock:
-            self._closers[loop] = closer  # the loop holds only a weak reference
-            self._ready[loop] = copy
+            self._ready[loop] = (copy, closer)
         return copy
 
     def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._opened.pop(loop, None)
-            self._closers.pop(loop, None)
             self._ready.pop(loop, None)
 
 

@@ -106,7 +106,7 @@ def test_one_copy_per_loop_opened_once_and_closed_with_its_loop() -> None:
     assert first[0] is not MemoryFileSystem()
     assert [fs for fs, _ in hooks.connected] == [first[0], second[0]]
     assert hooks.closed == hooks.connected  # each closed on its own loop, at its end
-    assert copies._opened == copies._closers == copies._ready == {}
+    assert copies._opened == copies._ready == {}
 
 
 def test_a_failed_connect_is_raised_and_retried_on_the_next_call() -> None:
