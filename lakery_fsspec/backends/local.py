@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
 
+from anyio.lowlevel import checkpoint
+
 from lakery_fsspec.backends.base import Backend
 
 if TYPE_CHECKING:
@@ -21,11 +23,14 @@ and writing (the upload block): from page cache a hop costs as much as a 1 MiB c
 _INLINE_READ = 64 * 2**10
 """Whole files up to this size are read on the caller's loop, in less time than a hop to
 a worker thread takes (unless calls have a timeout, which only threads can honour)."""
+_CACHED_ONLY: int | None = getattr(os, "RWF_NOWAIT", None)
+"""Linux's flag for reads that return only what the page cache holds, never waiting for
+the disk: stream chunks read with it need no thread hop."""
 
 
 class LocalBackend(Backend):
     """Local files: written to a temp file and renamed, each operation one thread hop
-    (small whole-file reads none)."""
+    (none for small whole-file reads and stream chunks already in the page cache)."""
 
     min_block_size = _BYTES_PER_HOP
 
@@ -42,18 +47,24 @@ class LocalBackend(Backend):
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
         per_hop = max(1, _BYTES_PER_HOP // chunk_size)
-
-        def read() -> list[bytes]:
-            if not opened:
-                opened.append(open(path, "rb"))  # noqa: SIM115 (closed below)
-            chunks: list[bytes] = []
-            while len(chunks) < per_hop and (chunk := opened[0].read(chunk_size)):
-                chunks.append(chunk)
-            return chunks
-
         try:
-            while chunks := await self.io.thread(read):
+            await self.io.thread(lambda: opened.append(open(path, "rb")))  # noqa: SIM115
+            file, buffer, offset, on_loop = opened[0], bytearray(chunk_size), 0, 0
+            while True:
+                chunk = _read_cached(file, buffer, offset)
+                if chunk is None:  # not in the page cache: a worker thread waits for it
+                    chunks = await self.io.thread(
+                        partial(_read_chunks, file, offset, chunk_size, per_hop)
+                    )
+                elif on_loop == per_hop:  # a hop's worth read on the loop: let others run
+                    chunks, on_loop = [chunk], 0
+                    await checkpoint()
+                else:
+                    chunks, on_loop = [chunk], on_loop + 1
+                if not chunks or not chunks[0]:
+                    return
                 for chunk in chunks:
+                    offset += len(chunk)
                     yield chunk
         finally:
             for file in opened:
@@ -69,6 +80,26 @@ def _read_if_small(path: str) -> bytes | None:
         if os.fstat(file.fileno()).st_size <= _INLINE_READ:
             return file.read()
     return None
+
+
+def _read_cached(file: BinaryIO, buffer: bytearray, offset: int) -> bytes | None:
+    """The next chunk if the page cache holds it (b"" at the end), else None: read on the
+    caller's loop, which this never blocks (Linux's RWF_NOWAIT does not wait for the disk)."""
+    if _CACHED_ONLY is None:
+        return None
+    try:
+        size = os.preadv(file.fileno(), [buffer], offset, _CACHED_ONLY)
+    except OSError:  # BlockingIOError: not cached; others: unsupported by this filesystem
+        return None
+    return bytes(buffer) if size == len(buffer) else bytes(memoryview(buffer)[:size])
+
+
+def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> list[bytes]:
+    file.seek(offset)
+    chunks: list[bytes] = []
+    while len(chunks) < count and (chunk := file.read(chunk_size)):
+        chunks.append(chunk)
+    return chunks
 
 
 def _create(path: str, data: bytes, temp: str) -> bool:
