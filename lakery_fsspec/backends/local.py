@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import AsyncIterator
 from functools import partial
@@ -23,13 +24,16 @@ and writing (the upload block): from page cache a hop costs as much as a 1 MiB c
 _INLINE_READ = 64 * 2**10
 """Whole files up to this size are read on the caller's loop, in less time than a hop to
 a worker thread takes (unless calls have a timeout, which only threads can honour)."""
+_UNNAMED_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+"""Linux: a file can be written without a name and linked into its folder when complete."""
 _CACHED_ONLY: int | None = getattr(os, "RWF_NOWAIT", None)
 """Linux's flag for reads that return only what the page cache holds, never waiting for
 the disk: stream chunks read with it need no thread hop."""
 
 
 class LocalBackend(Backend):
-    """Local files: written to a temp file and renamed, each operation one thread hop
+    """Local files: written to a temp file (unnamed where Linux allows) and renamed or
+    linked into place, each operation one thread hop
     (none for small whole-file reads and stream chunks already in the page cache)."""
 
     min_block_size = _BYTES_PER_HOP
@@ -105,6 +109,8 @@ def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> li
 def _create(path: str, data: bytes, temp: str) -> bool:
     if os.path.exists(path):
         return False
+    if _UNNAMED_FILES and (created := _create_unnamed(path, data)) is not None:
+        return created
     try:
         _write(temp, data)
         _replace(temp, path)
@@ -113,6 +119,36 @@ def _create(path: str, data: bytes, temp: str) -> bool:
             os.unlink(temp)
         raise
     return True
+
+
+def _create_unnamed(path: str, data: bytes) -> bool | None:
+    """Write an unnamed file in ``path``'s folder and link it there: one directory entry
+    instead of a temp name and a rename, and a crash leaves nothing behind. False if
+    ``path`` exists; None if this filesystem has no unnamed files."""
+    folder = os.path.dirname(path)
+    try:
+        fd = _open_unnamed(folder)
+    except FileNotFoundError:  # the first write under this folder: make it once
+        os.makedirs(folder, exist_ok=True)
+        fd = _open_unnamed(folder)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR):  # EISDIR: kernel without it
+            return None
+        raise
+    with open(fd, "wb") as file:
+        file.write(data)
+        file.flush()
+        try:
+            # A dir fd makes Python call linkat(AT_SYMLINK_FOLLOW), which links the file
+            # behind the /proc link; for an absolute path the fd itself is not used.
+            os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd)
+        except FileExistsError:
+            return False
+    return True
+
+
+def _open_unnamed(folder: str) -> int:
+    return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
 
 
 def _write(path: str, data: bytes) -> None:

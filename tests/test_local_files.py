@@ -1,0 +1,73 @@
+"""Local blobs: written unnamed and linked into place where Linux allows, else through a
+named temp file and a rename; either way complete or absent, with nothing left behind."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from helpers import digest_of, payload
+
+from lakery_fsspec import FsspecStorage
+from lakery_fsspec.backends import local
+
+pytestmark = pytest.mark.skipif(not local._UNNAMED_FILES, reason="unnamed files are Linux's")  # pyright: ignore[reportPrivateUsage]
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+async def test_a_blob_appears_once_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    monkeypatch.setattr(local, "_UNNAMED_FILES", unnamed)
+    storage = FsspecStorage(tmp_path)
+    data = payload(100_000)
+    pointer = await storage.write_data(data, digest_of(data), {})
+    assert _files(tmp_path) == [tmp_path / pointer["path"]]  # no temp file left
+    assert (tmp_path / pointer["path"]).read_bytes() == data
+    assert await storage.write_data(data, digest_of(data), {}) == pointer
+
+
+async def test_a_filesystem_without_unnamed_files_gets_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(folder: str) -> int:
+        raise OSError(errno.EOPNOTSUPP, "O_TMPFILE not supported", folder)
+
+    monkeypatch.setattr(local, "_open_unnamed", unsupported)
+    storage = FsspecStorage(tmp_path)
+    data = payload(1000)
+    pointer = await storage.write_data(data, digest_of(data), {})
+    assert (tmp_path / pointer["path"]).read_bytes() == data
+
+
+async def test_a_failed_link_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local.os, "link", disk_full)
+    storage = FsspecStorage(tmp_path)
+    data = payload(1000)
+    with pytest.raises(OSError, match="No space left"):
+        await storage.write_data(data, digest_of(data), {})
+    assert _files(tmp_path) == []
+
+
+async def test_a_writer_that_loses_the_race_keeps_the_first_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = FsspecStorage(tmp_path)
+    data = payload(1000)
+    pointer = await storage.write_data(data, digest_of(data), {})
+    final = tmp_path / pointer["path"]
+    inode = final.stat().st_ino
+    monkeypatch.setattr(local.os.path, "exists", lambda path: False)  # raced past the check
+    assert await storage.write_data(data, digest_of(data), {}) == pointer
+    assert final.stat().st_ino == inode
+    assert _files(tmp_path) == [final]
