@@ -19,7 +19,15 @@ from benchmarks.envs import BACKENDS, Env, running_envs
 from benchmarks.timing import consume, read_many, write_many
 from benchmarks.workload import FULL, StreamSource, blob, small_objects
 
-OPS = ("small_write", "small_read", "small_write_c1", "blob_write", "stream_write", "stream_read")
+OPS = (
+    "small_write",
+    "small_read",
+    "small_write_c1",
+    "blob_write",
+    "blob_read",
+    "stream_write",
+    "stream_read",
+)
 
 
 async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
@@ -30,12 +38,15 @@ async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
     await read_many(contender, await write_many(contender, warm, 4), 4, 1024)
     objects = small_objects(sizes.small_count, sizes.small_size, seed=2)
     source = StreamSource(sizes.stream_size, sizes.chunk_size, seed=3)
-    payload = blob(sizes.blob_size, seed=4) if op == "blob_write" else None
+    payload = blob(sizes.blob_size, seed=4) if op.startswith("blob") else None
     handles = []
     if op == "small_read":
         handles = await write_many(contender, objects, sizes.concurrency)
     if op == "stream_read":
         handles = [await contender.write_stream(source.stream())]
+    if op == "blob_read":
+        assert payload is not None
+        handles = [await contender.write_blob(*payload)]
     profiler = Profiler(async_mode="enabled", interval=0.0005)
     with profiler:
         if op == "small_write":
@@ -47,6 +58,9 @@ async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
         elif op == "blob_write":
             assert payload is not None
             await contender.write_blob(*payload)
+        elif op == "blob_read":
+            data = await contender.read_blob(handles[0])
+            assert len(data) == sizes.blob_size
         elif op == "stream_write":
             await contender.write_stream(source.stream())
         else:
