@@ -26,6 +26,7 @@ class AzureBackend(Backend):
     exclusive_put = True
     needs_dirs = False
     min_block_size = 8 * 2**20  # each block is one staged-block request
+    min_range_size = 8 * 2**20
     loop_native = True
 
     @staticmethod

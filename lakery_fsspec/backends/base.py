@@ -54,6 +54,9 @@ class Backend:
     """Whether parent directories must exist before a file is written or moved there."""
     min_block_size: ClassVar[int] = 1
     block_multiple: ClassVar[int] = 1
+    min_range_size: ClassVar[int] = 1
+    """The least a stream read asks for in one ranged read; chunks are cut from it (fewer,
+    larger requests where each one costs a round trip)."""
     loop_native: ClassVar[bool] = False
     """Whether async calls run on the caller's loop, through a copy of the filesystem
     per loop opened with ``connect`` and closed with ``disconnect``."""
@@ -99,22 +102,27 @@ class Backend:
         return await self.io.call("cat_file", path, start=start, end=end)
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
-        """Yield the object in chunks of at most ``chunk_size`` bytes, one range each.
+        """Yield the object in chunks of at most ``chunk_size`` bytes, cut from ranged
+        reads of at least ``min_range_size``.
 
         The next range is requested while the caller handles the current one: two
-        chunks in memory at most, and no idle round trip between them.
+        ranges in memory at most, and no idle round trip between them.
         """
         size = await self.size(path)
         if size is None:
             raise FileNotFoundError(path)
-        ranges = iter(
-            [(start, min(start + chunk_size, size)) for start in range(0, size, chunk_size)]
-        )
+        step = max(chunk_size, self.min_range_size)
+        ranges = iter([(start, min(start + step, size)) for start in range(0, size, step)])
         ahead = self._read_ahead(path, next(ranges, None))
         try:
             while ahead is not None:
                 current, ahead = ahead, self._read_ahead(path, next(ranges, None))
-                yield await current
+                data = await current
+                if len(data) <= chunk_size:
+                    yield data
+                    continue
+                for start in range(0, len(data), chunk_size):
+                    yield data[start : start + chunk_size]
         finally:
             if ahead is not None:
                 ahead.cancel()

@@ -19,6 +19,7 @@ class GCSBackend(Backend):
     exclusive_put = True
     needs_dirs = False
     min_block_size = 8 * 2**20  # each block is one request of a resumable upload
+    min_range_size = 8 * 2**20
     block_multiple = 256 * 2**10
     loop_native = True
 
