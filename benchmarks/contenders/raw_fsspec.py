@@ -21,6 +21,7 @@ from labox.core.storage import Digest
 
 from benchmarks.contenders.base import Contender, Family
 from benchmarks.workload import MiB, Stream
+from lakery_fsspec.backends.azure import detach_finalizers
 
 __all__ = ["RawFsspecFamily", "block_size", "close_async_fs"]
 
@@ -69,6 +70,7 @@ async def close_async_fs(fs: Any) -> None:
         await session.close()
     elif (client := getattr(fs, "service_client", None)) is not None:
         await client.close()
+        detach_finalizers(fs)  # closed: adlfs's own would fail at exit
 
 
 class RawFsspec(Contender):

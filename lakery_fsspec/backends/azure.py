@@ -31,13 +31,7 @@ class AzureBackend(Backend):
 
     @staticmethod
     async def connect(fs: Any) -> None:
-        # adlfs registers finalizers that close the client through ``fs.loop``, which an
-        # asynchronous instance lacks (they fail at exit), and that hold the instance
-        # for good. The storage closes its copies itself: drop them.
-        registry: dict[weakref.finalize[..., Any], Any] = getattr(weakref.finalize, "_registry", {})
-        for finalizer in list(registry):
-            if (alive := finalizer.peek()) is not None and alive[0] is fs:
-                finalizer.detach()
+        detach_finalizers(fs)  # the storage closes its copies itself
 
     @staticmethod
     async def disconnect(fs: Any) -> None:
@@ -67,6 +61,16 @@ class AzureBackend(Backend):
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
         await self.io.run(lambda fs: _copy(fs, source, destination))
         await self.remove(source)
+
+
+def detach_finalizers(fs: Any) -> None:
+    """Drop the finalizers adlfs registers on an ``asynchronous=True`` instance: they
+    close its client through ``fs.loop``, which such an instance lacks (so they fail at
+    exit with "Loop is not running"), and they keep the instance alive for good."""
+    registry: dict[weakref.finalize[..., Any], Any] = getattr(weakref.finalize, "_registry", {})
+    for finalizer in list(registry):
+        if (alive := finalizer.peek()) is not None and alive[0] is fs:
+            finalizer.detach()
 
 
 async def _properties(fs: Any, path: str) -> Any:

@@ -57,14 +57,13 @@ class LocalBackend(Backend):
             while True:
                 chunk = _read_cached(file, buffer, offset)
                 if chunk is None:  # not in the page cache: a worker thread waits for it
-                    chunks = await self.io.thread(
-                        partial(_read_chunks, file, offset, chunk_size, per_hop)
-                    )
-                elif on_loop == per_hop:  # a hop's worth read on the loop: let others run
-                    chunks, on_loop = [chunk], 0
-                    await checkpoint()
+                    read = partial(_read_chunks, file, offset, chunk_size, per_hop)
+                    chunks, on_loop = await self.io.thread(read), 0
                 else:
                     chunks, on_loop = [chunk], on_loop + 1
+                    if on_loop == per_hop:  # a hop's worth read on the loop: let others run
+                        on_loop = 0
+                        await checkpoint()
                 if not chunks or not chunks[0]:
                     return
                 for chunk in chunks:
