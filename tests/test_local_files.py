@@ -4,7 +4,9 @@ named temp file and a rename; either way complete or absent, with nothing left b
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import digest_of, payload
@@ -35,14 +37,21 @@ async def test_a_blob_appears_once_complete(
 async def test_a_filesystem_without_unnamed_files_gets_a_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unsupported(folder: str) -> int:
-        raise OSError(errno.EOPNOTSUPP, "O_TMPFILE not supported", folder)
+    real_open = os.open
 
-    monkeypatch.setattr(local, "_open_unnamed", unsupported)
+    def without_unnamed_files(path: str, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:  # as such a filesystem answers
+            if not os.path.isdir(path):
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(local.os, "open", without_unnamed_files)
     storage = FsspecStorage(tmp_path)
     data = payload(1000)
-    pointer = await storage.write_data(data, digest_of(data), {})
+    pointer = await storage.write_data(data, digest_of(data), {})  # into a new folder
     assert (tmp_path / pointer["path"]).read_bytes() == data
+    assert _files(tmp_path) == [tmp_path / pointer["path"]]
 
 
 async def test_a_failed_link_leaves_nothing(

@@ -124,12 +124,8 @@ def _create_unnamed(path: str, data: bytes) -> bool | None:
     """Write an unnamed file in ``path``'s folder and link it there: one directory entry
     instead of a temp name and a rename, and a crash leaves nothing behind. False if
     ``path`` exists; None if this filesystem has no unnamed files."""
-    folder = os.path.dirname(path)
     try:
-        fd = _open_unnamed(folder)
-    except FileNotFoundError:  # the first write under this folder: make it once
-        os.makedirs(folder, exist_ok=True)
-        fd = _open_unnamed(folder)
+        fd = _open_unnamed(os.path.dirname(path))
     except OSError as error:
         if error.errno in (errno.EOPNOTSUPP, errno.EISDIR):  # EISDIR: kernel without it
             return None
@@ -147,7 +143,11 @@ def _create_unnamed(path: str, data: bytes) -> bool | None:
 
 
 def _open_unnamed(folder: str) -> int:
-    return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    except FileNotFoundError:  # the first write under this folder: make it once
+        os.makedirs(folder, exist_ok=True)
+        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
 
 
 def _write(path: str, data: bytes) -> None:
