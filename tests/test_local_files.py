@@ -54,13 +54,28 @@ async def test_a_filesystem_without_unnamed_files_gets_a_rename(
     assert _files(tmp_path) == [tmp_path / pointer["path"]]
 
 
-async def test_a_failed_link_leaves_nothing(
+async def test_a_refused_link_falls_back_to_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(local.os, "link", refused)
+    storage = FsspecStorage(tmp_path)
+    data = payload(1000)
+    pointer = await storage.write_data(data, digest_of(data), {})
+    assert _files(tmp_path) == [tmp_path / pointer["path"]]
+    assert (tmp_path / pointer["path"]).read_bytes() == data
+
+
+async def test_a_failed_write_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(local.os, "link", disk_full)
+    monkeypatch.setattr(local.os, "replace", disk_full)
     storage = FsspecStorage(tmp_path)
     data = payload(1000)
     with pytest.raises(OSError, match="No space left"):

@@ -139,6 +139,8 @@ def _create_unnamed(path: str, data: bytes) -> bool | None:
             os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd)
         except FileExistsError:
             return False
+        except OSError:  # the /proc link refused (a foreign /proc, say): use a named temp
+            return None
     return True
 
 
