@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from anyio.lowlevel import checkpoint
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from labox.core.storage import Digest
 
 __all__ = ["LocalBackend"]
+
+T = TypeVar("T")
 
 _BYTES_PER_HOP = 8 * 2**20
 """What local streams move per worker-thread hop, reading (whole chunks, at least one)
@@ -124,8 +126,9 @@ def _create_unnamed(path: str, data: bytes) -> bool | None:
     """Write an unnamed file in ``path``'s folder and link it there: one directory entry
     instead of a temp name and a rename, and a crash leaves nothing behind. False if
     ``path`` exists; None if this filesystem has no unnamed files."""
+    folder = os.path.dirname(path)
     try:
-        fd = _open_unnamed(os.path.dirname(path))
+        fd = _making_folder(folder, partial(os.open, folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
     except OSError as error:
         if error.errno in (errno.EOPNOTSUPP, errno.EISDIR):  # EISDIR: kernel without it
             return None
@@ -144,22 +147,22 @@ def _create_unnamed(path: str, data: bytes) -> bool | None:
     return True
 
 
-def _open_unnamed(folder: str) -> int:
-    try:
-        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
-    except FileNotFoundError:  # the first write under this folder: make it once
-        os.makedirs(folder, exist_ok=True)
-        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
-
-
 def _write(path: str, data: bytes) -> None:
+    def write() -> None:
+        with open(path, "wb") as file:
+            file.write(data)
+
+    _making_folder(os.path.dirname(path), write)
+
+
+def _making_folder(folder: str, step: Callable[[], T]) -> T:
+    """``step()``, run once more after making ``folder`` if it was missing: a folder
+    costs a call only on the first write under it."""
     try:
-        with open(path, "wb") as file:
-            file.write(data)
-    except FileNotFoundError:  # the first write under this folder: make it once
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as file:
-            file.write(data)
+        return step()
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return step()
 
 
 def _replace(source: str, destination: str) -> None:
