@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Generator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.base import Backend, Writer
+from lakery_fsspec.backends.blocks import BlockWriter
+from lakery_fsspec.checksums import b64, computed, digest_sha256, sha256
+from lakery_fsspec.errors import IntegrityError, exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -13,10 +19,20 @@ if TYPE_CHECKING:
 __all__ = ["S3Backend"]
 
 _MAX_COPY_OBJECT = 5 * 2**30  # S3's limit for a single CopyObject
+_MAX_PUT_OBJECT = 5 * 2**30  # and for a single PutObject
+_MAX_PARTS = 10_000
+_CHECKSUM_MISMATCH = frozenset({"BadDigest", "XAmzContentChecksumMismatch"})
+"""Error codes of a body whose checksum differs from the one sent (AWS, R2: BadDigest;
+MinIO for x-amz-checksum-*: XAmzContentChecksumMismatch)."""
 
 
 class S3Backend(Backend):
-    """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams."""
+    """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams.
+
+    Every upload carries a checksum that S3 verifies before it stores anything: a put
+    the digest's own SHA-256 (``x-amz-checksum-sha256``, no hashing), a stream CRC32s
+    (see S3Writer).
+    """
 
     atomic_put = True
     exclusive_put = True
@@ -38,6 +54,31 @@ class S3Backend(Backend):
         if digest["content_encoding"]:
             options["ContentEncoding"] = digest["content_encoding"]
         return options
+
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
+        exclusive = options.pop("mode", "overwrite") == "create"
+        if len(data) > _MAX_PUT_OBJECT:
+            part_size = max(self.min_block_size, -(-len(data) // _MAX_PARTS))
+            writer = S3Writer(self.fs, path, part_size, self.write_options(digest), exclusive)
+            await self.io.thread(partial(_write_whole, writer, data))
+            return
+        checksum = digest_sha256(digest) or await computed(self.io, sha256, data)
+        extra = {**self.write_options(digest), **options}
+        if exclusive:
+            extra["IfNoneMatch"] = "*"
+        with _mismatch_is_integrity_error(path):
+            await self.io.run(
+                lambda fs: fs._call_s3(
+                    "put_object",
+                    **_location(fs, path),
+                    Body=data,
+                    ChecksumSHA256=b64(checksum),
+                    **extra,
+                )
+            )
+
+    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
+        return S3Writer(self.fs, path, block_size, self.write_options(digest))
 
     async def size(self, path: str) -> int | None:
         # s3fs's info() follows a miss with a listing; one HEAD is enough for an object.
@@ -75,6 +116,151 @@ class S3Backend(Backend):
             # Copied in parts, which keep only the metadata passed here.
             await self.io.call("cp_file", source, destination, **self.write_options(digest))
         await self.remove(source)
+
+
+class S3Writer(BlockWriter):
+    """A multipart upload with CRC32 checksums S3 verifies: each part's on UploadPart,
+    and the whole object's (``ChecksumType=FULL_OBJECT``) on completion, which is then
+    also compared with the checksum the server reports for the bytes it assembled
+    (servers that do not verify, such as moto, still compute it). A stream shorter than
+    one part is a single PutObject with its CRC32. ``abort`` aborts the multipart upload,
+    so no unfinished upload stays billed. With ``exclusive``, the completion refuses to
+    overwrite an existing object (FileExistsError).
+
+    CRC32 rather than SHA-256: a stream's SHA-256 is not known before its end, S3 checks
+    a whole multipart object only against a CRC, and zlib computes it at twice the speed.
+    """
+
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        block_size: int,
+        options: dict[str, Any],
+        exclusive: bool = False,
+    ) -> None:
+        super().__init__(fs, block_size)
+        self._path = path
+        self._where = _location(fs, path)
+        self._options = options
+        self._match = {"IfNoneMatch": "*"} if exclusive else {}
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._crc = 0  # of everything sent so far
+        self._completed = False
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        with _mismatch_is_integrity_error(self._path):
+            return self._run(self._fs._call_s3, method, **self._where, **kwargs)
+
+    def _send_block(self, block: bytes) -> None:
+        if self._upload_id is None:
+            created = self._call(
+                "create_multipart_upload",
+                ChecksumAlgorithm="CRC32",
+                ChecksumType="FULL_OBJECT",
+                **self._options,
+            )
+            self._upload_id = str(created["UploadId"])
+        number = len(self._parts) + 1
+        checksum = _crc32_text(zlib.crc32(block))
+        self._crc = zlib.crc32(block, self._crc)
+        sent = self._call(
+            "upload_part",
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=block,
+            ChecksumCRC32=checksum,
+        )
+        self._parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": checksum})
+
+    def _finish(self, last: bytes) -> None:
+        if self._upload_id is None:
+            checksum = _crc32_text(zlib.crc32(last))
+            self._call(
+                "put_object", Body=last, ChecksumCRC32=checksum, **self._options, **self._match
+            )
+            return
+        if last:
+            self._send_block(last)
+        expected = _crc32_text(self._crc)
+        completed = self._call(
+            "complete_multipart_upload",
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+            ChecksumCRC32=expected,
+            ChecksumType="FULL_OBJECT",
+            **self._match,
+        )
+        self._upload_id = None
+        reported = completed.get("ChecksumCRC32")
+        if reported is None:  # moto reports it only when asked
+            head = self._call("head_object", ChecksumMode="ENABLED")
+            reported = head.get("ChecksumCRC32")
+        if reported is not None and reported != expected:
+            self._completed = True  # for abort, which deletes the object
+            msg = (
+                f"Upload to s3://{self._path} failed: checksum mismatch. The server "
+                f"assembled bytes with CRC32 {reported} where {expected} was sent "
+                "(damaged in transit)."
+            )
+            raise IntegrityError(msg)
+
+    def abort(self) -> None:
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is not None:
+            with contextlib.suppress(FileNotFoundError):  # already completed or aborted
+                self._call("abort_multipart_upload", UploadId=upload_id)
+        if self._completed:
+            with contextlib.suppress(FileNotFoundError):
+                self._call("delete_object")
+
+
+def _write_whole(writer: S3Writer, data: bytes) -> None:
+    """Upload a whole object through a writer (blocking); abort it on any failure."""
+    try:
+        view = memoryview(data)
+        for start in range(0, len(view), writer.block_size):
+            writer.write(view[start : start + writer.block_size])
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _crc32_text(value: int) -> str:
+    """A CRC32 as S3's checksum headers carry it: base64 of its 4 big-endian bytes."""
+    return b64(value.to_bytes(4, "big"))
+
+
+def _location(fs: Any, path: str) -> dict[str, str]:
+    bucket, key, _ = fs.split_path(path)
+    return {"Bucket": bucket, "Key": key}
+
+
+@contextlib.contextmanager
+def _mismatch_is_integrity_error(path: str) -> Generator[None]:
+    """Raise IntegrityError where S3 refused a body that does not match its checksum."""
+    try:
+        yield
+    except OSError as error:
+        codes = {_error_code(item) for item in exception_chain(error)}
+        if codes & _CHECKSUM_MISMATCH:
+            msg = (
+                f"Upload to s3://{path} failed: checksum mismatch. S3 refused the body "
+                "because it does not match the SHA-256 sent with it (damaged in transit, "
+                "or the data differs from its digest); nothing was stored."
+            )
+            raise IntegrityError(msg) from error
+        raise
+
+
+def _error_code(error: BaseException) -> str | None:
+    response = getattr(error, "response", None)  # botocore ClientError
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")  # pyright: ignore[reportUnknownMemberType]
+        return code if isinstance(code, str) else None
+    return None
 
 
 async def _get_object(fs: Any, path: str) -> bytes:
