@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
+import uuid
 import weakref
+from collections.abc import Generator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.base import Backend, Writer
+from lakery_fsspec.backends.blocks import BlockWriter
+from lakery_fsspec.checksums import b64, computed
+from lakery_fsspec.errors import IntegrityError, exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -17,10 +24,18 @@ if TYPE_CHECKING:
 __all__ = ["AzureBackend"]
 
 _COPY_POLL_SECONDS = 0.2
+_MAX_SINGLE_PUT = 64 * 2**20
+"""The Azure SDK's default ``max_single_put_size``: larger uploads it splits into blocks,
+which a whole-blob Content-MD5 would not match."""
+_CHECKSUM_MISMATCH = frozenset({"Md5Mismatch", "Crc64Mismatch"})
 
 
 class AzureBackend(Backend):
-    """Azure: atomic block blob uploads, content settings, raw reads, awaited copies."""
+    """Azure: atomic block blob uploads, content settings, raw reads, awaited copies.
+
+    Every upload request carries its body's MD5 (``Content-MD5``), which Azure verifies
+    before it stores anything: a put the blob's, a stream each block's (see AzureWriter).
+    """
 
     atomic_put = True
     exclusive_put = True
@@ -41,10 +56,22 @@ class AzureBackend(Backend):
         await close_credential(fs)
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
-        settings = {"content_type": digest["content_type"]}
-        if digest["content_encoding"]:
-            settings["content_encoding"] = digest["content_encoding"]
-        return {"content_settings": settings}
+        return _write_options(digest)
+
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
+        exclusive = options.pop("mode", "overwrite") == "create"
+        if len(data) > _MAX_SINGLE_PUT:
+            writer = AzureWriter(self.fs, path, self.min_block_size, digest, exclusive)
+            await self.io.thread(partial(_write_whole, writer, data))
+            return
+        md5 = await computed(self.io, _md5, data)
+        with _mismatch_is_integrity_error(path):
+            await self.io.run(
+                lambda fs: _put_blob(fs, path, data, md5, self.write_options(digest), exclusive)
+            )
+
+    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
+        return AzureWriter(self.fs, path, block_size, digest)
 
     async def size(self, path: str) -> int | None:
         try:
@@ -61,6 +88,156 @@ class AzureBackend(Backend):
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
         await self.io.run(lambda fs: _copy(fs, source, destination))
         await self.remove(source)
+
+
+class AzureWriter(BlockWriter):
+    """Blocks staged with their MD5 (``Content-MD5``, verified by Azure for each block),
+    then committed as one block list with the content settings; a stream shorter than
+    one block is a single Put Blob with its MD5. ``abort`` drops the staged blocks (by
+    committing an empty list and deleting that empty blob), so none stay behind. With
+    ``exclusive``, the commit refuses to overwrite an existing blob (FileExistsError).
+    """
+
+    def __init__(
+        self, fs: Any, path: str, block_size: int, digest: Digest, exclusive: bool = False
+    ) -> None:
+        super().__init__(fs, block_size)
+        self._path = path
+        self._settings = _write_options(digest)
+        self._exclusive = exclusive
+        self._blocks: list[str] = []
+        self._committed = False
+
+    def _send_block(self, block: bytes) -> None:
+        block_id = uuid.uuid4().hex
+        with _mismatch_is_integrity_error(self._path):
+            self._run(_stage_block, self._fs, self._path, block_id, block, _md5(block))
+        self._blocks.append(block_id)
+
+    def _finish(self, last: bytes) -> None:
+        if not self._blocks:
+            with _mismatch_is_integrity_error(self._path):
+                self._run(
+                    _put_blob,
+                    self._fs,
+                    self._path,
+                    last,
+                    _md5(last),
+                    self._settings,
+                    self._exclusive,
+                )
+            self._committed = True
+            return
+        if last:
+            self._send_block(last)
+        self._run(_commit, self._fs, self._path, self._blocks, self._settings, self._exclusive)
+        self._committed = True
+
+    def abort(self) -> None:
+        if self._blocks and not self._committed:
+            self._blocks = []
+            self._run(_discard_blocks, self._fs, self._path, self._exclusive)
+
+
+def _write_whole(writer: AzureWriter, data: bytes) -> None:
+    """Upload a whole blob through a writer (blocking); abort it on any failure."""
+    try:
+        view = memoryview(data)
+        for start in range(0, len(view), writer.block_size):
+            writer.write(view[start : start + writer.block_size])
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _write_options(digest: Digest) -> dict[str, Any]:
+    """The content settings for the digest's content type and encoding."""
+    settings = {"content_type": digest["content_type"]}
+    if digest["content_encoding"]:
+        settings["content_encoding"] = digest["content_encoding"]
+    return {"content_settings": settings}
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()
+
+
+async def _put_blob(
+    fs: Any, path: str, data: bytes, md5: bytes, options: dict[str, Any], exclusive: bool
+) -> None:
+    """One Put Blob carrying its MD5; FileExistsError if ``exclusive`` and a blob exists."""
+    await fs._pipe_file(
+        path,
+        data,
+        mode="create" if exclusive else "overwrite",
+        headers={"Content-MD5": b64(md5)},
+        **options,
+    )
+
+
+async def _stage_block(fs: Any, path: str, block_id: str, block: bytes, md5: bytes) -> None:
+    container, blob, _ = fs.split_path(path)
+    async with fs.service_client.get_blob_client(container, blob) as client:
+        await client.stage_block(
+            block_id, block, length=len(block), headers={"Content-MD5": b64(md5)}
+        )
+
+
+async def _commit(
+    fs: Any, path: str, blocks: list[str], options: dict[str, Any], exclusive: bool
+) -> None:
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+    from azure.storage.blob import BlobBlock, ContentSettings
+
+    container, blob, _ = fs.split_path(path)
+    condition = {"headers": {"If-None-Match": "*"}} if exclusive else {}
+    async with fs.service_client.get_blob_client(container, blob) as client:
+        try:
+            await client.commit_block_list(
+                [BlobBlock(block_id) for block_id in blocks],
+                content_settings=ContentSettings(**options["content_settings"]),
+                metadata={"is_directory": "false"},
+                **condition,
+            )
+        except (ResourceExistsError, ResourceModifiedError):  # 409 or 412: a blob exists
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+    fs.invalidate_cache(fs._parent(path))
+
+
+async def _discard_blocks(fs: Any, path: str, exclusive: bool) -> None:
+    """Drop a blob's uncommitted blocks: committing a list drops every block not in it,
+    so commit none, then delete the empty blob that made. With ``exclusive`` (the blob
+    is a final object), never over an existing blob: its blocks then expire by
+    themselves (Azure drops uncommitted blocks after a week)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+    container, blob, _ = fs.split_path(path)
+    condition = {"headers": {"If-None-Match": "*"}} if exclusive else {}
+    async with fs.service_client.get_blob_client(container, blob) as client:
+        try:
+            empty = await client.commit_block_list([], **condition)
+        except (ResourceExistsError, ResourceModifiedError):
+            return
+        await client.delete_blob(etag=empty["etag"], match_condition=MatchConditions.IfNotModified)
+
+
+@contextlib.contextmanager
+def _mismatch_is_integrity_error(path: str) -> Generator[None]:
+    """Raise IntegrityError where Azure refused a body that does not match its MD5."""
+    try:
+        yield
+    except Exception as error:
+        codes = {getattr(item, "error_code", None) for item in exception_chain(error)}
+        if codes & _CHECKSUM_MISMATCH:
+            msg = (
+                f"Upload to abfs://{path} failed: checksum mismatch. Azure refused the body "
+                "because it does not match the MD5 sent with it (damaged in transit); "
+                "nothing was stored."
+            )
+            raise IntegrityError(msg) from error
+        raise
 
 
 def detach_finalizers(fs: Any) -> None:
