@@ -229,8 +229,7 @@ def _mismatch_is_integrity_error(path: str) -> Generator[None]:
     try:
         yield
     except Exception as error:
-        codes = {getattr(item, "error_code", None) for item in exception_chain(error)}
-        if codes & _CHECKSUM_MISMATCH:
+        if any(_is_mismatch(item) for item in exception_chain(error)):
             msg = (
                 f"Upload to abfs://{path} failed: checksum mismatch. Azure refused the body "
                 "because it does not match the MD5 sent with it (damaged in transit); "
@@ -238,6 +237,16 @@ def _mismatch_is_integrity_error(path: str) -> Generator[None]:
             )
             raise IntegrityError(msg) from error
         raise
+
+
+def _is_mismatch(error: BaseException) -> bool:
+    """Whether an Azure error says the body does not match the checksum sent with it
+    (Azure: error code Md5Mismatch; Azurite: InvalidOperation "Provided contentMD5
+    doesn't match.")."""
+    if getattr(error, "error_code", None) in _CHECKSUM_MISMATCH:
+        return True
+    message = str(getattr(error, "message", "")).lower()
+    return getattr(error, "status_code", None) == 400 and "md5" in message and "match" in message
 
 
 def detach_finalizers(fs: Any) -> None:
