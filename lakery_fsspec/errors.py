@@ -19,7 +19,10 @@ class ReadOnlyStorageError(RuntimeError):
 
 
 class IntegrityError(Exception):
-    """With ``verify_reads=True``: the bytes read differ from the size or hash recorded."""
+    """Bytes differ from the checksum they should have: on a write, the service (or the
+    storage, comparing what the service reports) refused an upload whose body was
+    damaged in transit ("checksum mismatch", nothing kept at the final path); with
+    ``verify_reads=True``, the bytes read differ from the size or hash recorded."""
 
 
 class StorageUnavailableError(OSError):
