@@ -147,8 +147,9 @@ def leftovers(backend: BackendInfo, storage: FsspecStorage) -> list[str]:
         found += [f"upload:{upload['Key']}" for upload in uploads.get("Uploads", [])]
     if backend.name == "azure":
         container = backend.server.container  # type: ignore[union-attr]
-        blobs = container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])
-        found += [f"blob:{blob.name}" for blob in blobs]
+        listed = container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])
+        committed = {blob.name for blob in container.list_blobs(name_starts_with=prefix)}
+        found += [f"blob:{blob.name}" for blob in listed if blob.name not in committed]
     return found
 
 
@@ -165,6 +166,8 @@ def size_for(proxied: Proxied, how: str) -> int:
         return proxied.block_size + CHUNK + 17
     if how == "short_stream":
         return proxied.block_size // 2 + 3
+    if how == "whole_blocks":
+        return 2 * proxied.block_size
     return 3 * CHUNK + 5
 
 
@@ -195,7 +198,7 @@ async def test_damaged_body_fails_the_write_and_leaves_nothing(
     assert await storage.read_data(pointer) == data
 
 
-@pytest.mark.parametrize("how", ["blob", "stream", "short_stream"])
+@pytest.mark.parametrize("how", ["blob", "stream", "short_stream", "whole_blocks"])
 async def test_writes_carry_checksums_that_match_and_round_trip(
     setup: tuple[Proxied, FsspecStorage], how: str
 ) -> None:
@@ -209,7 +212,7 @@ async def test_writes_carry_checksums_that_match_and_round_trip(
     assert b"".join([chunk async for chunk in storage.read_data_stream(pointer)]) == data
     assert not any(r.corrupted for r in proxied.proxy.requests)
     blocks = [data[i : i + proxied.block_size] for i in range(0, len(data), proxied.block_size)]
-    if how == "stream":
+    if how in ("stream", "whole_blocks"):
         sent = [r for r in proxied.proxy.requests if with_body(block_uploads(name))(r)]
         assert len(sent) == len(blocks) == 2
         if name == "s3":
@@ -217,8 +220,10 @@ async def test_writes_carry_checksums_that_match_and_round_trip(
         if name == "azure":
             assert [r.headers["content-md5"] for r in sent] == [md5(b) for b in blocks]
         if name == "gcs":  # the last request carries the whole object's checksum
-            assert "x-goog-hash" not in sent[0].headers
-            assert sent[-1].headers["x-goog-hash"] == f"crc32c={crc32c(data)}"
+            session = [r for r in proxied.proxy.requests if block_uploads(name)(r)]
+            assert len(session) == (3 if how == "whole_blocks" else 2)  # then an empty last
+            assert all("x-goog-hash" not in r.headers for r in session[:-1])
+            assert session[-1].headers["x-goog-hash"] == f"crc32c={crc32c(data)}"
         return
     [sent] = [r for r in proxied.proxy.requests if with_body(object_puts(name))(r)]
     if name == "s3":
@@ -232,10 +237,38 @@ async def test_writes_carry_checksums_that_match_and_round_trip(
         assert resource["crc32c"] == crc32c(data)
 
 
+@pytest.mark.backends("s3", "azure")
+@pytest.mark.parametrize("damaged", [False, True])
+async def test_blob_above_the_single_put_limit_goes_in_checked_blocks(
+    setup: tuple[Proxied, FsspecStorage], monkeypatch: pytest.MonkeyPatch, damaged: bool
+) -> None:
+    # The limits (S3 5 GiB, the Azure SDK's 64 MiB) lowered, so that a small blob crosses.
+    proxied, storage = setup
+    name = proxied.backend.name
+    module = f"lakery_fsspec.backends.{name}"
+    monkeypatch.setattr(
+        f"{module}._MAX_PUT_OBJECT" if name == "s3" else f"{module}._MAX_SINGLE_PUT", CHUNK
+    )
+    data = payload(proxied.block_size + CHUNK + 3, seed=11)
+    if damaged:
+        proxied.proxy.corrupt(with_body(block_uploads(name)))
+        with pytest.raises(IntegrityError, match="checksum mismatch"):
+            await write(storage, data, "blob")
+        assert any(r.corrupted for r in proxied.proxy.requests)
+        assert leftovers(proxied.backend, storage) == []
+        return
+    pointer = await write(storage, data, "blob")
+    assert len([r for r in proxied.proxy.requests if with_body(block_uploads(name))(r)]) == 2
+    assert await storage.read_data(pointer) == data
+    assert await write(storage, data, "blob") == pointer  # exists: refused, not rewritten
+    assert leftovers(proxied.backend, storage) == [f"{pointer['root']}/{pointer['path']}"]
+
+
 async def test_broken_stream_leaves_no_upload(setup: tuple[Proxied, FsspecStorage]) -> None:
     proxied, storage = setup
-    data = payload(2 * proxied.block_size + CHUNK)
-    stream = Stream(chunked(data, CHUNK), fail_after=(proxied.block_size // CHUNK) + 2)
+    data = payload(3 * proxied.block_size)
+    # Breaks after two blocks: the first one has arrived by then.
+    stream = Stream(chunked(data, CHUNK), fail_after=2 * (proxied.block_size // CHUNK) + 1)
     with pytest.raises(Exception, match="stream broke"):
         await storage.write_data_stream(stream, stream.get_digest, {})
     assert any(with_body(block_uploads(proxied.backend.name))(r) for r in proxied.proxy.requests)

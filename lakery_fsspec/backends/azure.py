@@ -10,11 +10,10 @@ import os
 import uuid
 import weakref
 from collections.abc import Generator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend, Writer
-from lakery_fsspec.backends.blocks import BlockWriter
+from lakery_fsspec.backends.blocks import BlockWriter, upload_whole
 from lakery_fsspec.checksums import b64, computed
 from lakery_fsspec.errors import IntegrityError, exception_chain
 
@@ -61,8 +60,12 @@ class AzureBackend(Backend):
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         exclusive = options.pop("mode", "overwrite") == "create"
         if len(data) > _MAX_SINGLE_PUT:
+            if exclusive and await self.exists(path):
+                # Refused before any block is staged (a race still loses them at the
+                # commit: Azure drops uncommitted blocks after a week).
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
             writer = AzureWriter(self.fs, path, self.min_block_size, digest, exclusive)
-            await self.io.thread(partial(_write_whole, writer, data))
+            await upload_whole(self.io, writer, data, f"{self.protocol}://{path}")
             return
         md5 = await computed(self.io, _md5, data)
         with _mismatch_is_integrity_error(path):
@@ -110,9 +113,8 @@ class AzureWriter(BlockWriter):
 
     def _send_block(self, block: bytes) -> None:
         block_id = uuid.uuid4().hex
-        with _mismatch_is_integrity_error(self._path):
-            self._run(_stage_block, self._fs, self._path, block_id, block, _md5(block))
         self._blocks.append(block_id)
+        self._start(_stage_block, self._fs, self._path, block_id, block, _md5(block))
 
     def _finish(self, last: bytes) -> None:
         if not self._blocks:
@@ -133,22 +135,10 @@ class AzureWriter(BlockWriter):
         self._run(_commit, self._fs, self._path, self._blocks, self._settings, self._exclusive)
         self._committed = True
 
-    def abort(self) -> None:
+    def _discard(self) -> None:
         if self._blocks and not self._committed:
             self._blocks = []
             self._run(_discard_blocks, self._fs, self._path, self._exclusive)
-
-
-def _write_whole(writer: AzureWriter, data: bytes) -> None:
-    """Upload a whole blob through a writer (blocking); abort it on any failure."""
-    try:
-        view = memoryview(data)
-        for start in range(0, len(view), writer.block_size):
-            writer.write(view[start : start + writer.block_size])
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 def _write_options(digest: Digest) -> dict[str, Any]:
@@ -179,9 +169,10 @@ async def _put_blob(
 async def _stage_block(fs: Any, path: str, block_id: str, block: bytes, md5: bytes) -> None:
     container, blob, _ = fs.split_path(path)
     async with fs.service_client.get_blob_client(container, blob) as client:
-        await client.stage_block(
-            block_id, block, length=len(block), headers={"Content-MD5": b64(md5)}
-        )
+        with _mismatch_is_integrity_error(path):
+            await client.stage_block(
+                block_id, block, length=len(block), headers={"Content-MD5": b64(md5)}
+            )
 
 
 async def _commit(

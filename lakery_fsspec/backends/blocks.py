@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from asyncio import run_coroutine_threadsafe
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from concurrent.futures import Future
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fsspec.asyn import sync
 
-__all__ = ["BlockWriter"]
+from lakery_fsspec.backends.base import cleanup
+from lakery_fsspec.bridge import SerialWriter
+
+if TYPE_CHECKING:
+    from lakery_fsspec.bridge import Bridge
+
+__all__ = ["BlockWriter", "upload_whole"]
 
 T = TypeVar("T")
 
@@ -20,8 +29,11 @@ class BlockWriter(ABC):
 
     A Writer (see ``backends.base``): its methods block and run in a worker thread, so
     checksums are computed there, off every event loop, and requests run on the sync-mode
-    filesystem's IO loop. Memory: the block being filled, at most one block plus one
-    write (what is written is kept by reference until it is joined into a block).
+    filesystem's IO loop. One block travels while the caller gathers the next one and its
+    checksum is computed (``_start``); a block waits for the one before it, so blocks
+    arrive in order and memory stays at two blocks (plus one write: what is written is
+    kept by reference until it is joined into a block). A failed upload is raised by the
+    next step.
     """
 
     def __init__(self, fs: Any, block_size: int) -> None:
@@ -29,7 +41,7 @@ class BlockWriter(ABC):
         self.block_size = block_size
         self._pieces: deque[bytes | memoryview] = deque()
         self._buffered = 0
-        self.blocks_sent = 0
+        self._in_flight: Future[Any] | None = None
 
     def write(self, data: bytes | memoryview, /) -> None:
         """Append bytes; upload every block that fills up."""
@@ -39,27 +51,49 @@ class BlockWriter(ABC):
         self._buffered += len(data)
         while self._buffered >= self.block_size:
             self._send_block(self._take(self.block_size))
-            self.blocks_sent += 1
 
     def commit(self) -> None:
         """Upload what is left and finish the object."""
         self._finish(self._take(self._buffered))
+        self._settle()
 
-    @abstractmethod
     def abort(self) -> None:
-        """Give up; nothing of the object may remain afterwards."""
+        """Give up; nothing of the object may remain. A block still travelling is
+        cancelled first (its cancellation is scheduled before the clean-up's requests)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.cancel()
+        self._discard()
 
     @abstractmethod
     def _send_block(self, block: bytes) -> None:
-        """Upload one full block (the ``blocks_sent``-th, counting from 0)."""
+        """Upload one full block (typically: its checksum, then ``_start``)."""
 
     @abstractmethod
     def _finish(self, last: bytes) -> None:
         """Upload the last, possibly short or empty, block and complete the object; with
         no block sent before, ``last`` is the whole object."""
 
+    @abstractmethod
+    def _discard(self) -> None:
+        """Remove whatever was uploaded (no upload is in flight any more)."""
+
+    def _start(self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Start ``function(*args)`` on the filesystem's IO loop once the upload in flight
+        is over, and return without waiting for it."""
+        self._settle()
+        self._in_flight = run_coroutine_threadsafe(function(*args), self._fs.loop)
+
+    def _settle(self) -> None:
+        """Wait for the upload in flight; raise its error."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
     def _run(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kw: Any) -> T:
-        """Run a coroutine function of the filesystem on its IO loop and wait for it."""
+        """Run a coroutine function of the filesystem on its IO loop, after the upload in
+        flight, and wait for it."""
+        self._settle()
         result: T = sync(self._fs.loop, function, *args, **kw)  # pyright: ignore[reportAssignmentType]
         return result
 
@@ -83,3 +117,18 @@ class BlockWriter(ABC):
         if len(taken) == 1 and isinstance(taken[0], bytes):
             return taken[0]
         return b"".join(taken)
+
+
+async def upload_whole(bridge: Bridge, writer: BlockWriter, data: bytes, url: str) -> None:
+    """Upload a whole object through a block writer, one worker-thread step per block
+    (each bounded by the bridge's timeout); on any failure the upload is aborted."""
+    serial = SerialWriter(lambda: writer)
+    try:
+        await bridge.thread(serial.open)
+        view = memoryview(data)
+        for start in range(0, len(view), writer.block_size):
+            await bridge.thread(partial(serial.write, view[start : start + writer.block_size]))
+        await bridge.thread(serial.commit)
+    except BaseException:
+        await cleanup(bridge.thread(serial.abort), f"abort the upload to {url}")
+        raise

@@ -129,7 +129,7 @@ class GCSWriter(BlockWriter):
         if self._session is None:
             self._session = self._run(_start_session, self._fs, self._bucket, self._resource)
         self._checksum.update(block)
-        self._run(_send_chunk, self._fs, self._session, block, self._offset)
+        self._start(_send_chunk, self._fs, self._session, block, self._offset)
         self._offset += len(block)
 
     def _finish(self, last: bytes) -> None:
@@ -149,7 +149,7 @@ class GCSWriter(BlockWriter):
         if (problem := self._checksum.problem(written or {})) is not None:
             raise _mismatch(self._path, problem)
 
-    def abort(self) -> None:
+    def _discard(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             self._run(self._fs._call, "DELETE", session)  # cancels the upload (499)

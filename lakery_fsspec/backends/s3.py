@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import AsyncIterator, Generator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend, Writer
-from lakery_fsspec.backends.blocks import BlockWriter
+from lakery_fsspec.backends.blocks import BlockWriter, upload_whole
 from lakery_fsspec.checksums import b64, computed, digest_sha256, sha256
 from lakery_fsspec.errors import IntegrityError, exception_chain
 
@@ -60,7 +59,7 @@ class S3Backend(Backend):
         if len(data) > _MAX_PUT_OBJECT:
             part_size = max(self.min_block_size, -(-len(data) // _MAX_PARTS))
             writer = S3Writer(self.fs, path, part_size, self.write_options(digest), exclusive)
-            await self.io.thread(partial(_write_whole, writer, data))
+            await upload_whole(self.io, writer, data, f"{self.protocol}://{path}")
             return
         checksum = digest_sha256(digest) or await computed(self.io, sha256, data)
         extra = {**self.write_options(digest), **options}
@@ -162,17 +161,18 @@ class S3Writer(BlockWriter):
                 **self._options,
             )
             self._upload_id = str(created["UploadId"])
-        number = len(self._parts) + 1
         checksum = _crc32_text(zlib.crc32(block))
         self._crc = zlib.crc32(block, self._crc)
-        sent = self._call(
-            "upload_part",
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=block,
-            ChecksumCRC32=checksum,
-        )
-        self._parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": checksum})
+        part = {"PartNumber": len(self._parts) + 1, "ChecksumCRC32": checksum}
+        self._parts.append(part)
+        self._start(self._upload_part, part, block)
+
+    async def _upload_part(self, part: dict[str, Any], block: bytes) -> None:
+        with _mismatch_is_integrity_error(self._path):
+            sent = await self._fs._call_s3(
+                "upload_part", **self._where, UploadId=self._upload_id, Body=block, **part
+            )
+        part["ETag"] = sent["ETag"]
 
     def _finish(self, last: bytes) -> None:
         if self._upload_id is None:
@@ -183,6 +183,7 @@ class S3Writer(BlockWriter):
             return
         if last:
             self._send_block(last)
+        self._settle()  # every part's ETag is known
         expected = _crc32_text(self._crc)
         completed = self._call(
             "complete_multipart_upload",
@@ -193,12 +194,12 @@ class S3Writer(BlockWriter):
             **self._match,
         )
         self._upload_id = None
+        self._completed = True  # from now on, abort deletes the object
         reported = completed.get("ChecksumCRC32")
         if reported is None:  # moto reports it only when asked
             head = self._call("head_object", ChecksumMode="ENABLED")
             reported = head.get("ChecksumCRC32")
         if reported is not None and reported != expected:
-            self._completed = True  # for abort, which deletes the object
             msg = (
                 f"Upload to s3://{self._path} failed: checksum mismatch. The server "
                 f"assembled bytes with CRC32 {reported} where {expected} was sent "
@@ -206,7 +207,7 @@ class S3Writer(BlockWriter):
             )
             raise IntegrityError(msg)
 
-    def abort(self) -> None:
+    def _discard(self) -> None:
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
             with contextlib.suppress(FileNotFoundError):  # already completed or aborted
@@ -214,18 +215,6 @@ class S3Writer(BlockWriter):
         if self._completed:
             with contextlib.suppress(FileNotFoundError):
                 self._call("delete_object")
-
-
-def _write_whole(writer: S3Writer, data: bytes) -> None:
-    """Upload a whole object through a writer (blocking); abort it on any failure."""
-    try:
-        view = memoryview(data)
-        for start in range(0, len(view), writer.block_size):
-            writer.write(view[start : start + writer.block_size])
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 def _crc32_text(value: int) -> str:
