@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import uuid
 import weakref
@@ -170,8 +171,9 @@ async def _stage_block(fs: Any, path: str, block_id: str, block: bytes, md5: byt
     container, blob, _ = fs.split_path(path)
     async with fs.service_client.get_blob_client(container, blob) as client:
         with _mismatch_is_integrity_error(path):
+            # A stream, not bytes: aiohttp warns about large raw-bytes bodies.
             await client.stage_block(
-                block_id, block, length=len(block), headers={"Content-MD5": b64(md5)}
+                block_id, io.BytesIO(block), length=len(block), headers={"Content-MD5": b64(md5)}
             )
 
 

@@ -47,6 +47,8 @@ class BlockWriter(ABC):
         """Append bytes; upload every block that fills up."""
         if not len(data):
             return
+        if not isinstance(data.obj if isinstance(data, memoryview) else data, bytes):
+            data = bytes(data)  # kept until joined: never a view of memory the caller reuses
         self._pieces.append(data)
         self._buffered += len(data)
         while self._buffered >= self.block_size:

@@ -152,7 +152,8 @@ class GCSWriter(BlockWriter):
     def _discard(self) -> None:
         session, self._session = self._session, None
         if session is not None:
-            self._run(self._fs._call, "DELETE", session)  # cancels the upload (499)
+            with contextlib.suppress(FileNotFoundError):  # finished or expired already
+                self._run(self._fs._call, "DELETE", session)  # cancels the upload (499)
         if self._created:
             with contextlib.suppress(FileNotFoundError):
                 self._run(self._fs._rm_file, self._path)

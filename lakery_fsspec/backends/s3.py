@@ -61,7 +61,8 @@ class S3Backend(Backend):
             writer = S3Writer(self.fs, path, part_size, self.write_options(digest), exclusive)
             await upload_whole(self.io, writer, data, f"{self.protocol}://{path}")
             return
-        checksum = digest_sha256(digest) or await computed(self.io, sha256, data)
+        recorded = digest_sha256(digest) if digest["content_size"] == len(data) else None
+        checksum = recorded or await computed(self.io, sha256, data)
         extra = {**self.write_options(digest), **options}
         if exclusive:
             extra["IfNoneMatch"] = "*"
