@@ -30,9 +30,8 @@ from helpers import Stream, chunked, digest_of, payload
 from proxy import HOST, CorruptingProxy, Request
 from servers import GCSServer
 
-from lakery_fsspec import FsspecStorage
+from lakery_fsspec import FsspecStorage, IntegrityError
 from lakery_fsspec.backends import backend_class
-from lakery_fsspec.errors import IntegrityError
 
 pytestmark = pytest.mark.backends("s3", "gcs", "azure")
 
@@ -51,7 +50,7 @@ class Proxied:
     def block_size(self) -> int:
         return backend_class(self.backend.protocol).block_size(CHUNK)
 
-    def storage(self) -> FsspecStorage:
+    def storage(self, **extra_options: Any) -> FsspecStorage:
         """A storage under a fresh root, reaching the emulator through the proxy."""
         endpoint = self.backend.endpoint
         assert endpoint is not None
@@ -59,7 +58,9 @@ class Proxied:
             key: value.replace(endpoint, self.proxy.endpoint) if isinstance(value, str) else value
             for key, value in self.backend.storage_options.items()
         }
-        return FsspecStorage(self.backend.new_url(), storage_options=options, chunk_size=CHUNK)
+        return FsspecStorage(
+            self.backend.new_url(), storage_options={**options, **extra_options}, chunk_size=CHUNK
+        )
 
 
 class _GCSBehindProxy(GCSServer):
@@ -262,6 +263,23 @@ async def test_blob_above_the_single_put_limit_goes_in_checked_blocks(
     assert await storage.read_data(pointer) == data
     assert await write(storage, data, "blob") == pointer  # exists: refused, not rewritten
     assert leftovers(proxied.backend, storage) == [f"{pointer['root']}/{pointer['path']}"]
+
+
+@pytest.mark.backends("s3")
+@pytest.mark.parametrize("how", ["blob", "stream", "short_stream"])
+async def test_s3_checksums_follow_botocore_when_required(
+    setup: tuple[Proxied, FsspecStorage], how: str
+) -> None:
+    # The escape hatch for S3-compatible servers that refuse checksums.
+    proxied, _ = setup
+    config = {"request_checksum_calculation": "when_required"}
+    storage = proxied.storage(config_kwargs=config)
+    data = payload(size_for(proxied, how), seed=3)
+    pointer = await write(storage, data, how)
+    assert await storage.read_data(pointer) == data
+    uploads = [r for r in proxied.proxy.requests if with_body(lambda r: r.method == "PUT")(r)]
+    assert uploads
+    assert not [r for r in uploads if any(h.startswith("x-amz-checksum") for h in r.headers)]
 
 
 async def test_broken_stream_leaves_no_upload(setup: tuple[Proxied, FsspecStorage]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import zlib
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
@@ -58,27 +59,39 @@ class S3Backend(Backend):
         exclusive = options.pop("mode", "overwrite") == "create"
         if len(data) > _MAX_PUT_OBJECT:
             part_size = max(self.min_block_size, -(-len(data) // _MAX_PARTS))
-            writer = S3Writer(self.fs, path, part_size, self.write_options(digest), exclusive)
+            writer = self._writer(path, digest, part_size, exclusive)
             await upload_whole(self.io, writer, data, f"{self.protocol}://{path}")
             return
-        recorded = digest_sha256(digest) if digest["content_size"] == len(data) else None
-        checksum = recorded or await computed(self.io, sha256, data)
         extra = {**self.write_options(digest), **options}
         if exclusive:
             extra["IfNoneMatch"] = "*"
+        if self.checksums:
+            recorded = digest_sha256(digest) if digest["content_size"] == len(data) else None
+            extra["ChecksumSHA256"] = b64(recorded or await computed(self.io, sha256, data))
         with _mismatch_is_integrity_error(path):
             await self.io.run(
-                lambda fs: fs._call_s3(
-                    "put_object",
-                    **_location(fs, path),
-                    Body=data,
-                    ChecksumSHA256=b64(checksum),
-                    **extra,
-                )
+                lambda fs: fs._call_s3("put_object", **_location(fs, path), Body=data, **extra)
             )
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
-        return S3Writer(self.fs, path, block_size, self.write_options(digest))
+        return self._writer(path, digest, block_size)
+
+    @property
+    def checksums(self) -> bool:
+        """Whether uploads carry checksums: unless the client is told to compute only
+        those an operation requires (botocore's ``request_checksum_calculation=
+        "when_required"``, in ``config_kwargs`` or the environment), the escape hatch for
+        S3-compatible servers that refuse them."""
+        setting = self.fs.config_kwargs.get("request_checksum_calculation") or os.environ.get(
+            "AWS_REQUEST_CHECKSUM_CALCULATION", ""
+        )
+        return str(setting).lower() != "when_required"
+
+    def _writer(
+        self, path: str, digest: Digest, block_size: int, exclusive: bool = False
+    ) -> S3Writer:
+        options = self.write_options(digest)
+        return S3Writer(self.fs, path, block_size, options, exclusive, self.checksums)
 
     async def size(self, path: str) -> int | None:
         # s3fs's info() follows a miss with a listing; one HEAD is enough for an object.
@@ -127,6 +140,7 @@ class S3Writer(BlockWriter):
     so no unfinished upload stays billed. With ``exclusive``, the completion refuses to
     overwrite an existing object (FileExistsError).
 
+    With ``checksums=False`` (see ``S3Backend.checksums``) it is a plain multipart upload.
     CRC32 rather than SHA-256: a stream's SHA-256 is not known before its end, S3 checks
     a whole multipart object only against a CRC, and zlib computes it at twice the speed.
     """
@@ -138,8 +152,10 @@ class S3Writer(BlockWriter):
         block_size: int,
         options: dict[str, Any],
         exclusive: bool = False,
+        checksums: bool = True,
     ) -> None:
         super().__init__(fs, block_size)
+        self._checksums = checksums
         self._path = path
         self._where = _location(fs, path)
         self._options = options
@@ -155,16 +171,15 @@ class S3Writer(BlockWriter):
 
     def _send_block(self, block: bytes) -> None:
         if self._upload_id is None:
+            full = {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}
             created = self._call(
-                "create_multipart_upload",
-                ChecksumAlgorithm="CRC32",
-                ChecksumType="FULL_OBJECT",
-                **self._options,
+                "create_multipart_upload", **(full if self._checksums else {}), **self._options
             )
             self._upload_id = str(created["UploadId"])
-        checksum = _crc32_text(zlib.crc32(block))
-        self._crc = zlib.crc32(block, self._crc)
-        part = {"PartNumber": len(self._parts) + 1, "ChecksumCRC32": checksum}
+        part: dict[str, Any] = {"PartNumber": len(self._parts) + 1}
+        if self._checksums:
+            part["ChecksumCRC32"] = _crc32_text(zlib.crc32(block))
+            self._crc = zlib.crc32(block, self._crc)
         self._parts.append(part)
         self._start(self._upload_part, part, block)
 
@@ -177,25 +192,27 @@ class S3Writer(BlockWriter):
 
     def _finish(self, last: bytes) -> None:
         if self._upload_id is None:
-            checksum = _crc32_text(zlib.crc32(last))
-            self._call(
-                "put_object", Body=last, ChecksumCRC32=checksum, **self._options, **self._match
-            )
+            options = {**self._options, **self._match}
+            if self._checksums:
+                options["ChecksumCRC32"] = _crc32_text(zlib.crc32(last))
+            self._call("put_object", Body=last, **options)
             return
         if last:
             self._send_block(last)
         self._settle()  # every part's ETag is known
         expected = _crc32_text(self._crc)
+        full = {"ChecksumCRC32": expected, "ChecksumType": "FULL_OBJECT"}
         completed = self._call(
             "complete_multipart_upload",
             UploadId=self._upload_id,
             MultipartUpload={"Parts": self._parts},
-            ChecksumCRC32=expected,
-            ChecksumType="FULL_OBJECT",
+            **(full if self._checksums else {}),
             **self._match,
         )
         self._upload_id = None
         self._completed = True  # from now on, abort deletes the object
+        if not self._checksums:
+            return
         reported = completed.get("ChecksumCRC32")
         if reported is None:  # moto reports it only when asked
             head = self._call("head_object", ChecksumMode="ENABLED")
