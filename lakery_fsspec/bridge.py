@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -110,8 +111,17 @@ class Bridge:
         return error
 
 
-_WORKERS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="lakery-fsspec")
+def _new_workers() -> None:
+    """(Re)make the pool: a child made by fork inherits the parent's pool without its
+    threads, and its first call would wait forever for a thread that never starts."""
+    global _workers
+    _workers = ThreadPoolExecutor(max_workers=40, thread_name_prefix="lakery-fsspec")
+
+
+_workers: ThreadPoolExecutor
 """Worker threads for blocking calls without a timeout (as many as anyio's default)."""
+_new_workers()
+os.register_at_fork(after_in_child=_new_workers)
 
 
 async def _in_worker_thread(function: Callable[[], T]) -> T:
@@ -121,7 +131,7 @@ async def _in_worker_thread(function: Callable[[], T]) -> T:
     which the many small calls of local files feel.
     """
     future = asyncio.get_running_loop().run_in_executor(
-        _WORKERS, contextvars.copy_context().run, function
+        _workers, contextvars.copy_context().run, function
     )
     try:
         return await asyncio.shield(future)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,8 +70,6 @@ class Location:
             raise ValueError(msg)
         self._scheme = scheme
         self._options = dict(storage_options)
-        self._lock = threading.Lock()
-        self._filesystems: tuple[AbstractFileSystem, AbstractFileSystem] | None = None
 
     @property
     def chained(self) -> bool:
@@ -80,13 +77,11 @@ class Location:
         return len(self.layers) > 1
 
     def filesystems(self) -> tuple[AbstractFileSystem, AbstractFileSystem]:
-        """``(read_fs, target_fs)``: built on first use, so construction does no I/O."""
-        with self._lock:
-            if self._filesystems is None:
-                self._filesystems = self._build()
-            return self._filesystems
+        """``(read_fs, target_fs)``, from fsspec's instance cache where it has them.
 
-    def _build(self) -> tuple[AbstractFileSystem, AbstractFileSystem]:
+        Called on use, never at construction (which does no I/O); a Location holds no
+        filesystem, so it pickles and survives a fork as plain configuration.
+        """
         if not self.chained:
             target = open_filesystem(self._scheme, self._options)
             return target, target

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, Generator, Mapping
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
@@ -97,8 +97,18 @@ class FsspecStorage(Storage[FsspecPointer]):
             canonical_protocol(protocol): dict(options)
             for protocol, options in (read_options or {}).items()
         }
-        self._lock = threading.Lock()
-        self._backends: dict[str, tuple[Backend, Backend]] = {}
+        self._origin_pid = os.getpid()
+        self._process = _ProcessState()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its configuration; clients, locks and filesystems stay behind."""
+        state = self.__dict__.copy()
+        del state["_process"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._process = _ProcessState()
 
     def __repr__(self) -> str:
         mode = "" if self.router else ", read-only"
@@ -110,7 +120,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         """Write ``data`` at its routed path unless an object is already there."""
         started = time.perf_counter()
         path = route(self._writable_router(), digest, tags)
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         final = self._join(self.location.root, path)
         with _located("write_data", backend, final):
             written = await backend.create(final, data, digest, self._temp_path())
@@ -147,7 +157,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
             router(initial, tags)  # refuse bad tags before writing anything
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         temp = self._temp_path()
         try:
             with _located("write_data_stream", backend, temp):
@@ -192,7 +202,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         objects has none; a missing bucket or container raises FileNotFoundError.
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         folder = self._join(self.location.root, self.temp_prefix)
         try:
             with _located("list_temp", backend, folder):
@@ -219,7 +229,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         so that in-flight streams are left alone.
         """
         started = time.perf_counter()
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         removed: list[str] = []
         for path, _ in await self.list_temp(older_than):
             with _located("cleanup_temp", backend, path):
@@ -296,23 +306,32 @@ class FsspecStorage(Storage[FsspecPointer]):
                 "to allow it."
             )
             raise ValueError(msg)
-        return self._backends_for(protocol)[0], self._join(pointer["root"], pointer["path"])
+        return self._backends_for(protocol).reader, self._join(pointer["root"], pointer["path"])
 
-    def _backends_for(self, protocol: str) -> tuple[Backend, Backend]:
-        """``(reader, writer)`` backends for a protocol, built once on first use."""
-        with self._lock:
-            if protocol not in self._backends:
-                if protocol == self.location.protocol:
-                    read_fs, target_fs = self.location.filesystems()
-                else:
-                    read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
-                target = backend_for(protocol, target_fs, self.timeout)
-                if read_fs is target_fs:
-                    reader = target
-                else:
-                    reader = Backend(protocol, Bridge(read_fs, timeout=self.timeout))
-                self._backends[protocol] = (reader, target)
-            return self._backends[protocol]
+    def _backends_for(self, protocol: str) -> _Backends:
+        """The backends for a protocol, built on first use in each process."""
+        process = self._process
+        if process.pid != os.getpid():
+            # Made before a fork: the parent's clients, threads and locks are not ours.
+            process = self._process = _ProcessState()
+        if (found := process.backends.get(protocol)) is not None:
+            return found
+        with process.lock:
+            if (found := process.backends.get(protocol)) is None:
+                found = process.backends[protocol] = self._open_backends(protocol)
+            return found
+
+    def _open_backends(self, protocol: str) -> _Backends:
+        if protocol == self.location.protocol:
+            read_fs, target_fs = self.location.filesystems()
+        else:
+            read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
+        target = backend_for(protocol, target_fs, self.timeout)
+        if target.process_local and os.getpid() != self._origin_pid:
+            _warn_process_local(target)
+        if read_fs is target_fs:
+            return _Backends(target, target)
+        return _Backends(Backend(protocol, Bridge(read_fs, timeout=self.timeout)), target)
 
     def _pointer(self, path: str, digest: Digest) -> FsspecPointer:
         return {
@@ -330,6 +349,43 @@ class FsspecStorage(Storage[FsspecPointer]):
     @staticmethod
     def _join(root: str, path: str) -> str:
         return f"{root.rstrip('/')}/{path}"
+
+
+class _Backends(NamedTuple):
+    """A protocol's backends: reads go through ``reader`` (a chained URL's caching
+    layers, say), writes straight to ``target``."""
+
+    reader: Backend
+    target: Backend
+
+
+class _ProcessState:
+    """What a storage builds in the process that uses it; never pickled, and made anew
+    in a child process after a fork."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.backends: dict[str, _Backends] = {}
+
+
+_warned_process_local: int | None = None
+
+
+def _warn_process_local(backend: Backend) -> None:
+    """Warn, once per process, that a per-process store is used away from its maker."""
+    global _warned_process_local
+    if _warned_process_local != os.getpid():
+        _warned_process_local = os.getpid()
+        _LOG.warning(
+            "A %s:// storage is used in process %d, not in the process that made it: %s "
+            "filesystems are per process, so this one sees none of the other process's "
+            "objects and they see none of its own. Use a shared filesystem (local files, "
+            "S3, ...) for storages used by several processes.",
+            backend.protocol,
+            os.getpid(),
+            backend.protocol,
+        )
 
 
 @contextlib.contextmanager

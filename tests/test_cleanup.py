@@ -69,7 +69,7 @@ async def stuck_move(*args, **kwargs):  # the upload is committed, the move neve
 
 
 if mode == "before-move":
-    storage._backends_for(storage.location.protocol)[1].move = stuck_move
+    storage._backends_for(storage.location.protocol).target.move = stuck_move
 asyncio.run(storage.write_data_stream(stream(), get_digest, {}))
 """.replace("CHUNK_SIZE", str(CHUNK))
 

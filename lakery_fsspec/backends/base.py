@@ -57,6 +57,8 @@ class Backend:
     min_range_size: ClassVar[int] = 1
     """The least a stream read asks for in one ranged read; chunks are cut from it (fewer,
     larger requests where each one costs a round trip)."""
+    process_local: ClassVar[bool] = False
+    """Whether the store lives in the process's own memory, unseen by other processes."""
     loop_native: ClassVar[bool] = False
     """Whether async calls run on the caller's loop, through a copy of the filesystem
     per loop opened with ``connect`` and closed with ``disconnect``."""

@@ -21,6 +21,7 @@ class MemoryBackend(Backend):
 
     atomic_put = True
     needs_dirs = False
+    process_local = True
 
     async def size(self, path: str) -> int | None:
         value = self._value(path)
