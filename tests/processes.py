@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
-from helpers import payload, read, write
+from helpers import Stream, payload, read, write
 from labox.common.types import TagMap
 from labox.core.storage import Digest
 
@@ -39,10 +40,20 @@ def by_tag(digest: Digest, tags: TagMap) -> str:
     return f"{tags.get('team', 'none')}/{digest['content_hash']}"
 
 
-def report(queue: Any, storage: FsspecStorage, seed: int) -> None:
-    """``multiprocessing.Process`` target: put ``both(...)`` (or the error) on ``queue``."""
+def report(queue: Any, work: Callable[..., Any], *args: Any) -> None:
+    """``multiprocessing.Process`` target: put ``work(*args)`` (or the error) on ``queue``."""
     try:
-        queue.put(both(storage, seed))
+        queue.put(work(*args))
     except BaseException as error:
         queue.put(repr(error))
         raise
+
+
+def broken_stream(storage: FsspecStorage) -> str:
+    """In a child: a stream that breaks midway; the name of what the write raised."""
+    stream = Stream([payload(CHILD_SIZE, 7)] * 3, fail_after=2)
+    try:
+        asyncio.run(storage.write_data_stream(stream, stream.get_digest, {}))
+    except BaseException as error:
+        return type(error).__name__
+    return "nothing"

@@ -18,7 +18,7 @@ import pytest
 from conftest import BackendInfo
 from helpers import CHUNK, payload, read, write
 from labox.common.exceptions import NoStorageData
-from processes import both, by_tag, read_back, report
+from processes import both, broken_stream, by_tag, read_back, report
 
 from lakery_fsspec import FsspecStorage
 
@@ -100,16 +100,7 @@ def test_children_by_process_pool_and_executor(
     pointers = [asyncio.run(write(storage, parent_data, how)) for how in ("blob", "stream")]
     context = multiprocessing.get_context(method)
 
-    queue = context.Queue()
-    process = context.Process(target=report, args=(queue, storage, 100))  # fork: not pickled
-    process.start()
-    try:
-        results = [queue.get(timeout=DEADLINE)]
-    finally:
-        process.join(DEADLINE)
-        if process.is_alive():
-            process.kill()
-    assert process.exitcode == 0, results
+    results = [in_process(context, both, storage, 100)]  # fork: inherited, not pickled
 
     with context.Pool(2) as pool:
         results.append(pool.apply_async(both, (storage, 200)).get(timeout=DEADLINE))
@@ -135,6 +126,20 @@ def test_children_by_process_pool_and_executor(
     assert _temps(backend, storage) == []
 
 
+def in_process(context: Any, work: Callable[..., Any], *args: Any) -> Any:
+    """``work(*args)`` in a ``context.Process`` child (with fork, ``args`` are inherited,
+    not pickled), within the deadline."""
+    queue = context.Queue()
+    process = context.Process(target=report, args=(queue, work, *args))
+    process.start()
+    try:
+        return queue.get(timeout=DEADLINE)
+    finally:
+        process.join(DEADLINE)
+        if process.is_alive():
+            process.kill()
+
+
 def _temps(backend: BackendInfo, storage: FsspecStorage) -> list[str]:
     folder = f"{storage.location.root}/{storage.temp_prefix}"
     fs = backend.fs() if backend.name != "memory" else storage.location.filesystems()[1]
@@ -151,18 +156,22 @@ def test_a_used_storage_and_a_new_one_work_in_a_forked_child_many_times(
     asyncio.run(write(storage, payload(3 * CHUNK, seed=5), "stream"))
     context = multiprocessing.get_context("fork")
     for round_ in range(4):
-        queue = context.Queue()
-        process = context.Process(target=report, args=(queue, storage, 500 + 2 * round_))
-        process.start()
-        try:
-            result = queue.get(timeout=DEADLINE)
-        finally:
-            process.join(DEADLINE)
-            if process.is_alive():
-                process.kill()
+        result = in_process(context, both, storage, 500 + 2 * round_)
         assert isinstance(result, list), result
         assert all(intact for _, intact in result)
         asyncio.run(write(storage, payload(CHUNK, seed=600 + round_), "blob"))  # parent goes on
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_failed_stream_in_a_child_cleans_up_after_itself(
+    backend: BackendInfo, root_url: str, method: str
+) -> None:
+    storage = make(backend, root_url)
+    asyncio.run(write(storage, payload(3 * CHUNK, seed=8), "stream"))  # used before the fork
+    raised = in_process(multiprocessing.get_context(method), broken_stream, storage)
+    assert raised == "StreamBroke"  # the stream's own error, not "not fork-safe"
+    if backend.name != "memory":
+        assert _temps(backend, storage) == []
 
 
 @pytest.mark.backends("memory")
