@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lakery_fsspec.backends import backend_class
 from lakery_fsspec.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.doctor import Doctor
 from lakery_fsspec.filestream import FileStream, guess_content_type
@@ -488,10 +489,9 @@ def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:
-    """gcsfs probes bucket layouts over gRPC at import unless told not to; emulators hang."""
-    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else ""
-    if scheme in ("gs", "gcs") and endpoint_of("gcs", options):
-        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    """Set what the URL's client reads from the environment when it is imported."""
+    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else "file"
+    backend_class(scheme).prepare_environment(options)
 
 
 def _age(seconds: float) -> str:

@@ -10,11 +10,9 @@ import fsspec
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.spec import AbstractFileSystem
 
-__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem"]
+from lakery_fsspec.backends import backend_class
 
-# Spellings of one filesystem collapse to one name so pointers compare equal.
-_ALIASES = {"gs": "gcs", "az": "abfs", "abfss": "abfs", "s3a": "s3", "local": "file"}
-_EXTRAS = {"s3": "s3", "gcs": "gcs", "abfs": "azure"}
+__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem"]
 
 
 def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
@@ -22,7 +20,7 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
     try:
         return fsspec.get_filesystem_class(protocol)
     except ImportError as error:
-        extra = _EXTRAS.get(_ALIASES.get(protocol, protocol))
+        extra = backend_class(protocol).extra
         fix = f"pip install 'lakery-fsspec[{extra}]'" if extra else "install the package"
         msg = f"Protocol {protocol!r} needs a package that is not installed ({error}); {fix}."
         raise ValueError(msg) from None
@@ -36,10 +34,11 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
 
 
 def canonical_protocol(protocol: str) -> str:
-    """The one name recorded in pointers for every spelling of a protocol (gs -> gcs)."""
+    """The one name recorded in pointers for every spelling of a protocol (gs -> gcs):
+    the first name of its backend, else the first name of its filesystem class."""
     names = filesystem_class(protocol).protocol
     first = names if isinstance(names, str) else names[0]
-    return _ALIASES.get(first, first)
+    return (backend_class(first).protocols or (first,))[0]
 
 
 class Location:
@@ -104,8 +103,6 @@ def open_filesystem(protocol: str, options: Mapping[str, Any]) -> AbstractFileSy
 
 
 def _backend_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    from lakery_fsspec.backends import backend_class
-
     return backend_class(canonical_protocol(protocol)).filesystem_options(dict(options))
 
 

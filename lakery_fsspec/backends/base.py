@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from anyio import CancelScope
@@ -46,6 +46,19 @@ class Backend:
     block sizes. Every method may be called from any event loop.
     """
 
+    # --- what the protocol is -------------------------------------------------------------
+    protocols: ClassVar[tuple[str, ...]] = ()
+    """The protocol names this backend serves; the first is the one pointers record."""
+    extra: ClassVar[str | None] = None
+    """The lakery-fsspec extra that installs the filesystem (``pip install 'lakery-fsspec[x]'``)."""
+    root_kind: ClassVar[str] = "root"
+    """What the first segment of a root names ("bucket", "container"), or "root"."""
+    endpoint_option: ClassVar[str | None] = None
+    """The storage option that points the filesystem at another server, if there is one."""
+    credentials_hint: ClassVar[str] = "Check the credentials in the storage options."
+    """How to give this protocol credentials, for error messages."""
+
+    # --- how it behaves -------------------------------------------------------------------
     atomic_put: ClassVar[bool] = False
     """Whether a single put is never visible half-written (object stores, memory)."""
     exclusive_put: ClassVar[bool] = False
@@ -73,6 +86,21 @@ class Backend:
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """The user's storage options plus what this backend needs of its filesystem."""
         return options
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        """The server a storage was explicitly pointed at (options or environment), if any."""
+        return None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """``options`` with the client's own retries and timeouts cut short, for a check
+        that should fail within ``timeout`` seconds instead of retrying for minutes."""
+        return options
+
+    @classmethod
+    def prepare_environment(cls, options: Mapping[str, Any]) -> None:
+        """Set what the client reads from the environment at import (emulator switches)."""
 
     @staticmethod
     async def connect(fs: Any) -> None:

@@ -19,6 +19,7 @@ class MemoryBackend(Backend):
     the stored bytes, so concurrent readers never share a file position.
     """
 
+    protocols = ("memory",)
     atomic_put = True
     needs_dirs = False
     process_local = True

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lakery_fsspec.backends.base import Backend
 
@@ -18,11 +19,61 @@ _MAX_COPY_OBJECT = 5 * 2**30  # S3's limit for a single CopyObject
 class S3Backend(Backend):
     """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams."""
 
+    protocols = ("s3", "s3a")
+    extra = "s3"
+    root_kind = "bucket"
+    endpoint_option = "endpoint_url"
+    credentials_hint = (
+        "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
+    )
+    operations: ClassVar[dict[str, str]] = {
+        "PutObject": "write",
+        "CreateMultipartUpload": "write",
+        "UploadPart": "write",
+        "CompleteMultipartUpload": "write",
+        "CopyObject": "move",
+        "UploadPartCopy": "move",
+        "DeleteObject": "delete",
+        "DeleteObjects": "delete",
+        "AbortMultipartUpload": "delete",
+        "GetObject": "read",
+        "HeadObject": "read",
+        "ListObjectsV2": "list",
+        "ListObjects": "list",
+        "HeadBucket": "list",
+    }
+    """S3 operation (as botocore names it in errors) -> what the user was doing."""
+    permissions: ClassVar[dict[str, str]] = {
+        "write": "s3:PutObject",
+        "move": "s3:GetObject and s3:PutObject",
+        "delete": "s3:DeleteObject",
+        "read": "s3:GetObject",
+        "list": "s3:ListBucket",
+    }
+    """What the user was doing -> the IAM actions that allow it."""
+
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
     min_block_size = 5 * 2**20
     loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        client_kwargs = options.get("client_kwargs")
+        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
+        found = options.get("endpoint_url") or nested
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return str(found) if found else None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # One attempt per request (s3fs still retries a few times itself).
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", min(timeout, 5.0))
+        config.setdefault("retries", {"max_attempts": 1})
+        return {**options, "config_kwargs": config}
 
     @staticmethod
     async def connect(fs: Any) -> None:
