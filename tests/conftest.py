@@ -118,6 +118,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+ENGINE_TESTS = Path(__file__).resolve().parent / "engines"
+"""Dask and Ray tests (`nox -s engines`, extra `engines`): collected only when named."""
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out tests/engines unless it (or a file in it) is named on the command line."""
+    if collection_path != ENGINE_TESTS:
+        return None
+    invoked = config.invocation_params.dir
+    for arg in config.args:
+        named = (invoked / arg.split("::")[0]).resolve()
+        if named == ENGINE_TESTS or ENGINE_TESTS in named.parents:
+            return None
+    return True
+
+
 def pytest_configure(config: pytest.Config) -> None:
     selected_backends(config)  # fail early on a bad --backends
     config.addinivalue_line(
