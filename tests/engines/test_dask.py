@@ -18,7 +18,7 @@ from scenarios import (
     worker_environment,
 )
 
-pytestmark = pytest.mark.timeout(360)
+pytestmark = pytest.mark.timeout(480)  # above DEADLINE: engine start-up and checks too
 
 
 class DaskEngine:

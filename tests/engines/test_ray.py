@@ -17,7 +17,7 @@ from scenarios import (
     worker_environment,
 )
 
-pytestmark = pytest.mark.timeout(360)
+pytestmark = pytest.mark.timeout(480)  # above DEADLINE: engine start-up and checks too
 
 TASK_CPUS = 0.5
 """Four tasks at once on two CPUs, each in its own worker process."""
