@@ -19,7 +19,6 @@ from labox.core.storage import Digest, GetStreamDigest, Storage
 
 from lakery_fsspec.backends import Backend, backend_for
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.diagnose import diagnose
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
@@ -207,8 +206,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             with _located("list_temp", backend, folder):
                 paths = await backend.list(folder)
         except FileNotFoundError as error:
-            url, protocol = self.location.url, self.location.protocol
-            if diagnose(error, url=url, protocol=protocol).kind == "no-bucket":
+            if await backend.root_missing(self.location.root, error):
                 raise
             paths = []  # no temp folder yet
         now = time.time()

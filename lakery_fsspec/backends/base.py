@@ -239,6 +239,14 @@ class Backend:
         self.fs.invalidate_cache(folder)
         return [str(path) for path in await self.io.call("ls", folder, detail=False)]
 
+    async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
+        """Whether ``error``, raised listing a folder under ``root``, means that the root's
+        bucket or container is missing (object stores never make one), not merely that
+        the folder was never written to."""
+        if self.root_kind == "root":
+            return False
+        return not await self.io.call("exists", root.strip("/").split("/", 1)[0])
+
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""
         with contextlib.suppress(FileNotFoundError):

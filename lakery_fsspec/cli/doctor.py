@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 from labox.core.storage import Digest
 
 from lakery_fsspec.backends import backend_class
-from lakery_fsspec.diagnose import Diagnosis, diagnose, probe_endpoint
-from lakery_fsspec.filestream import FileStream
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
+from lakery_fsspec.cli.filestream import FileStream
+from lakery_fsspec.cli.progress import human_size
 from lakery_fsspec.pointer import FsspecPointer
-from lakery_fsspec.progress import human_size
 from lakery_fsspec.storage import FsspecStorage
 
 __all__ = ["PROBE_FOLDER", "Doctor"]
