@@ -11,16 +11,14 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Generator, Mapping
 from datetime import timedelta
-from functools import partial
 from typing import Any, NamedTuple
 
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for, cleanup
-from lakery_fsspec.bridge import Bridge, SerialWriter
-from lakery_fsspec.diagnose import diagnose
+from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
@@ -61,7 +59,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             stream write still cleans up, each clean-up step bounded by the same timeout,
             so it gives up within a few timeouts. A blocking call that times out cannot be
             killed: it finishes in a worker thread, and a stream's abort runs after it
-            (see ``SerialWriter``).
+            (see ``writers.SerialWriter``).
     """
 
     name = "lakery.fsspec@v1"
@@ -161,7 +159,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         temp = self._temp_path()
         try:
             with _located("write_data_stream", backend, temp):
-                await self._upload(backend, temp, data_stream, initial)
+                await backend.upload(temp, data_stream, initial, self.chunk_size)
             digest = get_digest()
             path = route(router, digest, tags)
             final = self._join(self.location.root, path)
@@ -208,8 +206,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             with _located("list_temp", backend, folder):
                 paths = await backend.list(folder)
         except FileNotFoundError as error:
-            url, protocol = self.location.url, self.location.protocol
-            if diagnose(error, url=url, protocol=protocol).kind == "no-bucket":
+            if await backend.root_missing(self.location.root, error):
                 raise
             paths = []  # no temp folder yet
         now = time.time()
@@ -262,38 +259,6 @@ class FsspecStorage(Storage[FsspecPointer]):
             msg = f"{self!r} is read-only (router=None); give it a router to write."
             raise ReadOnlyStorageError(msg)
         return self.router
-
-    async def _upload(
-        self, backend: Backend, path: str, stream: AsyncIterable[bytes], digest: Digest
-    ) -> None:
-        """Write a stream to ``path`` block by block; on any failure nothing remains."""
-        block_size = backend.block_size(self.chunk_size)
-        # Serialized: a step abandoned at a timeout never races the abort.
-        writer = SerialWriter(partial(backend.open_writer, path, digest, block_size))
-        try:
-            await backend.io.thread(writer.open)
-            pending: list[bytes] = []
-            pending_size = written = 0
-            async for chunk in stream:
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= block_size:
-                    # One worker-thread hop per block, no copies of ours.
-                    await backend.io.thread(partial(_write_all, writer, pending, block_size))
-                    written += pending_size
-                    pending, pending_size = [], 0
-            if written or pending_size:
-                await backend.io.thread(partial(_write_all, writer, pending, block_size))
-                await backend.io.thread(writer.commit)
-        except BaseException:
-            await cleanup(
-                backend.io.thread(writer.abort), f"abort the upload to {backend.protocol}://{path}"
-            )
-            raise
-        if not (written or pending_size):
-            # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
-            await backend.io.thread(writer.abort)
-            await backend.put(path, b"", digest)
 
     def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
         check_pointer(pointer)
@@ -407,15 +372,6 @@ def _is_timeout(value: object) -> bool:
     if value is None:
         return True
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def _write_all(writer: SerialWriter, chunks: list[bytes], block_size: int) -> None:
-    """Write chunks in order, cutting any larger than a block (writers hold a few times
-    what one write hands them)."""
-    for chunk in chunks:
-        view = memoryview(chunk)
-        for start in range(0, len(view), block_size):
-            writer.write(view[start : start + block_size])
 
 
 def _where(pointer: FsspecPointer) -> str:

@@ -208,3 +208,18 @@ def kill_when_ready(url: str, options: dict[str, object], mode: str) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@pytest.mark.backends("s3", "gcs", "azure")
+async def test_list_temp_on_a_missing_bucket_raises(backend: BackendInfo) -> None:
+    url = f"{backend.schemes[0]}://missing-{uuid.uuid4().hex[:12]}/lake"
+    storage = FsspecStorage(url, storage_options=backend.storage_options)
+    with pytest.raises(FileNotFoundError):
+        await storage.list_temp()
+
+
+async def test_list_temp_before_any_stream_finds_nothing(
+    backend: BackendInfo, root_url: str
+) -> None:
+    storage = FsspecStorage(root_url, storage_options=backend.storage_options)
+    assert await storage.list_temp() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.backends.azure import AzureBackend
-from lakery_fsspec.backends.base import Backend, Writer, cleanup
+from lakery_fsspec.backends.base import Backend, cleanup
 from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
@@ -13,7 +13,7 @@ from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
 
-__all__ = ["Backend", "Writer", "backend_class", "backend_for", "cleanup", "register_backend"]
+__all__ = ["Backend", "backend_class", "backend_for", "cleanup", "register_backend"]
 
 _REGISTRY: dict[str, type[Backend]] = {}
 """Every protocol name a registered backend serves -> that backend."""

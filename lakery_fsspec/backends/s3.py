@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.errors import exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -84,6 +85,10 @@ class S3Backend(Backend):
         if fs._s3 is not None:
             await fs._s3creator.__aexit__(None, None, None)
 
+    async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
+        # S3 names the missing bucket in the error (probing it would need more rights).
+        return any(_error_code(item) == "NoSuchBucket" for item in exception_chain(error))
+
     def write_options(self, digest: Digest) -> dict[str, Any]:
         options = {"ContentType": digest["content_type"]}
         if digest["content_encoding"]:
@@ -126,6 +131,12 @@ class S3Backend(Backend):
             # Copied in parts, which keep only the metadata passed here.
             await self.io.call("cp_file", source, destination, **self.write_options(digest))
         await self.remove(source)
+
+
+def _error_code(error: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError, if ``error`` is one."""
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 async def _get_object(fs: Any, path: str) -> bytes:

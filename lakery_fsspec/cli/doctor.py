@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 from labox.core.storage import Digest
 
 from lakery_fsspec.backends import backend_class
-from lakery_fsspec.diagnose import Diagnosis, diagnose, probe_endpoint
-from lakery_fsspec.filestream import FileStream
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
+from lakery_fsspec.cli.filestream import FileStream
+from lakery_fsspec.cli.progress import human_size
 from lakery_fsspec.pointer import FsspecPointer
-from lakery_fsspec.progress import human_size
 from lakery_fsspec.storage import FsspecStorage
 
 __all__ = ["PROBE_FOLDER", "Doctor"]
@@ -170,6 +170,7 @@ class Doctor:
             storage_options=options,
             router=f"{PROBE_FOLDER}/{{content_hash}}",
             temp_prefix=self.temp_prefix,
+            timeout=self._data_timeout,  # each backend call, probes' removal included
         )
         self._endpoint = backend.endpoint(self.options)
         target = self.storage.location.filesystems()[1]

@@ -103,7 +103,9 @@ def diagnose(
         r"(bucket|container) does not exist", " ".join(map(str, chain)), re.IGNORECASE
     ):
         return _no_bucket(kind_of_root, bucket, where)
-    if kind_of_root != "root" and action == "write" and isinstance(error, FileNotFoundError):
+    # Listing raises FileNotFoundError only for a missing bucket (list_temp checks).
+    missing = action in ("write", "list") and isinstance(error, FileNotFoundError)
+    if kind_of_root != "root" and missing:
         if backend is S3Backend:  # S3 says NoSuchBucket; a bare 404 may come from another server
             return Diagnosis(
                 "no-bucket",

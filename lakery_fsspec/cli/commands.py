@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lakery_fsspec.backends import backend_class
-from lakery_fsspec.diagnose import Diagnosis, diagnose, endpoint_of
-from lakery_fsspec.doctor import Doctor
-from lakery_fsspec.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
+from lakery_fsspec.cli.doctor import Doctor
+from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.progress import Progress, human_size
 from lakery_fsspec.pointer import FsspecPointer, parse_pointer
-from lakery_fsspec.progress import Progress, human_size
 from lakery_fsspec.storage import FsspecStorage
 
 __all__ = ["DEFAULT_URL", "URL_VARIABLE", "main", "parse_duration", "parse_size"]
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
 
-    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
+    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.cli.demo)")
     _add_url(demo)
     demo.set_defaults(handler=_demo)
     return parser
@@ -356,7 +356,7 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
 
 
 def _demo(args: argparse.Namespace, context: Context) -> int:
-    from lakery_fsspec.demo import main as demo_main
+    from lakery_fsspec.cli.demo import main as demo_main
 
     context.url, context.action = _url(args), "write"
     return demo_main([context.url])
