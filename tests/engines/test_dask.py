@@ -60,6 +60,8 @@ def engine() -> Iterator[DaskEngine]:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)
+        # The scheduler runs in this process: keep its INFO lines out of failure reports.
+        patch.setattr(logging.getLogger("distributed"), "level", logging.WARNING)
         cluster = LocalCluster(
             n_workers=2,
             processes=True,
