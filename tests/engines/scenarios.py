@@ -75,7 +75,7 @@ class Summary:
 
 
 def plan_writes(stream_size: int, on_worker_loop: bool) -> list[Write]:
-    """200 writes over 40 contents (34 small blobs, one empty, 6 streams of ``stream_size``).
+    """200 writes over 40 contents: 34 blobs from 0 B to just over 1 MiB, 6 of ``stream_size``.
 
     Each content gets ``COPIES`` adjacent tasks, through both write paths: a stream content
     is written once with ``write_data`` and otherwise streamed, a blob content streamed once.
@@ -99,7 +99,8 @@ def check_concurrent_writes(
     """Many workers write the same contents at once; the client finds each exactly once."""
     started = time.monotonic()
     storage = FsspecStorage(backend.new_url(), storage_options=backend.storage_options)
-    assert asyncio.run(storage.list_temp()) == []  # a storage already used is handed over
+    # Used here first (filesystems, pools, a loop copy): workers get a used storage's pickle.
+    assert asyncio.run(storage.list_temp()) == []
     writes = plan_writes(stream_size, engine.runs_async)
     calls = [
         (
