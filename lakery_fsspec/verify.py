@@ -273,9 +273,7 @@ async def _walk(
     try:
         top = await _listing(backend, root)
     except FileNotFoundError as error:
-        where = f"{backend.protocol}://{root}"
-        if diagnose(error, url=where, protocol=backend.protocol).kind == "no-bucket":
-            raise
+        await _check_bucket(backend, root, error)
         return  # nothing written yet
     levels: list[tuple[tuple[str, ...], Iterator[tuple[str, dict[str, Any]]]]] = [((), top)]
     while levels:
@@ -297,6 +295,22 @@ async def _walk(
                 continue  # removed since its parent was listed
         elif start is None or parts > start:
             yield path, entry
+
+
+async def _check_bucket(backend: Backend, root: str, error: FileNotFoundError) -> None:
+    """Raise if a root that cannot be listed is in a bucket (container) that does not
+    exist: a storage nobody wrote to yet is empty, a missing bucket is a mistake."""
+    where = f"{backend.protocol}://{root}"
+    if diagnose(error, url=where, protocol=backend.protocol).kind == "no-bucket":
+        raise error
+    bucket = root.split("/", 1)[0]
+    if not bucket or bucket == root:  # local paths, memory://, a bucket as the root
+        return
+    try:
+        await backend.io.call("info", bucket)
+    except FileNotFoundError:
+        msg = f"Cannot verify {where}: {bucket!r}: the bucket or container does not exist."
+        raise FileNotFoundError(msg) from error
 
 
 async def _listing(backend: Backend, folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -495,7 +509,8 @@ class _Run:
         except StorageUnavailableError:
             raise  # the storage is down or unreachable, which is not rot
         except Exception as error:  # any other read error: permissions, archived, I/O, …
-            what = f"reading it failed after {seen} bytes: {type(error).__name__}: {error}"
+            said = next(iter(str(error).strip().splitlines()), "")  # SDKs add pages of XML
+            what = f"reading it failed after {seen} bytes: {type(error).__name__}: {said}"
             return _Outcome(seen, Problem("unreadable", item.url, what), hashed=False)
         finally:
             aclose = getattr(chunks, "aclose", None)
