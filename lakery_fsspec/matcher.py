@@ -18,8 +18,10 @@ _HEX = "[0-9a-fA-F]"
 _ALGORITHM = "[A-Za-z0-9_-]+"
 _PREFIX_SPEC = re.compile(r"\.(\d+)s?")
 """A precision spec on a string, ``{content_hash:.2}``: the first characters."""
+_EXTENSION = r"(?:\.[^/]*?)?"
+"""``{extension}``: nothing, or a dot and what follows it in the segment."""
 _SEGMENT_TEXT = "[^/]*?"
-"""Fields rendered from the digest that never hold a ``/``: extension, encoding."""
+"""``{content_encoding}``: never holds a ``/``."""
 _ANY_TEXT = ".*?"
 """Fields that may span folders: tags (``team/a``), content types, odd format specs."""
 
@@ -40,10 +42,10 @@ class PathMatcher:
     ``{content_hash}`` is captured (hex, of the default algorithm's length unless the
     template names the algorithm), ``{content_hash:.N}`` must be its first N characters,
     ``{content_size}`` and ``{content_hash_algorithm}`` are captured, repeated fields and
-    tags must repeat the same text, tags may span folders, and the other fields match
-    any text. A path the template cannot have made does not match: with the default
-    template, ``ab/ab12…(64 hex digits).json`` gives the hash ``ab12…``, while
-    ``cd/ab12….json`` and ``notes.txt`` give None.
+    tags must repeat the same text, tags may span folders, ``{extension}`` is empty or
+    starts with a dot, and the other fields match any text. A path the template cannot
+    have made does not match: with the default template, ``ab/ab12…(64 hex digits).json``
+    gives the hash ``ab12…``, while ``cd/ab12….json`` and ``notes.txt`` give None.
     """
 
     def __init__(self, template: PathTemplate, default_algorithm: str = "sha256") -> None:
@@ -119,7 +121,9 @@ class PathMatcher:
                 else:
                     group = tag_groups[field] = f"tag{len(tag_groups)}"
                     parts.append(f"(?P<{group}>{_ANY_TEXT})")
-            elif plain and field in ("extension", "content_encoding"):
+            elif plain and field == "extension":
+                parts.append(_EXTENSION)
+            elif plain and field == "content_encoding":
                 parts.append(_SEGMENT_TEXT)
             else:
                 parts.append(_ANY_TEXT)
