@@ -48,12 +48,11 @@ class Journal:
         self._offset_handled = 0
         if self.path.exists() and self.path.stat().st_size:
             self._load()
+            _drop_partial_line(self.path)  # cut short by a crash: never recorded
         self._offset_after, self._offset_handled = self.after, self.handled
         self._file: TextIO = self.path.open("a", encoding="utf-8")
         if self.path.stat().st_size == 0:
             self._write(self._header)
-        elif not self.path.read_bytes().endswith(b"\n"):
-            self._file.write("\n")  # after a line cut short by a crash
 
     def record(self, checked: Checked) -> None:
         """Append one checked object (flushed at once: a crash loses nothing before it)."""
@@ -83,6 +82,8 @@ class Journal:
     def _load(self) -> None:
         lines = self._lines()
         header = next(lines, None)
+        if header is None:
+            return  # a header cut short by a crash: nothing recorded yet
         if header != self._header:
             raise JournalError(
                 f"{self.path} is not the journal of this run: it records "
@@ -130,6 +131,23 @@ class Journal:
                 "Give another file to --resume."
             ) from None
         return line
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Truncate the file after its last newline."""
+    with path.open("rb+") as file:
+        end = file.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            step = min(position, 4096)
+            file.seek(position - step)
+            newline = file.read(step).rfind(b"\n")
+            if newline >= 0:
+                position = position - step + newline + 1
+                break
+            position -= step
+        if position != end:
+            file.truncate(position)
 
 
 def _check_line(line: Any) -> None:
