@@ -380,6 +380,18 @@ def _pointer_url(pointer: object) -> str:
 
 # --- checking -----------------------------------------------------------------------------
 
+_HASH_ON_LOOP = 256 * 2**10
+"""Chunks up to this size are hashed on the loop (well under a millisecond); larger ones
+in a worker thread, which keeps the loop free (sha256 runs at a few hundred MB/s) and
+lets objects hash on several cores (hashlib releases the GIL)."""
+
+
+async def _hash(digest: Any, chunk: bytes) -> None:
+    if len(chunk) <= _HASH_ON_LOOP:
+        digest.update(chunk)
+    else:
+        await asyncio.to_thread(digest.update, chunk)
+
 
 @dataclass
 class _Outcome:
@@ -498,7 +510,7 @@ class _Run:
                     what = f"it holds more than the {size} bytes its {item.source} records"
                     return _Outcome(seen, Problem("corrupt", item.url, what), hashed=False)
                 if digest is not None:
-                    digest.update(chunk)
+                    await _hash(digest, chunk)
         except FileNotFoundError:
             what = (
                 "no object there: it was deleted, or never written"
