@@ -177,7 +177,13 @@ async def verify(
         msg = f"concurrency must be a positive number of objects, not {concurrency!r}."
         raise ValueError(msg)
     router = storage.router
-    matcher = PathMatcher(router, algorithm) if isinstance(router, PathTemplate) else None
+    matcher = None
+    if isinstance(router, PathTemplate):
+        try:
+            matcher = PathMatcher(router, algorithm)
+        except ValueError:
+            if pointers is None:
+                raise  # says that the paths cannot be read back: pass pointers
     if pointers is None:
         if matcher is None:
             msg = (

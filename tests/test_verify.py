@@ -440,8 +440,10 @@ async def test_a_walk_needs_a_template(backend: BackendInfo, root_url: str) -> N
         storage = make(backend, root_url, router=router)
         with pytest.raises(ValueError, match="cannot tell the hash of an object from its path"):
             await storage.verify()
+    padded = make(backend, root_url, router="{content_hash:.64}/{content_hash:>70}")
     with pytest.raises(ValueError, match="Pass pointers to verify"):
-        await make(backend, root_url, router="{content_hash:.64}/{content_hash:>70}").verify()
+        await padded.verify()
+    assert (await padded.verify(await fill(padded, 2))).checked == 2  # pointers do
 
 
 @pytest.mark.backends("memory")
