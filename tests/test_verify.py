@@ -468,3 +468,13 @@ async def test_bad_options_are_refused(
 async def test_after_is_for_walks(backend: BackendInfo, root_url: str) -> None:
     with pytest.raises(ValueError, match="after= resumes a walk"):
         await make(backend, root_url).verify([], after="ab/cd")
+
+
+async def test_a_cache_layer_is_not_what_is_verified(backend: BackendInfo, root_url: str) -> None:
+    storage = make(backend, f"simplecache::{root_url}")
+    pointers = await fill(storage, 2)
+    intact = await storage.read_data(pointers[0])  # now in the cache
+    flip(backend, pointers[0])
+    assert await storage.read_data(pointers[0]) == intact  # reads would not tell
+    for result in (await storage.verify(), await storage.verify(pointers)):
+        assert found(result) == {("corrupt", url(pointers[0]))}
