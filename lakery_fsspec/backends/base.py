@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from anyio import CancelScope
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
+from lakery_fsspec.backends.clock import Aged, Upload
+
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
@@ -186,6 +188,23 @@ class Backend:
         """Paths of the objects directly in ``folder``; FileNotFoundError if there is none."""
         self.fs.invalidate_cache(folder)
         return [str(path) for path in await self.io.call("ls", folder, detail=False)]
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        """The objects directly in ``folder`` with their age by the server's clock;
+        FileNotFoundError if there is no folder.
+
+        fsspec reports no common, comparable time, so the generic backend reports none:
+        temps are then aged by the writer's clock in their names.
+        """
+        return [Aged(path, None) for path in await self.list(folder)]
+
+    async def list_uploads(self, folder: str) -> list[Upload]:
+        """Unfinished uploads to paths directly in ``folder`` (none where the service has
+        no such thing, or cannot list them)."""
+        return []
+
+    async def abort_upload(self, path: str, upload_id: str | None) -> None:
+        """Drop an unfinished upload found by ``list_uploads``; nothing if it is gone."""
 
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""
