@@ -209,8 +209,18 @@ class FsspecStorage(Storage[FsspecPointer]):
             if diagnose(error, url=url, protocol=protocol).kind == "no-bucket":
                 raise
             objects = []  # no temp folder yet
-        with _located("list_temp", backend, folder):
-            uploads = await backend.list_uploads(folder)
+        try:
+            with _located("list_temp", backend, folder):
+                uploads = await backend.list_uploads(folder)
+        except PermissionError as error:  # S3: s3:ListBucketMultipartUploads not granted
+            _LOG.warning(
+                "list_temp %s://%s: unfinished uploads are left alone, as these credentials "
+                "may not list them: %s",
+                backend.protocol,
+                folder,
+                error,
+            )
+            uploads = []
         candidates = [(TempPath(path), age) for path, age in objects]
         candidates += [(TempPath(path, "upload", id_), age) for path, age, id_ in uploads]
         now = time.time()

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import os
 import pty
 import re
@@ -380,6 +381,21 @@ def test_check_permission_denied_on_write(
         captured.err
     )
     assert "(s3:PutObject)" in captured.err
+
+
+@pytest.mark.backends("s3")
+def test_gc_without_permission_to_list_uploads_warns(
+    backend: BackendInfo,
+    auth_s3: AuthS3,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"s3://{auth_s3.bucket}/reader"
+    assert main(["gc", url, "--dry-run", *auth_s3.args("reader")]) == 0
+    assert "would delete 0 temp object(s)" in capsys.readouterr().err
+    [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "unfinished uploads are left alone" in warning.getMessage()
+    assert "s3:ListBucketMultipartUploads" in warning.getMessage()
 
 
 @pytest.mark.backends("s3")

@@ -85,7 +85,14 @@ class S3Backend(Backend):
     async def list_uploads(self, folder: str) -> list[Upload]:
         # A writer killed mid-stream leaves its multipart upload: no object, yet billed.
         bucket, key, _ = self.fs.split_path(folder)
-        return await self.io.run(lambda fs: _list_uploads(fs, bucket, key.rstrip("/") + "/"))
+        try:
+            return await self.io.run(lambda fs: _list_uploads(fs, bucket, key.rstrip("/") + "/"))
+        except PermissionError as error:
+            msg = (
+                f"{error} (listing unfinished uploads needs s3:ListBucketMultipartUploads "
+                "and s3:ListMultipartUploadParts; aborting them, s3:AbortMultipartUpload)"
+            )
+            raise PermissionError(msg) from error
 
     async def abort_upload(self, path: str, upload_id: str | None) -> None:
         bucket, key, _ = self.fs.split_path(path)
