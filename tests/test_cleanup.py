@@ -300,6 +300,16 @@ async def test_list_temp_keeps_its_shape(backend: BackendInfo, root_url: str) ->
     assert 0 <= age < 60
 
 
+@pytest.mark.backends("s3", "gcs", "azure")
+async def test_list_temp_in_a_missing_bucket_raises(backend: BackendInfo) -> None:
+    url = f"{backend.schemes[0]}://missing-{uuid.uuid4().hex[:12]}/lake"
+    storage = FsspecStorage(url, storage_options=backend.storage_options)
+    with pytest.raises(FileNotFoundError, match=r"(bucket|container) does not exist"):
+        await storage.list_temp()
+    with pytest.raises(FileNotFoundError, match=r"(bucket|container) does not exist"):
+        await storage.cleanup_temp()
+
+
 def skew_the_storage_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Set this process's clock ``seconds`` ahead for lakery_fsspec only: moto serves from
     this process too, and its clock (its Date headers) must stay the server's."""

@@ -120,13 +120,19 @@ def test_check_reports_stale_temp_objects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("lakery_fsspec.doctor._STALE", 2.0)  # "a day", for this test
-    old = _temp_object(backend, root_url)
+    old, upload = _temp_object(backend, root_url), _upload(backend, root_url)
     time.sleep(OLD)
     assert main(["check", root_url, *options(backend), *SMALL]) == 0
     out = capsys.readouterr().out
-    assert "1 temp object(s) under .lakery-tmp/; 1 older than a day" in out
+    if upload:
+        listed = "1 temp object(s) and 1 unfinished upload(s) under .lakery-tmp/"
+        assert f"{listed}; 2 older than a day" in out
+    else:
+        assert "1 temp object(s) under .lakery-tmp/; 1 older than a day" in out
     assert "lakery-fsspec gc" in out
     assert leftovers(backend, root_url) == [old]  # check never deletes what it did not write
+    if upload:
+        assert backend.open_uploads(root_of(root_url)) == upload
 
 
 def test_check_validates_the_template(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -70,9 +71,13 @@ async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
     found: list[Aged] = []
     token: str | None = None
     while True:
-        headers, body = await fs._call(
-            "GET", "b/{}/o", bucket, prefix=prefix, delimiter="/", pageToken=token
-        )
+        try:
+            headers, body = await fs._call(
+                "GET", "b/{}/o", bucket, prefix=prefix, delimiter="/", pageToken=token
+            )
+        except FileNotFoundError as error:  # a listing finds no prefix missing, only buckets
+            msg = "The specified bucket does not exist"
+            raise FileNotFoundError(errno.ENOENT, msg, f"{bucket}/{prefix}") from error
         now = server_time(headers.get("Date"))
         page = json.loads(body)
         for item in page.get("items", []):

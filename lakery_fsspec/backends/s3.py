@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
@@ -85,8 +86,15 @@ class S3Backend(Backend):
     async def list_uploads(self, folder: str) -> list[Upload]:
         # A writer killed mid-stream leaves its multipart upload: no object, yet billed.
         bucket, key, _ = self.fs.split_path(folder)
+        prefix = key.rstrip("/") + "/"
         try:
-            return await self.io.run(lambda fs: _list_uploads(fs, bucket, key.rstrip("/") + "/"))
+            listed = await self.io.run(lambda fs: _list_uploads(fs, bucket, prefix))
+            uploads: list[Upload] = []
+            for upload in listed:
+                seconds = await self.io.run(partial(_upload_age, bucket=bucket, upload=upload))
+                if seconds is not None:
+                    uploads.append(Upload(f"{bucket}/{upload['Key']}", seconds, upload["UploadId"]))
+            return uploads
         except PermissionError as error:
             msg = (
                 f"{error} (listing unfinished uploads needs s3:ListBucketMultipartUploads "
@@ -120,12 +128,13 @@ async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
     return found
 
 
-async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[Upload]:
-    """Multipart uploads to keys directly under ``prefix``, aged since their last part."""
+async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Multipart uploads to keys directly under ``prefix``, as ListMultipartUploads
+    describes them."""
     listed: list[dict[str, Any]] = []
     page: dict[str, Any] = {"IsTruncated": True}
     while page.get("IsTruncated"):
-        more = {}
+        more: dict[str, str] = {}
         if "NextKeyMarker" in page:
             more = {"KeyMarker": page["NextKeyMarker"]}
             more["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
@@ -137,15 +146,10 @@ async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[Upload]:
             for upload in page.get("Uploads", [])
             if "/" not in upload["Key"][len(prefix) :]  # not every server honours Delimiter
         ]
-    uploads: list[Upload] = []
-    for upload in listed:
-        found = await _upload_age(fs, bucket, upload)
-        if found is not None:
-            uploads.append(Upload(f"{bucket}/{upload['Key']}", found, upload["UploadId"]))
-    return uploads
+    return listed
 
 
-async def _upload_age(fs: Any, bucket: str, upload: dict[str, Any]) -> float | None:
+async def _upload_age(fs: Any, *, bucket: str, upload: dict[str, Any]) -> float | None:
     """Seconds since the upload's last part arrived (since it began, without parts) by
     the server's clock; None if it has finished meanwhile.
 
