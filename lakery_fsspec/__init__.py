@@ -1,5 +1,9 @@
-"""lakery_fsspec: one labox storage for every fsspec filesystem."""
+"""lakery_fsspec: one labox storage for every fsspec filesystem.
 
+Everything importable from here is the public API; every other module is internal.
+"""
+
+from lakery_fsspec.backends import Backend, register_backend
 from lakery_fsspec.errors import (
     IntegrityError,
     ReadOnlyStorageError,
@@ -12,6 +16,7 @@ from lakery_fsspec.storage import DEFAULT_CHUNK_SIZE, FsspecStorage
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_TEMPLATE",
+    "Backend",
     "FsspecPointer",
     "FsspecStorage",
     "IntegrityError",
@@ -19,4 +24,5 @@ __all__ = [
     "ReadOnlyStorageError",
     "Router",
     "StorageUnavailableError",
+    "register_backend",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -78,8 +79,19 @@ class LoopInstances:
             self._ready.pop(loop, None)
 
 
-_SHARED: weakref.WeakKeyDictionary[AbstractFileSystem, LoopInstances] = weakref.WeakKeyDictionary()
-_SHARED_LOCK = threading.Lock()
+_shared: weakref.WeakKeyDictionary[AbstractFileSystem, LoopInstances]
+_shared_lock: threading.Lock
+
+
+def _forget_all() -> None:
+    """Start empty, as a new process does after a fork: the parent's copies belong to
+    its loops, and its lock may have been held by a thread the child does not have."""
+    global _shared, _shared_lock
+    _shared, _shared_lock = weakref.WeakKeyDictionary(), threading.Lock()
+
+
+_forget_all()
+os.register_at_fork(after_in_child=_forget_all)
 
 
 def shared_loop_instances(fs: AbstractFileSystem, connect: Hook, close: Hook) -> LoopInstances:
@@ -89,10 +101,10 @@ def shared_loop_instances(fs: AbstractFileSystem, connect: Hook, close: Hook) ->
     copies means a new storage on a running loop costs no new client (an S3 client takes
     ~0.1 s to make). They live as long as ``fs`` does, and close with their loops.
     """
-    with _SHARED_LOCK:
-        instances = _SHARED.get(fs)
+    with _shared_lock:
+        instances = _shared.get(fs)
         if instances is None:
-            instances = _SHARED[fs] = LoopInstances(fs, connect, close)
+            instances = _shared[fs] = LoopInstances(fs, connect, close)
         return instances
 
 

@@ -79,7 +79,7 @@ async def stuck_move(*args, **kwargs):  # the upload is committed, the move neve
 
 
 if mode == "before-move":
-    storage._backends_for(storage.location.protocol)[1].move = stuck_move
+    storage._backends_for(storage.location.protocol).target.move = stuck_move
 asyncio.run(storage.write_data_stream(stream(), get_digest, {}))
 """.replace("CHUNK_SIZE", str(CHUNK))
 
@@ -301,7 +301,7 @@ async def test_list_temp_keeps_its_shape(backend: BackendInfo, root_url: str) ->
 
 
 @pytest.mark.backends("s3", "gcs", "azure")
-async def test_list_temp_in_a_missing_bucket_raises(backend: BackendInfo) -> None:
+async def test_list_temp_on_a_missing_bucket_raises(backend: BackendInfo) -> None:
     url = f"{backend.schemes[0]}://missing-{uuid.uuid4().hex[:12]}/lake"
     storage = FsspecStorage(url, storage_options=backend.storage_options)
     with pytest.raises(FileNotFoundError, match=r"(bucket|container) does not exist"):
@@ -371,3 +371,10 @@ def kill_when_ready(url: str, options: dict[str, object], mode: str, size: int) 
         if child.poll() is None:
             child.kill()
             child.wait(10)
+
+
+async def test_list_temp_before_any_stream_finds_nothing(
+    backend: BackendInfo, root_url: str
+) -> None:
+    storage = FsspecStorage(root_url, storage_options=backend.storage_options)
+    assert await storage.list_temp() == []

@@ -119,7 +119,7 @@ def test_check_reports_stale_temp_objects(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("lakery_fsspec.doctor._STALE", 2.0)  # "a day", for this test
+    monkeypatch.setattr("lakery_fsspec.cli.doctor._STALE", 2.0)  # "a day", for this test
     old, upload = _temp_object(backend, root_url), _upload(backend, root_url)
     time.sleep(OLD)
     assert main(["check", root_url, *options(backend), *SMALL]) == 0
@@ -718,7 +718,7 @@ def test_storage_options_are_json_when_they_parse(
             seen.update(storage_options)
             raise ValueError("stop here")
 
-    monkeypatch.setattr("lakery_fsspec.cli.FsspecStorage", Spy)
+    monkeypatch.setattr("lakery_fsspec.cli.commands.FsspecStorage", Spy)
     args = ["-o", "anon=true", "-o", "n=3", "-o", "url=http://x:1", "-o", 'c={"a": [1]}']
     main(["gc", str(tmp_path), *args, "-o", 's="007"'])
     assert seen == {"anon": True, "n": 3, "url": "http://x:1", "c": {"a": [1]}, "s": "007"}

@@ -221,7 +221,7 @@ def test_storages_on_one_filesystem_share_its_copies(backend: BackendInfo, root_
         FsspecStorage(url, storage_options=backend.storage_options)
         for url in (root_url, root_url + "/other")
     )
-    copies = [s._backends_for(backend.protocol)[1].io._loop_instances for s in (one, two)]
+    copies = [s._backends_for(backend.protocol).target.io._loop_instances for s in (one, two)]
     assert copies[0] is copies[1]
     assert copies[0] is not None
 
@@ -236,7 +236,7 @@ def test_storages_on_one_filesystem_share_its_copies(backend: BackendInfo, root_
 @pytest.mark.backends("s3", "gcs", "azure")
 def test_cloud_calls_run_on_the_callers_loop(backend: BackendInfo, root_url: str) -> None:
     storage = FsspecStorage(root_url, storage_options=backend.storage_options)
-    copies = storage._backends_for(backend.protocol)[1].io._loop_instances
+    copies = storage._backends_for(backend.protocol).target.io._loop_instances
     assert copies is not None
     data = payload(1000)
 

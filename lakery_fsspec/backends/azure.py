@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
@@ -23,12 +25,26 @@ _COPY_POLL_SECONDS = 0.2
 class AzureBackend(Backend):
     """Azure: atomic block blob uploads, content settings, raw reads, awaited copies."""
 
+    protocols = ("abfs", "az", "abfss")
+    extra = "azure"
+    root_kind = "container"
+    credentials_hint = (
+        "Pass -o connection_string=… or -o account_name=… -o account_key=… (or -o sas_token=…)."
+    )
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
     min_block_size = 8 * 2**20  # each block is one staged-block request
     min_range_size = 8 * 2**20
     loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        connection = options.get("connection_string") or os.environ.get(
+            "AZURE_STORAGE_CONNECTION_STRING", ""
+        )
+        match = re.search(r"BlobEndpoint=([^;]+)", str(connection), re.IGNORECASE)
+        return match.group(1) if match else None
 
     @staticmethod
     async def connect(fs: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,14 @@ __all__ = ["GCSBackend"]
 class GCSBackend(Backend):
     """GCS: atomic uploads, content metadata, raw (never transcoded) reads, rewrite moves."""
 
+    protocols = ("gcs", "gs")
+    extra = "gcs"
+    root_kind = "bucket"
+    endpoint_option = "endpoint_url"
+    credentials_hint = (
+        "Pass -o token=/path/to/service-account.json, run `gcloud auth "
+        "application-default login`, or -o token=anon for public data."
+    )
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
@@ -26,6 +36,18 @@ class GCSBackend(Backend):
     min_range_size = 8 * 2**20
     block_multiple = 256 * 2**10
     loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        found = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
+        return str(found) if found else None
+
+    @classmethod
+    def prepare_environment(cls, options: Mapping[str, Any]) -> None:
+        # gcsfs >= 2026 probes bucket layouts over gRPC unless told not to at import;
+        # against an emulator every call then waits for a 60 s timeout.
+        if cls.endpoint(options):
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
     @staticmethod
     async def connect(fs: Any) -> None:

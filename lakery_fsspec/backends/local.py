@@ -40,6 +40,7 @@ class LocalBackend(Backend):
     linked into place, each operation one thread hop
     (none for small whole-file reads and stream chunks already in the page cache)."""
 
+    protocols = ("file", "local")
     min_block_size = _BYTES_PER_HOP
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:

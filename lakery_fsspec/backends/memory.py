@@ -21,8 +21,10 @@ class MemoryBackend(Backend):
     the stored bytes, so concurrent readers never share a file position.
     """
 
+    protocols = ("memory",)
     atomic_put = True
     needs_dirs = False
+    process_local = True
 
     async def size(self, path: str) -> int | None:
         value = self._value(path)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lakery_fsspec.backends.base import Backend
 from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
+from lakery_fsspec.errors import exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -21,11 +23,61 @@ _MAX_COPY_OBJECT = 5 * 2**30  # S3's limit for a single CopyObject
 class S3Backend(Backend):
     """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams."""
 
+    protocols = ("s3", "s3a")
+    extra = "s3"
+    root_kind = "bucket"
+    endpoint_option = "endpoint_url"
+    credentials_hint = (
+        "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
+    )
+    operations: ClassVar[dict[str, str]] = {
+        "PutObject": "write",
+        "CreateMultipartUpload": "write",
+        "UploadPart": "write",
+        "CompleteMultipartUpload": "write",
+        "CopyObject": "move",
+        "UploadPartCopy": "move",
+        "DeleteObject": "delete",
+        "DeleteObjects": "delete",
+        "AbortMultipartUpload": "delete",
+        "GetObject": "read",
+        "HeadObject": "read",
+        "ListObjectsV2": "list",
+        "ListObjects": "list",
+        "HeadBucket": "list",
+    }
+    """S3 operation (as botocore names it in errors) -> what the user was doing."""
+    permissions: ClassVar[dict[str, str]] = {
+        "write": "s3:PutObject",
+        "move": "s3:GetObject and s3:PutObject",
+        "delete": "s3:DeleteObject",
+        "read": "s3:GetObject",
+        "list": "s3:ListBucket",
+    }
+    """What the user was doing -> the IAM actions that allow it."""
+
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
     min_block_size = 5 * 2**20
     loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        client_kwargs = options.get("client_kwargs")
+        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
+        found = options.get("endpoint_url") or nested
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return str(found) if found else None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # One attempt per request (s3fs still retries a few times itself).
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", min(timeout, 5.0))
+        config.setdefault("retries", {"max_attempts": 1})
+        return {**options, "config_kwargs": config}
 
     @staticmethod
     async def connect(fs: Any) -> None:
@@ -35,6 +87,10 @@ class S3Backend(Backend):
     async def disconnect(fs: Any) -> None:
         if fs._s3 is not None:
             await fs._s3creator.__aexit__(None, None, None)
+
+    async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
+        # S3 names the missing bucket in the error (probing it would need more rights).
+        return any(_error_code(item) == "NoSuchBucket" for item in exception_chain(error))
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
         options = {"ContentType": digest["content_type"]}
@@ -173,6 +229,12 @@ async def _upload_age(fs: Any, *, bucket: str, upload: dict[str, Any]) -> float 
 
 def _server_time(response: dict[str, Any]) -> float:
     return server_time(response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
+
+
+def _error_code(error: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError, if ``error`` is one."""
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 async def _get_object(fs: Any, path: str) -> bytes:

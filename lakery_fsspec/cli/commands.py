@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lakery_fsspec.diagnose import Diagnosis, diagnose, endpoint_of
-from lakery_fsspec.doctor import Doctor
-from lakery_fsspec.filestream import FileStream, guess_content_type
+from lakery_fsspec.backends import backend_class
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
+from lakery_fsspec.cli.doctor import Doctor
+from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.progress import Progress, human_size
 from lakery_fsspec.pointer import FsspecPointer, parse_pointer
-from lakery_fsspec.progress import Progress, human_size
 from lakery_fsspec.storage import FsspecStorage
 from lakery_fsspec.temp import TempPath
 
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
 
-    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
+    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.cli.demo)")
     _add_url(demo)
     demo.set_defaults(handler=_demo)
     return parser
@@ -371,7 +372,7 @@ def _temps(paths: Sequence[TempPath], delete: str, abort: str) -> str:
 
 
 def _demo(args: argparse.Namespace, context: Context) -> int:
-    from lakery_fsspec.demo import main as demo_main
+    from lakery_fsspec.cli.demo import main as demo_main
 
     context.url, context.action = _url(args), "write"
     return demo_main([context.url])
@@ -504,10 +505,9 @@ def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:
-    """gcsfs probes bucket layouts over gRPC at import unless told not to; emulators hang."""
-    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else ""
-    if scheme in ("gs", "gcs") and endpoint_of("gcs", options):
-        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    """Set what the URL's client reads from the environment when it is imported."""
+    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else "file"
+    backend_class(scheme).prepare_environment(options)
 
 
 def _age(seconds: float) -> str:
