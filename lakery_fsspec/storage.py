@@ -9,9 +9,9 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Generator, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
@@ -26,6 +26,7 @@ from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
 from lakery_fsspec.temp import TempPath, temp_age, temp_name
+from lakery_fsspec.verify import Verification, VerifyOptions, verify
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
 
@@ -274,6 +275,24 @@ class FsspecStorage(Storage[FsspecPointer]):
             )
         return removed
 
+    async def verify(
+        self,
+        pointers: Iterable[FsspecPointer] | AsyncIterable[FsspecPointer] | None = None,
+        /,
+        **options: Unpack[VerifyOptions],
+    ) -> Verification:
+        """Re-hash stored objects and report the corrupt, truncated, missing and unreadable.
+
+        Without ``pointers``, walks the root (not the temp folder) and compares each object
+        with the hash its path holds, read back through the path template (ValueError if
+        the router is a callable or None); with them, compares each pointed-to object with
+        the hash and size its pointer records, which also finds missing objects. Objects
+        are read in chunks on the target filesystem (never a cache layer), ``concurrency``
+        at a time. A read error is a problem (``unreadable``); a StorageUnavailableError
+        stops the run. Options: see :class:`lakery_fsspec.verify.VerifyOptions`.
+        """
+        return await verify(self, pointers, **options)
+
     def serialize_config(self, config: FsspecPointer, /) -> str:
         """Serialize a pointer to JSON."""
         return json.dumps(config, separators=(",", ":"))
@@ -302,6 +321,14 @@ class FsspecStorage(Storage[FsspecPointer]):
             )
             raise ValueError(msg)
         return self._backends_for(protocol).reader, self._join(pointer["root"], pointer["path"])
+
+    def _target(self, pointer: FsspecPointer | None = None) -> tuple[Backend, str]:
+        """The backend of the target filesystem (no cache layers) and the full path of
+        ``pointer``, or of the root; ValueError for a pointer ``_reader`` refuses."""
+        if pointer is None:
+            return self._backends_for(self.location.protocol).target, self.location.root
+        _, path = self._reader(pointer)
+        return self._backends_for(pointer["protocol"]).target, path
 
     def _backends_for(self, protocol: str) -> _Backends:
         """The backends for a protocol, built on first use in each process."""

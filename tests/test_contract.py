@@ -1,4 +1,4 @@
-"""The storage contract of DESIGN.md, run unchanged on every selected backend."""
+"""The storage contract (README: FsspecStorage, Guarantees), unchanged on every backend."""
 
 from __future__ import annotations
 

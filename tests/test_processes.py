@@ -1,5 +1,5 @@
 """Across processes: a storage pickles as its configuration and works in children made
-by fork, forkserver and spawn (DESIGN.md, "Across processes")."""
+by fork, forkserver and spawn (README: "Many processes and clusters")."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from anyio.lowlevel import checkpoint
 
+from lakery_fsspec.backends import local_fast
 from lakery_fsspec.backends.base import Backend
 from lakery_fsspec.backends.clock import Aged, age
 
@@ -25,33 +25,24 @@ T = TypeVar("T")
 _BYTES_PER_HOP = 8 * 2**20
 """What local streams move per worker-thread hop, reading (whole chunks, at least one)
 and writing (the upload block): from page cache a hop costs as much as a 1 MiB chunk."""
-_INLINE_READ = 64 * 2**10
-"""Whole files up to this size are read on the caller's loop, in less time than a hop to
-a worker thread takes (unless calls have a timeout, which only threads can honour)."""
-_UNNAMED_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-"""Linux: a file can be written without a name and linked into its folder when complete."""
-_CACHED_ONLY: int | None = getattr(os, "RWF_NOWAIT", None)
-"""Linux's flag for reads that return only what the page cache holds, never waiting for
-the disk: stream chunks read with it need no thread hop."""
 
 
 class LocalBackend(Backend):
-    """Local files: written to a temp file (unnamed where Linux allows) and renamed or
-    linked into place, each operation one thread hop
-    (none for small whole-file reads and stream chunks already in the page cache)."""
+    """Local files: written to a temp file and renamed (or linked) into place, each
+    operation one worker-thread hop; every call that can block runs in a worker thread.
+
+    Two Linux fast paths (``local_fast``), each switchable for the benchmark's plain
+    contender: blobs written as an unnamed file and linked into place, and stream chunks
+    the page cache holds read on the event loop (the kernel guarantees it never waits).
+    """
 
     protocols = ("file", "local")
     min_block_size = _BYTES_PER_HOP
-
-    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        if start is None and end is None and self.io.timeout is None:
-            small = _read_if_small(path)  # blocks the loop, for microseconds
-            if small is not None:
-                return small
-        return await super().read(path, start, end)
+    unnamed_files: bool = local_fast.UNNAMED_FILES
+    cached_reads: bool = local_fast.CACHED_READS
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        return await self.io.thread(partial(_create, path, data, temp))
+        return await self.io.thread(partial(_create, path, data, temp, self.unnamed_files))
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
@@ -60,7 +51,7 @@ class LocalBackend(Backend):
             await self.io.thread(lambda: opened.append(open(path, "rb")))  # noqa: SIM115
             file, buffer, offset, on_loop = opened[0], bytearray(chunk_size), 0, 0
             while True:
-                chunk = _read_cached(file, buffer, offset)
+                chunk = local_fast.read_cached(file, buffer, offset) if self.cached_reads else None
                 if chunk is None:  # not in the page cache: a worker thread waits for it
                     read = partial(_read_chunks, file, offset, chunk_size, per_hop)
                     chunks, on_loop = await self.io.thread(read), 0
@@ -100,26 +91,6 @@ def _list_aged(folder: str) -> list[Aged]:
     return [Aged(path, age(now, mtime)) for path, mtime in written]
 
 
-def _read_if_small(path: str) -> bytes | None:
-    """The file's bytes if it has at most ``_INLINE_READ`` of them, else None."""
-    with open(path, "rb") as file:
-        if os.fstat(file.fileno()).st_size <= _INLINE_READ:
-            return file.read()
-    return None
-
-
-def _read_cached(file: BinaryIO, buffer: bytearray, offset: int) -> bytes | None:
-    """The next chunk if the page cache holds it (b"" at the end), else None: read on the
-    caller's loop, which this never blocks (Linux's RWF_NOWAIT does not wait for the disk)."""
-    if _CACHED_ONLY is None:
-        return None
-    try:
-        size = os.preadv(file.fileno(), [buffer], offset, _CACHED_ONLY)
-    except OSError:  # BlockingIOError: not cached; others: unsupported by this filesystem
-        return None
-    return bytes(buffer) if size == len(buffer) else bytes(memoryview(buffer)[:size])
-
-
 def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> list[bytes]:
     file.seek(offset)
     chunks: list[bytes] = []
@@ -128,10 +99,10 @@ def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> li
     return chunks
 
 
-def _create(path: str, data: bytes, temp: str) -> bool:
+def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
     if os.path.exists(path):
         return False
-    if _UNNAMED_FILES and (created := _create_unnamed(path, data)) is not None:
+    if unnamed and (created := local_fast.create_unnamed(path, data)) is not None:
         return created
     try:
         _write(temp, data)
@@ -140,31 +111,6 @@ def _create(path: str, data: bytes, temp: str) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    return True
-
-
-def _create_unnamed(path: str, data: bytes) -> bool | None:
-    """Write an unnamed file in ``path``'s folder and link it there: one directory entry
-    instead of a temp name and a rename, and a crash leaves nothing behind. False if
-    ``path`` exists; None if this filesystem has no unnamed files."""
-    folder = os.path.dirname(path)
-    try:
-        fd = _making_folder(folder, partial(os.open, folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
-    except OSError as error:
-        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR):  # EISDIR: kernel without it
-            return None
-        raise
-    with open(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        try:
-            # A dir fd makes Python call linkat(AT_SYMLINK_FOLLOW), which links the file
-            # behind the /proc link; for an absolute path the fd itself is not used.
-            os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd)
-        except FileExistsError:
-            return False
-        except OSError:  # the /proc link refused (a foreign /proc, say): use a named temp
-            return None
     return True
 
 

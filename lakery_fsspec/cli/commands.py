@@ -1,4 +1,4 @@
-"""The ``lakery-fsspec`` command (also ``python -m lakery_fsspec``): check, put, get, gc, demo.
+"""The ``lakery-fsspec`` command (``python -m lakery_fsspec``): check, put, get, gc, verify, demo.
 
 Every command that takes a storage URL defaults to ``$LAKERY_FSSPEC_URL``, else the local
 directory ``./lake``. Errors are explained in plain words on stderr with a non-zero exit
@@ -30,7 +30,14 @@ from lakery_fsspec.pointer import FsspecPointer, parse_pointer
 from lakery_fsspec.storage import FsspecStorage
 from lakery_fsspec.temp import TempPath
 
-__all__ = ["DEFAULT_URL", "URL_VARIABLE", "main", "parse_duration", "parse_size"]
+__all__ = [
+    "DEFAULT_URL",
+    "URL_VARIABLE",
+    "main",
+    "parse_duration",
+    "parse_fraction",
+    "parse_size",
+]
 
 DEFAULT_URL = "./lake"
 """The storage used when no URL is given and ``$LAKERY_FSSPEC_URL`` is not set."""
@@ -204,7 +211,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
 
-    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.cli.demo)")
+    verify = _command(
+        commands, "verify", "re-hash stored objects; report corrupt, truncated, missing ones"
+    )
+    _add_url(verify)
+    _add_storage_options(verify, "-o", "-s")
+    verify.add_argument(
+        "--template",
+        help="the path template the objects were written with, from which each path's hash "
+        "is read (default: lakery-fsspec's default template)",
+    )
+    verify.add_argument(
+        "--pointers",
+        metavar="FILE",
+        help="check the objects these pointers name (one JSON a line, as put prints them; "
+        "'-' for standard input) against the hash and size they record, instead of walking "
+        "the storage; this also finds missing objects. URL defaults to the first pointer's",
+    )
+    verify.add_argument(
+        "--sample",
+        type=parse_fraction,
+        metavar="FRACTION",
+        help="check only a random fraction of the objects, e.g. 0.01 (the same --seed "
+        "picks the same objects)",
+    )
+    verify.add_argument("--seed", default="0", help="chooses the --sample (default 0)")
+    verify.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="journal of the run: each checked object is recorded there, and the same "
+        "command with the same FILE goes on where an interrupted run stopped",
+    )
+    verify.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="objects read at once (default 8)",
+    )
+    _add_temp_prefix(verify)
+    verify.set_defaults(handler=_verify)
+
+    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
     _add_url(demo)
     demo.set_defaults(handler=_demo)
     return parser
@@ -371,6 +419,49 @@ def _temps(paths: Sequence[TempPath], delete: str, abort: str) -> str:
     return f"{delete} {objects} temp object(s) and {abort} {uploads} unfinished upload(s)"
 
 
+def _verify(args: argparse.Namespace, context: Context) -> int:
+    from lakery_fsspec.cli.journal import JournalError
+    from lakery_fsspec.cli.verify import PointerFile, VerifyRun
+
+    pointers = None
+    try:
+        if args.pointers is not None:
+            if args.pointers == "-" and sys.stdin.isatty():
+                raise UsageError("--pointers -: pipe the pointers in, or name a file")
+            pointers = PointerFile(args.pointers)
+        url = args.url
+        if url is None and pointers is not None and pointers.first is not None:
+            url = f"{pointers.first['protocol']}://{pointers.first['root']}"
+        url = url or _url(args)
+        options = _options(args)
+        _prepare_environment(url, options)
+        kwargs: dict[str, Any] = {"storage_options": options, "temp_prefix": args.temp_prefix}
+        if args.template is not None:
+            kwargs["router"] = args.template
+        context.url, context.action = url, "read"
+        storage = FsspecStorage(url, **kwargs)
+        context.protocol = storage.location.protocol
+        context.endpoint = endpoint_of(context.protocol, options)
+        run = VerifyRun(
+            storage,
+            pointers,
+            sample=args.sample,
+            seed=args.seed,
+            resume=args.resume,
+            concurrency=args.concurrency,
+        )
+        return run.run()
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+    except ValueError as error:
+        if pointers is None and args.pointers is not None:  # a bad pointers file
+            raise UsageError(str(error)) from None
+        raise
+    finally:
+        if pointers is not None:
+            pointers.close()
+
+
 def _demo(args: argparse.Namespace, context: Context) -> int:
     from lakery_fsspec.cli.demo import main as demo_main
 
@@ -443,6 +534,30 @@ def parse_duration(text: str) -> float:
         msg = f"not a duration: {text!r} (write e.g. 90s, 30m, 12h, 7d or 1h30m)"
         raise argparse.ArgumentTypeError(msg)
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def parse_fraction(text: str) -> float:
+    """``"0.01"``, ``"1%"`` -> a fraction in (0, 1]."""
+    cleaned = text.strip()
+    try:
+        value = float(cleaned.removesuffix("%")) / (100 if cleaned.endswith("%") else 1)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        msg = f"not a fraction: {text!r} (write e.g. 0.01 or 1% for one object in a hundred)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"not a positive whole number: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def parse_size(text: str) -> int:

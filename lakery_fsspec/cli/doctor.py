@@ -170,6 +170,7 @@ class Doctor:
             storage_options=options,
             router=f"{PROBE_FOLDER}/{{content_hash}}",
             temp_prefix=self.temp_prefix,
+            timeout=self._data_timeout,  # each backend call, probes' removal included
         )
         self._endpoint = backend.endpoint(self.options)
         target = self.storage.location.filesystems()[1]
