@@ -12,6 +12,7 @@ from lakery_fsspec.errors import (
 from lakery_fsspec.pointer import FsspecPointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router
 from lakery_fsspec.storage import DEFAULT_CHUNK_SIZE, FsspecStorage
+from lakery_fsspec.temp import TempPath
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -24,5 +25,6 @@ __all__ = [
     "ReadOnlyStorageError",
     "Router",
     "StorageUnavailableError",
+    "TempPath",
     "register_backend",
 ]

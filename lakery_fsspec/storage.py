@@ -25,7 +25,7 @@ from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
 from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
-from lakery_fsspec.temp import temp_age, temp_name
+from lakery_fsspec.temp import TempPath, temp_age, temp_name
 from lakery_fsspec.verify import Verification, VerifyOptions, verify
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
@@ -194,53 +194,83 @@ class FsspecStorage(Storage[FsspecPointer]):
             checker.finish()
         _log("read_data_stream", backend, path, size, started)
 
-    async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[str, float]]:
-        """``(path, age in seconds)`` of temp objects at least ``older_than`` old, oldest first.
+    async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[TempPath, float]]:
+        """``(path, age in seconds)`` of what streams left under ``temp_prefix`` at least
+        ``older_than`` old, oldest first: temp objects, and unfinished uploads (S3
+        multipart uploads, Azure blobs of uncommitted blocks) whose ``path.kind`` is
+        ``"upload"``.
 
-        Only names this storage creates under ``temp_prefix`` count. A root without temp
-        objects has none; a missing bucket or container raises FileNotFoundError.
+        Ages are by the server's clock where the backend reports one (S3, GCS, Azure; for
+        local files and memory this machine's clock is the server's): the time since the
+        object, or the upload's last part, was written. Otherwise the writer's clock in
+        the temp name is compared with this one. Only names this storage creates directly
+        in ``temp_prefix`` count. A root without temps has none; a missing bucket or
+        container raises FileNotFoundError.
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
         backend = self._backends_for(self.location.protocol).target
         folder = self._join(self.location.root, self.temp_prefix)
         try:
             with _located("list_temp", backend, folder):
-                paths = await backend.list(folder)
+                objects = await backend.list_aged(folder)
         except FileNotFoundError as error:
             if await backend.root_missing(self.location.root, error):
                 raise
-            paths = []  # no temp folder yet
+            objects = []  # no temp folder yet
+        try:
+            with _located("list_temp", backend, folder):
+                uploads = await backend.list_uploads(folder)
+        except PermissionError as error:  # S3: s3:ListBucketMultipartUploads not granted
+            _LOG.warning(
+                "list_temp %s://%s: unfinished uploads are left alone, as these credentials "
+                "may not list them: %s",
+                backend.protocol,
+                folder,
+                error,
+            )
+            uploads = []
+        candidates = [(TempPath(path), age) for path, age in objects]
+        candidates += [(TempPath(path, "upload", id_), age) for path, age, id_ in uploads]
         now = time.time()
-        found: list[tuple[str, float]] = []
-        for path in paths:
-            age = temp_age(posixpath.basename(path), now)
-            if age is not None and age >= limit:
-                found.append((path, age))
+        found: list[tuple[TempPath, float]] = []
+        for path, age in candidates:
+            named = temp_age(posixpath.basename(path), now)
+            if named is None:  # not a name this storage makes
+                continue
+            seconds = named if age is None else age
+            if seconds >= limit:
+                found.append((path, seconds))
         return sorted(found, key=lambda item: -item[1])
 
-    async def cleanup_temp(self, older_than: float | timedelta = 86_400) -> list[str]:
-        """Delete temp objects older than ``older_than`` (seconds) and return their paths.
+    async def cleanup_temp(self, older_than: float | timedelta = 86_400) -> list[TempPath]:
+        """Delete temp objects and abort unfinished uploads at least ``older_than``
+        (seconds) old (see ``list_temp``), and return their paths.
 
-        Streams interrupted by a crash (SIGKILL, power loss) leave their temp object
-        behind. Only names this storage creates under ``temp_prefix`` are considered, so
-        final objects are never touched; pick a threshold longer than your longest upload
-        so that in-flight streams are left alone.
+        Streams interrupted by a crash (SIGKILL, power loss) leave a temp object or an
+        unfinished upload behind. Only names this storage creates under ``temp_prefix``
+        are considered, so final objects are never touched; pick a threshold longer than
+        your longest stream write so that in-flight streams are left alone.
         """
         started = time.perf_counter()
         backend = self._backends_for(self.location.protocol).target
-        removed: list[str] = []
+        removed: list[TempPath] = []
         for path, _ in await self.list_temp(older_than):
             with _located("cleanup_temp", backend, path):
-                await backend.remove(path)
+                if path.kind == "upload":
+                    await backend.abort_upload(path, path.upload_id)
+                else:
+                    await backend.remove(path)
             removed.append(path)
         if _LOG.isEnabledFor(logging.DEBUG):
             folder = self._join(self.location.root, self.temp_prefix)
             seconds = time.perf_counter() - started
+            uploads = sum(path.kind == "upload" for path in removed)
             _LOG.debug(
-                "cleanup_temp %s://%s removed %d temp objects in %.4f s",
+                "cleanup_temp %s://%s removed %d temp objects and %d unfinished uploads in %.4f s",
                 backend.protocol,
                 folder,
-                len(removed),
+                len(removed) - uploads,
+                uploads,
                 seconds,
             )
         return removed

@@ -91,6 +91,29 @@ class BackendInfo:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
         return key
 
+    @property
+    def lists_uploads(self) -> bool:
+        """Whether the service keeps unfinished uploads that can be listed (S3, Azure)."""
+        return self.name in ("s3", "azure")
+
+    def start_upload(self, path: str) -> None:
+        """Leave an unfinished upload to `path` (`bucket/key`, as storages name paths)."""
+        assert self.server is not None
+        self.server.start_upload(self._in_bucket(path))
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        """Paths (`bucket/key`) of the unfinished uploads under `prefix` (`bucket/key`),
+        listed with the cloud's own API."""
+        assert self.server is not None
+        keys = self.server.open_uploads(self._in_bucket(prefix))
+        return [f"{self.root}/{key}" for key in keys]
+
+    def _in_bucket(self, path: str) -> str:
+        bucket, _, key = path.partition("/")
+        if bucket != self.root:
+            raise ValueError(f"{path!r} is not in bucket {self.root!r}")
+        return key
+
     def metadata(self, path_in_bucket: str) -> dict[str, str | None]:
         """`content_type` and `content_encoding` of an object, read with the cloud's own API.
         Takes a key in the bucket or a full URL."""

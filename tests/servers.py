@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import IO, Any, Self
 from urllib.parse import quote
@@ -107,6 +108,15 @@ class Emulator:
     def metadata(self, key: str) -> dict[str, str | None]:
         """`content_type` and `content_encoding` of object `key`, read with the cloud's own API."""
         raise NotImplementedError
+
+    def start_upload(self, key: str) -> None:
+        """Send part of an object to `key` without finishing it, as a writer killed mid-stream
+        leaves it (an S3 multipart upload with one part, an Azure uncommitted block)."""
+        raise NotImplementedError(f"{self.name} has no unfinished uploads that can be listed")
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        """Keys under `prefix` with an unfinished upload, listed with the cloud's own API."""
+        raise NotImplementedError(f"{self.name} has no unfinished uploads that can be listed")
 
     def __enter__(self) -> Self:
         started = time.monotonic()
@@ -272,6 +282,16 @@ class S3Server(Emulator):
             "content_encoding": head.get("ContentEncoding"),
         }
 
+    def start_upload(self, key: str) -> None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"part"
+        )
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return sorted(upload["Key"] for upload in listed.get("Uploads", []))
+
 
 class GCSServer(ProcessEmulator):
     """fake-gcs-server, in memory, over plain HTTP."""
@@ -394,3 +414,11 @@ class AzureServer(ProcessEmulator):
             "content_type": settings.content_type,
             "content_encoding": settings.content_encoding,
         }
+
+    def start_upload(self, key: str) -> None:
+        self.container.get_blob_client(key).stage_block(uuid.uuid4().hex, b"block")
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        committed = {blob.name for blob in self.container.list_blobs(name_starts_with=prefix)}
+        listed = self.container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])
+        return sorted(blob.name for blob in listed if blob.name not in committed)

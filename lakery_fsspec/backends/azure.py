@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -77,6 +78,80 @@ class AzureBackend(Backend):
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
         await self.io.run(lambda fs: _copy(fs, source, destination))
         await self.remove(source)
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        return await self._walk(folder, False)
+
+    async def list_uploads(self, folder: str) -> list[Upload]:
+        # A writer killed mid-stream leaves blocks staged but never committed: no blob,
+        # yet kept (and billed) until Azure drops them a week after the last one arrived.
+        committed = {path for path, _ in await self._walk(folder, False)}
+        return [
+            Upload(path, seconds)
+            for path, seconds in await self._walk(folder, True)
+            if path not in committed
+        ]
+
+    async def abort_upload(self, path: str, upload_id: str | None) -> None:
+        await self.io.run(lambda fs: _drop_uncommitted(fs, path))
+
+    async def _walk(self, folder: str, uncommitted: bool) -> list[Aged]:
+        return await self.io.run(lambda fs: _walk(fs, folder, uncommitted))
+
+
+async def _walk(fs: Any, folder: str, uncommitted: bool) -> list[Aged]:
+    """The blobs directly in ``folder`` (with those that have only uncommitted blocks
+    if asked), aged by the server's clock."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    container, prefix, _ = fs.split_path(folder)
+    prefix = prefix.rstrip("/") + "/"
+    dates: list[str] = []
+
+    def remember_date(response: Any) -> None:
+        dates.append(response.http_response.headers.get("Date", ""))
+
+    listed: list[tuple[str, Any]] = []
+    async with fs.service_client.get_container_client(container) as client:
+        pages = client.walk_blobs(
+            name_starts_with=prefix,
+            include=["uncommittedblobs"] if uncommitted else None,
+            raw_response_hook=remember_date,
+        )
+        try:
+            async for item in pages:
+                if getattr(item, "prefix", None) is None:  # not a sub-folder
+                    written = item.last_modified or item.creation_time
+                    listed.append((f"{container}/{item.name}", written))
+        except ResourceNotFoundError as error:
+            raise FileNotFoundError(errno.ENOENT, str(error).split("\n")[0], folder) from error
+    now = server_time(dates[-1] if dates else None)
+    return [Aged(path, age(now, written)) for path, written in listed]
+
+
+async def _drop_uncommitted(fs: Any, path: str) -> None:
+    """Drop the uncommitted blocks of a blob that has no committed ones."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    container, blob, _ = fs.split_path(path)
+    async with fs.service_client.get_blob_client(container, blob) as client:
+        try:
+            await client.delete_blob()  # Azurite counts such a blob as one
+        except ResourceNotFoundError:
+            pass
+        else:
+            return
+        # Where the service does not, committing an empty block list drops them (only if
+        # no blob was committed meanwhile), and the empty blob made so goes next.
+        try:
+            made = await client.commit_block_list([], match_condition=MatchConditions.IfMissing)
+        except HttpResponseError:  # a blob was committed there: not an upload any more
+            return
+        with contextlib.suppress(ResourceNotFoundError):
+            await client.delete_blob(
+                etag=made["etag"], match_condition=MatchConditions.IfNotModified
+            )
 
 
 def detach_finalizers(fs: Any) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyio import CancelScope
 
+from lakery_fsspec.backends.clock import Aged, Upload
 from lakery_fsspec.writers import FileWriter, SerialWriter, Writer
 
 if TYPE_CHECKING:
@@ -246,6 +247,23 @@ class Backend:
         if self.root_kind == "root":
             return False
         return not await self.io.call("exists", root.strip("/").split("/", 1)[0])
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        """The objects directly in ``folder`` with their age by the server's clock;
+        FileNotFoundError if there is no folder.
+
+        fsspec reports no common, comparable time, so the generic backend reports none:
+        temps are then aged by the writer's clock in their names.
+        """
+        return [Aged(path, None) for path in await self.list(folder)]
+
+    async def list_uploads(self, folder: str) -> list[Upload]:
+        """Unfinished uploads to paths directly in ``folder`` (none where the service has
+        no such thing, or cannot list them)."""
+        return []
+
+    async def abort_upload(self, path: str, upload_id: str | None) -> None:
+        """Drop an unfinished upload found by ``list_uploads``; nothing if it is gone."""
 
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""

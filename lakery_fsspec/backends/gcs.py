@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, age, server_time
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -76,3 +80,31 @@ class GCSBackend(Backend):
         except FileNotFoundError:
             return None
         return int(meta["size"])
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        # An unfinished resumable upload (a writer killed mid-stream) is no object, and no
+        # API lists it: it expires on its own (a week after it began).
+        bucket, key, _ = self.fs.split_path(folder)
+        return await self.io.run(lambda fs: _list_objects(fs, bucket, key.rstrip("/") + "/"))
+
+
+async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
+    """Objects directly under ``prefix``, aged by the server's clock."""
+    found: list[Aged] = []
+    token: str | None = None
+    while True:
+        try:
+            headers, body = await fs._call(
+                "GET", "b/{}/o", bucket, prefix=prefix, delimiter="/", pageToken=token
+            )
+        except FileNotFoundError as error:  # a listing finds no prefix missing, only buckets
+            msg = "The specified bucket does not exist"
+            raise FileNotFoundError(errno.ENOENT, msg, f"{bucket}/{prefix}") from error
+        now = server_time(headers.get("Date"))
+        page = json.loads(body)
+        for item in page.get("items", []):
+            written = datetime.fromisoformat(item["updated"])
+            found.append(Aged(f"{bucket}/{item['name']}", age(now, written)))
+        token = page.get("nextPageToken")
+        if not token:
+            return found

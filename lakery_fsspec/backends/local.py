@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -12,6 +13,7 @@ from anyio.lowlevel import checkpoint
 
 from lakery_fsspec.backends import local_fast
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, age
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -69,6 +71,24 @@ class LocalBackend(Backend):
 
     async def move(self, source: str, destination: str, digest: Digest) -> None:
         await self.io.thread(partial(_replace, source, destination))
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        # The kernel stamps each write; this machine's clock is the server's.
+        return await self.io.thread(partial(_list_aged, folder))
+
+
+def _list_aged(folder: str) -> list[Aged]:
+    """Files directly in ``folder``, aged since their last write."""
+    written: list[tuple[str, float]] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    written.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+            except FileNotFoundError:  # moved away while listed
+                continue
+    now = time.time()
+    return [Aged(path, age(now, mtime)) for path, mtime in written]
 
 
 def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> list[bytes]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, age
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -43,6 +45,18 @@ class MemoryBackend(Backend):
         buffer = store.pop(self.fs._strip_protocol(source))
         buffer.path = self.fs._strip_protocol(destination)
         store[buffer.path] = buffer
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        # Files are stamped when opened and when committed; this process's clock is the
+        # server's.
+        prefix = self.fs._strip_protocol(folder).rstrip("/") + "/"
+        store: dict[str, Any] = self.fs.store
+        now = time.time()
+        return [
+            Aged(path, age(now, file.modified))
+            for path, file in list(store.items())
+            if path.startswith(prefix) and "/" not in path[len(prefix) :]
+        ]
 
     def _value(self, path: str) -> bytes | None:
         # getvalue() hands out the stored bytes without copying them (CPython's BytesIO

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
 from lakery_fsspec.errors import exception_chain
 
 if TYPE_CHECKING:
@@ -131,6 +134,101 @@ class S3Backend(Backend):
             # Copied in parts, which keep only the metadata passed here.
             await self.io.call("cp_file", source, destination, **self.write_options(digest))
         await self.remove(source)
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        bucket, key, _ = self.fs.split_path(folder)
+        return await self.io.run(lambda fs: _list_objects(fs, bucket, key.rstrip("/") + "/"))
+
+    async def list_uploads(self, folder: str) -> list[Upload]:
+        # A writer killed mid-stream leaves its multipart upload: no object, yet billed.
+        bucket, key, _ = self.fs.split_path(folder)
+        prefix = key.rstrip("/") + "/"
+        try:
+            listed = await self.io.run(lambda fs: _list_uploads(fs, bucket, prefix))
+            uploads: list[Upload] = []
+            for upload in listed:
+                seconds = await self.io.run(partial(_upload_age, bucket=bucket, upload=upload))
+                if seconds is not None:
+                    uploads.append(Upload(f"{bucket}/{upload['Key']}", seconds, upload["UploadId"]))
+            return uploads
+        except PermissionError as error:
+            msg = (
+                f"{error} (listing unfinished uploads needs s3:ListBucketMultipartUploads "
+                "and s3:ListMultipartUploadParts; aborting them, s3:AbortMultipartUpload)"
+            )
+            raise PermissionError(msg) from error
+
+    async def abort_upload(self, path: str, upload_id: str | None) -> None:
+        bucket, key, _ = self.fs.split_path(path)
+        with contextlib.suppress(FileNotFoundError):  # NoSuchUpload: completed or aborted
+            await self.io.run(
+                lambda fs: fs._call_s3(
+                    "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
+                )
+            )
+
+
+async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
+    """Objects directly under ``prefix``, aged by the server's clock."""
+    found: list[Aged] = []
+    page: dict[str, Any] = {"IsTruncated": True}
+    while page.get("IsTruncated"):
+        token = page.get("NextContinuationToken")
+        more = {"ContinuationToken": token} if token else {}
+        page = await fs._call_s3(
+            "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+        )
+        now = _server_time(page)
+        for item in page.get("Contents", []):
+            found.append(Aged(f"{bucket}/{item['Key']}", age(now, item["LastModified"])))
+    return found
+
+
+async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Multipart uploads to keys directly under ``prefix``, as ListMultipartUploads
+    describes them."""
+    listed: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"IsTruncated": True}
+    while page.get("IsTruncated"):
+        more: dict[str, str] = {}
+        if "NextKeyMarker" in page:
+            more = {"KeyMarker": page["NextKeyMarker"]}
+            more["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        page = await fs._call_s3(
+            "list_multipart_uploads", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+        )
+        listed += [
+            upload
+            for upload in page.get("Uploads", [])
+            if "/" not in upload["Key"][len(prefix) :]  # not every server honours Delimiter
+        ]
+    return listed
+
+
+async def _upload_age(fs: Any, *, bucket: str, upload: dict[str, Any]) -> float | None:
+    """Seconds since the upload's last part arrived (since it began, without parts) by
+    the server's clock; None if it has finished meanwhile.
+
+    An upload that still receives parts is in flight however long ago it began (and
+    moto reports a fixed ``Initiated`` from 2010 for every upload).
+    """
+    latest = upload["Initiated"]
+    page: dict[str, Any] = {"IsTruncated": True}
+    while page.get("IsTruncated"):
+        marker = page.get("NextPartNumberMarker")
+        more = {"PartNumberMarker": marker} if marker else {}
+        try:
+            page = await fs._call_s3(
+                "list_parts", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], **more
+            )
+        except FileNotFoundError:  # NoSuchUpload
+            return None
+        latest = max([latest, *(part["LastModified"] for part in page.get("Parts", []))])
+    return age(_server_time(page), latest)
+
+
+def _server_time(response: dict[str, Any]) -> float:
+    return server_time(response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
 
 
 def _error_code(error: BaseException) -> str | None:

@@ -28,6 +28,7 @@ from lakery_fsspec.cli.filestream import FileStream, guess_content_type
 from lakery_fsspec.cli.progress import Progress, human_size
 from lakery_fsspec.pointer import FsspecPointer, parse_pointer
 from lakery_fsspec.storage import FsspecStorage
+from lakery_fsspec.temp import TempPath
 
 __all__ = [
     "DEFAULT_URL",
@@ -43,6 +44,8 @@ DEFAULT_URL = "./lake"
 URL_VARIABLE = "LAKERY_FSSPEC_URL"
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_UPLOAD_NOTE = {"object": "", "upload": "\tunfinished upload"}
+"""What ``gc`` prints after a temp's path, by its kind."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _SIZES = {
     "": 1,
@@ -189,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.set_defaults(handler=_get)
 
-    gc = _command(commands, "gc", "delete temp objects left behind by interrupted streams")
+    gc = _command(
+        commands,
+        "gc",
+        "delete temp objects and abort unfinished uploads left behind by interrupted streams",
+    )
     _add_url(gc)
     _add_storage_options(gc, "-o", "-s")
     gc.add_argument(
@@ -197,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default=86_400.0,
         metavar="DURATION",
-        help="age of the temp objects to delete, e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
+        help="age (by the server's clock) of the temps to delete, "
+        "e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     _add_temp_prefix(gc)
@@ -392,15 +400,23 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     if args.dry_run:
         found = asyncio.run(storage.list_temp(older_than))
         for path, seconds in found:
-            print(f"{path}\t{_age(seconds)} old")
-        print(f"would delete {len(found)} temp object(s) older than {age}", file=sys.stderr)
+            print(f"{path}\t{_age(seconds)} old{_UPLOAD_NOTE[path.kind]}")
+        what = _temps([path for path, _ in found], "would delete", "abort")
+        print(f"{what} older than {age}", file=sys.stderr)
         return 0
     context.action = "delete"
     removed = asyncio.run(storage.cleanup_temp(older_than))
     for path in removed:
-        print(path)
-    print(f"deleted {len(removed)} temp object(s) older than {age}", file=sys.stderr)
+        print(f"{path}{_UPLOAD_NOTE[path.kind]}")
+    print(f"{_temps(removed, 'deleted', 'aborted')} older than {age}", file=sys.stderr)
     return 0
+
+
+def _temps(paths: Sequence[TempPath], delete: str, abort: str) -> str:
+    """``"deleted 2 temp object(s) and aborted 1 unfinished upload(s)"``."""
+    uploads = sum(path.kind == "upload" for path in paths)
+    objects = len(paths) - uploads
+    return f"{delete} {objects} temp object(s) and {abort} {uploads} unfinished upload(s)"
 
 
 def _verify(args: argparse.Namespace, context: Context) -> int:

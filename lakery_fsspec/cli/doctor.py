@@ -191,7 +191,11 @@ class Doctor:
     def _list(self) -> str:
         found = self._run(self.storage.list_temp(), self.timeout, "listing the storage")
         stale = [path for path, age in found if age > _STALE]
-        what = f"root listed, {len(found)} temp object(s) under {self.temp_prefix}/"
+        uploads = sum(path.kind == "upload" for path, _ in found)
+        what = f"root listed, {len(found) - uploads} temp object(s)"
+        if uploads:
+            what += f" and {uploads} unfinished upload(s)"
+        what += f" under {self.temp_prefix}/"
         if stale:
             what += f"; {len(stale)} older than a day: `lakery-fsspec gc` deletes them"
         return what
