@@ -15,6 +15,7 @@ from fsspec.spec import AbstractFileSystem
 __all__ = ["LoopInstances", "shared_loop_instances"]
 
 Hook = Callable[[Any], Awaitable[None]]
+CopyOptions = Callable[[AbstractFileSystem], dict[str, Any]]
 
 
 class LoopInstances:
@@ -28,9 +29,16 @@ class LoopInstances:
     closed without that step leaves its copy open until the process exits.
     """
 
-    def __init__(self, fs: AbstractFileSystem, connect: Hook, close: Hook) -> None:
+    def __init__(
+        self,
+        fs: AbstractFileSystem,
+        connect: Hook,
+        close: Hook,
+        copy_options: CopyOptions | None = None,
+    ) -> None:
         options = {
             **fs.storage_options,
+            **(copy_options(fs) if copy_options else {}),  # e.g. what the copies share
             "asynchronous": True,
             "skip_instance_cache": True,
             "use_listings_cache": False,  # listings must be fresh, and the copy is private
@@ -82,7 +90,9 @@ _SHARED: weakref.WeakKeyDictionary[AbstractFileSystem, LoopInstances] = weakref.
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_loop_instances(fs: AbstractFileSystem, connect: Hook, close: Hook) -> LoopInstances:
+def shared_loop_instances(
+    fs: AbstractFileSystem, connect: Hook, close: Hook, copy_options: CopyOptions | None = None
+) -> LoopInstances:
     """The per-loop copies of ``fs``, shared by every storage on it.
 
     fsspec hands every storage configured alike the same cached ``fs``; sharing its
@@ -92,7 +102,7 @@ def shared_loop_instances(fs: AbstractFileSystem, connect: Hook, close: Hook) ->
     with _SHARED_LOCK:
         instances = _SHARED.get(fs)
         if instances is None:
-            instances = _SHARED[fs] = LoopInstances(fs, connect, close)
+            instances = _SHARED[fs] = LoopInstances(fs, connect, close, copy_options)
         return instances
 
 

@@ -72,6 +72,12 @@ class Backend:
         """The user's storage options plus what this backend needs of its filesystem."""
         return options
 
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        """Options for ``fs``'s per-loop copies on top of its own, made once per ``fs``:
+        what the copies share, so that a new event loop does not pay for a new client."""
+        return {}
+
     @staticmethod
     async def connect(fs: Any) -> None:
         """Open a per-loop copy's client session before its first call."""
