@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -44,7 +45,7 @@ class LoopInstances:
             "use_listings_cache": False,  # listings must be fresh, and the copy is private
         }
         # Not fs itself: the copies must not keep it alive (see shared_loop_instances).
-        self._make = partial(type(fs), *fs.storage_args, **options)
+        self._make = partial(_awaited_only(type(fs)), *fs.storage_args, **options)
         self._connect = connect
         self._close = close
         self._lock = threading.Lock()  # loops in several threads may share one storage
@@ -104,6 +105,16 @@ def shared_loop_instances(
         if instances is None:
             instances = _SHARED[fs] = LoopInstances(fs, connect, close, copy_options)
         return instances
+
+
+@functools.cache
+def _awaited_only(cls: type[AbstractFileSystem]) -> type[AbstractFileSystem]:
+    """``cls`` without fsspec's blocking wrappers of its coroutines: making them is most
+    of the cost of a new copy (~1 ms a loop), and a copy is only ever awaited."""
+    if not getattr(cls, "mirror_sync_methods", False):
+        return cls
+    attributes = {"mirror_sync_methods": False, "__module__": cls.__module__}
+    return type(cls.__name__, (cls,), {**attributes, "__qualname__": cls.__qualname__})
 
 
 def _forget(owner: weakref.ref[LoopInstances], loop: asyncio.AbstractEventLoop) -> None:
