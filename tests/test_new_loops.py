@@ -5,6 +5,7 @@ per process, shared credentials) and leaves nothing open behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -24,10 +25,8 @@ def _sockets() -> int:
     """Open sockets of this process (the in-process moto server's included)."""
     count = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:  # the listing's own descriptor, closed since
-            pass
     return count
 
 
