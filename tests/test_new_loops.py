@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+import fsspec
 import pytest
 from conftest import BackendInfo
 from helpers import payload, read, write
@@ -117,6 +118,17 @@ def test_s3_new_loops_share_one_client_with_a_pool_per_loop(
 
     asyncio.run(concurrently())
     assert pools == {}
+
+
+@pytest.mark.backends("s3")
+def test_s3_clients_are_shared_even_if_the_filesystem_connected_first(
+    backend: BackendInfo, root_url: str
+) -> None:
+    # Options of this test's own: a filesystem instance nobody has used yet.
+    options = {**backend.storage_options, "max_concurrency": 7}
+    fsspec.filesystem("s3", **options).ls(backend.root)  # it makes a session of its own
+    clients = _clients(FsspecStorage(root_url, storage_options=options), 2)
+    assert clients[0] is clients[1]
 
 
 @pytest.mark.backends("s3")

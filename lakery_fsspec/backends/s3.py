@@ -30,12 +30,15 @@ class S3Backend(Backend):
 
     @classmethod
     def copy_options(cls, fs: Any) -> dict[str, Any]:
-        # A user's own session, HTTP transport or per-region clients stay theirs.
-        if fs.session is not None or fs.cache_regions or "http_session_cls" in fs.config_kwargs:
+        # A user's own session, HTTP transport or per-region clients stay theirs. (Their
+        # options, not fs's attributes: fs gets a session of its own once it connects.)
+        options = fs.storage_options
+        config = options.get("config_kwargs") or {}
+        if options.get("session") or options.get("cache_regions") or "http_session_cls" in config:
             return {}
         return {
-            "session": SharedClients(fs.kwargs),
-            "config_kwargs": {**fs.config_kwargs, "http_session_cls": LoopPools},
+            "session": SharedClients(fs.kwargs),  # what s3fs would give AioSession
+            "config_kwargs": {**config, "http_session_cls": LoopPools},
         }
 
     @staticmethod
@@ -301,8 +304,9 @@ def _pool_class() -> type[Any]:
             contexts = self._owner.built_ssl_contexts(proxy_url)
             if proxy_url is not None or contexts is None:
                 return await super()._create_connector(proxy_url)
+            options: dict[str, Any] = dict(self._connector_args or {})
             return aiohttp.TCPConnector(
-                limit=self._max_pool_connections, ssl=contexts[0], **self._connector_args
+                limit=self._max_pool_connections, ssl=contexts[0], **options
             )
 
     return Pool
