@@ -329,7 +329,8 @@ def run_backend(
     runnable = [key for key, r in recorders.items() if not any(x.note for x in r.results.values())]
     if env.backend == "local":
         _prefault(env, sizes)
-    for rep in range(sizes.repeats):
+    on_one_loop = [group for group in groups if group not in ("rss", "newloop")]
+    for rep in range(sizes.repeats if on_one_loop else 0):
         shift = rep % max(len(runnable), 1)
         for key in runnable[shift:] + runnable[:shift]:
             family, recorder = FAMILIES[key], recorders[key]
