@@ -92,11 +92,12 @@ def tables(results: list[Result], sizes: Sizes, backends: Iterable[str]) -> str:
             base = by_key.get((BASE, op))
             cells = [_cell(by_key.get((f, op)), base) for f in families]
             out.append(f"| {op_title(op, scaled)} | {OPS[op].unit} | " + " | ".join(cells) + " |")
-        if any(r.cpu for r in mine):
+        timed = [op for op in ops if any(r.cpu for r in mine if r.op == op)]
+        if timed:
             out += ["", f"CPU busy, % of one core: this process / the emulator ({backend})", ""]
             out.append("| operation | " + " | ".join(FAMILIES[f].label for f in families) + " |")
             out.append("|" + "---|" * (len(families) + 1))
-            for op in ops:
+            for op in timed:
                 cpus = [by_key[f, op].median_cpu if (f, op) in by_key else None for f in families]
                 cells = ["-" if c is None else f"{c[0]:.0%} / {c[1]:.0%}" for c in cpus]
                 out.append(f"| {op_title(op, scaled)} | " + " | ".join(cells) + " |")
