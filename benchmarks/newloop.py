@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import fsspec
@@ -140,20 +140,25 @@ def _run(work: Awaitable[None], timeout: float) -> None:
     asyncio.run(bounded())
 
 
-def new_loop_seconds(contender: Pattern, objects: Objects, timeout: float) -> float:
+def new_loop_seconds(
+    contender: Pattern, objects: Objects, timeout: float, on_start: Callable[[], None]
+) -> float:
     """Seconds for every write + read but the first (a warm-up), each in its own
-    ``asyncio.run``."""
+    ``asyncio.run``; ``on_start()`` is called as the clock starts."""
     (data, digest), *timed = objects
     _run(_one(contender, data, digest), timeout)
+    on_start()
     started = time.perf_counter()
     for data, digest in timed:
         _run(_one(contender, data, digest), timeout)
     return time.perf_counter() - started
 
 
-def one_loop_seconds(contender: Pattern, objects: Objects, timeout: float) -> float:
+def one_loop_seconds(
+    contender: Pattern, objects: Objects, timeout: float, on_start: Callable[[], None]
+) -> float:
     """Seconds for the same work one after the other on one loop (the first write +
-    read, a warm-up, untimed)."""
+    read, a warm-up, untimed); ``on_start()`` is called as the clock starts."""
     (data, digest), *timed = objects
     seconds: list[float] = []
 
@@ -161,6 +166,7 @@ def one_loop_seconds(contender: Pattern, objects: Objects, timeout: float) -> fl
         handle = await contender.open()
         try:
             await contender.write_read(handle, data, digest)
+            on_start()
             started = time.perf_counter()
             for item in timed:
                 await contender.write_read(handle, *item)

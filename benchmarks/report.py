@@ -48,7 +48,6 @@ def op_title(op: str, sizes: Sizes) -> str:
         blob=_size(sizes.blob_size),
         stream=_size(sizes.stream_size),
         rss=_size(sizes.rss_size),
-        nl=sizes.newloop_count,
         nll=f"{sizes.newloop_leak_loops:,}",
     )
 

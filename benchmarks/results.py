@@ -29,8 +29,8 @@ OPS = {
         Op("stream_read", "{stream} stream read", "MB/s"),
         Op("rss_write", "peak RSS growth, {rss} stream write", "MiB", higher_is_better=False),
         Op("rss_read", "peak RSS growth, {rss} stream read", "MiB", higher_is_better=False),
-        Op("newloop", "1 KiB write+read x{nl}, each in a new loop (asyncio.run)", "ops/s"),
-        Op("newloop_long", "1 KiB write+read x{nl}, all on one loop", "ops/s"),
+        Op("newloop", "1 KiB write+read, each in a new loop (asyncio.run)", "ops/s"),
+        Op("newloop_long", "1 KiB write+read, all on one loop", "ops/s"),
         Op("newloop_rss", "RSS growth over {nll} new loops", "MiB", higher_is_better=False),
         Op("newloop_fds", "open fds growth over {nll} new loops", "fds", higher_is_better=False),
         Op(

@@ -46,6 +46,7 @@ class _Recorder:
         self.progress = progress
         self.results: dict[str, Result] = {}
         self._cpu: tuple[float, float] | None = None
+        self._cpu_start = (0.0, 0.0)
 
     async def clock(self, work: Awaitable[Any], limit: float) -> tuple[float, Any]:
         """Seconds ``work`` took (and its result); remembers the CPU both sides used."""
@@ -56,12 +57,13 @@ class _Recorder:
         self._cpu_since(cpu, seconds)
         return seconds, result
 
-    def clock_sync(self, work: Callable[[], float]) -> float:
-        """What ``work`` returns (the seconds it timed itself); remembers the CPU used."""
-        cpu = self._cpu_now()
-        seconds = work()
-        self._cpu_since(cpu, seconds)
-        return seconds
+    def start_cpu(self) -> None:
+        """Start counting CPU for a step that times itself (see ``stop_cpu``)."""
+        self._cpu_start = self._cpu_now()
+
+    def stop_cpu(self, seconds: float) -> None:
+        """Remember the CPU used since ``start_cpu``, over the step's ``seconds``."""
+        self._cpu_since(self._cpu_start, seconds)
 
     def _cpu_now(self) -> tuple[float, float]:
         return time.process_time(), cpu_seconds(self.env.server_pid)
@@ -245,29 +247,33 @@ def _measure_newloop(
     timeout: float,
 ) -> None:
     """1 KiB write+read in a new loop each and on one loop; then FsspecStorage's growth
-    in RSS, fds and sockets over many new loops (see benchmarks/newloop.py)."""
-    objects = data.small(0, sizes.newloop_count + 1)  # the first warms up
-    for rep in range(sizes.repeats):
-        shift = rep % max(len(keys), 1)
+    in RSS, fds and sockets over many new loops (see benchmarks/newloop.py).
+
+    Many short rounds, the contenders and the two patterns alternating from one round
+    to the next: the emulators drift (Azurite slows as its store grows) and the VM's
+    load varies, so long batches one after the other compare moments, not contenders.
+    """
+    objects = data.small(0, sizes.newloop_count + 1)  # the first of each batch warms up
+    for rnd in range(sizes.newloop_rounds):
+        shift = rnd % max(len(keys), 1)
         for key in keys[shift:] + keys[:shift]:
             recorder = recorders[key]
             if any(recorder.result(op).error for op in ("newloop", "newloop_long")):
                 continue
-            recorder.progress.say(f"{env.backend} · {recorder.family.label}: new loops #{rep + 1}")
-            prefixes = [f"{run_id}/{key}/{name}-{rep}" for name in ("newloop", "oneloop")]
+            recorder.progress.say(f"{env.backend} · {recorder.family.label}: new loops #{rnd + 1}")
+            prefixes = [f"{run_id}/{key}/{name}-{rnd}" for name in ("newloop", "oneloop")]
             steps = [
                 ("newloop", newloop.new_loop_seconds, prefixes[0]),
                 ("newloop_long", newloop.one_loop_seconds, prefixes[1]),
             ]
-            if rep % 2:
-                steps.reverse()  # neither pattern always meets the fresher emulator
+            if rnd % 2:
+                steps.reverse()
             try:
                 for op, measure, prefix in steps:
                     contender = newloop.pattern(key, env, prefix)
-                    seconds = recorder.clock_sync(
-                        lambda c=contender, m=measure: m(c, objects, timeout)
-                    )
-                    recorder.add(op, rep, len(objects) / seconds)
+                    seconds = measure(contender, objects, timeout, recorder.start_cpu)
+                    recorder.stop_cpu(seconds)
+                    recorder.add(op, rnd, sizes.newloop_count / seconds)
             except Exception as error:
                 for op in ("newloop", "newloop_long"):
                     if not recorder.result(op).values:
@@ -275,7 +281,7 @@ def _measure_newloop(
             finally:
                 for prefix in prefixes:
                     cleanup_fs(env, prefix)
-            gc.collect()
+    gc.collect()
     if "fsspec_storage" in keys:
         _measure_leaks(env, sizes, recorders["fsspec_storage"], run_id, timeout)
 

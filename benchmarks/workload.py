@@ -44,7 +44,8 @@ class Sizes:
     chunk_size: int
     rss_size: int
     repeats: int
-    newloop_count: int  # 1 KiB write+read pairs, each in its own asyncio.run
+    newloop_count: int  # 1 KiB write+read pairs per round, each in its own asyncio.run
+    newloop_rounds: int  # rounds, alternating the contenders (each round a repetition)
     newloop_leak_loops: int  # new loops over which RSS, fds and sockets must not grow
 
     def for_backend(self, backend: str) -> Sizes:
@@ -69,7 +70,8 @@ FULL = Sizes(
     chunk_size=MiB,
     rss_size=GiB,
     repeats=3,
-    newloop_count=100,
+    newloop_count=20,
+    newloop_rounds=10,
     newloop_leak_loops=1000,
 )
 QUICK = Sizes(
@@ -83,6 +85,7 @@ QUICK = Sizes(
     rss_size=32 * MiB,
     repeats=1,
     newloop_count=10,
+    newloop_rounds=1,
     newloop_leak_loops=50,
 )
 
