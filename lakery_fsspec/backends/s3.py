@@ -117,8 +117,8 @@ async def _read_up_to(file: Any, size: int) -> bytes:
 class SharedClients:
     """The aiobotocore session of one filesystem's per-loop copies: one client per process.
 
-    Building an S3 client costs ~0.1-0.3 s (botocore reads its JSON data, registers
-    hundreds of handlers, builds a class of 100+ methods, and an SSL context). Its only
+    Building an S3 client costs ~0.2 s of CPU (botocore reads its JSON data, registers
+    its handlers, builds a class of 100+ methods, and an SSL context). Its only
     loop-bound part is its connection pool, which ``LoopPools`` keeps per loop; so every
     copy, on whichever loop, gets the same client, and a copy's "close" closes its loop's
     pool. s3fs asks a session passed as ``session=`` for clients only
@@ -163,7 +163,9 @@ class _ProcessClients:
 class ClientContext:
     """``async with`` an S3 client: the shared one, or one owned by the running loop."""
 
-    def __init__(self, state: _ProcessClients, args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(
+        self, state: _ProcessClients, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self._state = state
         self._args = args
         self._kwargs = kwargs
