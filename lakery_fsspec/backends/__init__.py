@@ -49,5 +49,5 @@ def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) ->
     cls = backend_class(protocol)
     instances = None
     if cls.loop_native and fs.async_impl:
-        instances = shared_loop_instances(fs, cls.connect, cls.disconnect)
+        instances = shared_loop_instances(fs, cls.connect, cls.disconnect, cls.copy_options)
     return cls(protocol, Bridge(fs, timeout=timeout, loop_instances=instances))

@@ -89,6 +89,12 @@ class Backend:
     def prepare_environment(cls, options: Mapping[str, Any]) -> None:
         """Set what the client reads from the environment at import (emulator switches)."""
 
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        """Options for ``fs``'s per-loop copies on top of its own, made once per ``fs``:
+        what the copies share, so that a new event loop does not pay for a new client."""
+        return {}
+
     @staticmethod
     async def connect(fs: Any) -> None:
         """Open a per-loop copy's client session before its first call."""

@@ -49,6 +49,17 @@ class GCSBackend(Backend):
         if cls.endpoint(options):
             os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        # The copies use fs's google-auth credentials instead of finding their own: with
+        # the default token that is google.auth.default() (on GCE, requests to the
+        # metadata server) and a fresh access token for every new event loop. The
+        # credentials refresh under a thread lock, on any loop.
+        credentials = fs.credentials.credentials
+        if credentials is None:  # anonymous
+            return {}
+        return {"token": credentials, "project": fs.credentials.project}
+
     @staticmethod
     async def connect(fs: Any) -> None:
         await fs._set_session()

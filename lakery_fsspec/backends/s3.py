@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
-from collections.abc import AsyncIterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -78,6 +81,19 @@ class S3Backend(Backend):
         config.setdefault("connect_timeout", min(timeout, 5.0))
         config.setdefault("retries", {"max_attempts": 1})
         return {**options, "config_kwargs": config}
+
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        # A user's own session, HTTP transport or per-region clients stay theirs. (Their
+        # options, not fs's attributes: fs gets a session of its own once it connects.)
+        options = fs.storage_options
+        config = options.get("config_kwargs") or {}
+        if options.get("session") or options.get("cache_regions") or "http_session_cls" in config:
+            return {}
+        return {
+            "session": SharedClients(fs.kwargs),  # what s3fs would give AioSession
+            "config_kwargs": {**config, "http_session_cls": LoopPools},
+        }
 
     @staticmethod
     async def connect(fs: Any) -> None:
@@ -255,3 +271,203 @@ async def _read_up_to(file: Any, size: int) -> bytes:
         parts.append(part)
         missing -= len(part)
     return b"".join(parts)
+
+
+class SharedClients:
+    """The aiobotocore session of one filesystem's per-loop copies: one client per process.
+
+    Building an S3 client costs ~0.2 s of CPU (botocore reads its JSON data, registers
+    its handlers, builds a class of 100+ methods, and an SSL context). Its only
+    loop-bound part is its connection pool, which ``LoopPools`` keeps per loop; so every
+    copy, on whichever loop, gets the same client, and a copy's "close" closes its loop's
+    pool. s3fs asks a session passed as ``session=`` for clients only
+    (``create_client``).
+
+    A client is shared only if nothing in it is bound to the loop it was made on:
+    credentials that refresh (instance roles, SSO, assume-role) and adaptive retries
+    hold asyncio locks. Then each loop builds its own client from its own session, as
+    s3fs does. State is kept per process id: a ``fork`` child builds its own (and keeps
+    the parent's objects unused, so that collecting them closes nothing of the parent's).
+    """
+
+    def __init__(self, session_options: dict[str, Any]) -> None:
+        self._session_options = dict(session_options)  # what s3fs would give AioSession
+        self._states: dict[int, _ProcessClients] = {}
+
+    def create_client(self, *args: Any, **kwargs: Any) -> ClientContext:
+        """What ``AioSession.create_client`` returns: a client context."""
+        pid = os.getpid()
+        if (state := self._states.get(pid)) is None:
+            state = self._states.setdefault(pid, _ProcessClients(self._session_options))
+        return ClientContext(state, args, kwargs)
+
+
+class _ProcessClients:
+    """One process's shared clients, and the session that makes them."""
+
+    def __init__(self, session_options: dict[str, Any]) -> None:
+        self.session_options = session_options
+        self.session: Any = None  # made on first use; None once sharing is ruled out
+        self.sharing = True
+        self.clients: list[tuple[tuple[Any, ...], Any]] = []  # (create_client's arguments, client)
+        self.building = False  # a client is being made on self.session
+        self.lock = threading.Lock()  # this process's own, never held across a fork
+
+    def new_session(self) -> Any:
+        from aiobotocore.session import AioSession
+
+        return AioSession(**self.session_options)
+
+
+class ClientContext:
+    """``async with`` an S3 client: the shared one, or one owned by the running loop."""
+
+    def __init__(
+        self, state: _ProcessClients, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._state = state
+        self._args = args
+        self._kwargs = kwargs
+        config = kwargs.get("config")
+        options = getattr(config, "_user_provided_options", None) if config else None
+        others = {key: value for key, value in kwargs.items() if key != "config"}
+        self._signature = (args, others, options)
+        self._client: Any = None
+
+    async def __aenter__(self) -> Any:
+        state = self._state
+        with state.lock:
+            known = (client for signature, client in state.clients if signature == self._signature)
+            if (client := next(known, None)) is not None:
+                self._client = client
+                return client
+            # One client at a time is made on the shared session; a loop that would
+            # wait for it makes its own instead (never blocking its thread on a lock).
+            shared = state.sharing and not state.building
+            if shared:
+                state.building = True
+                state.session = state.session or state.new_session()
+        session = state.session if shared else state.new_session()
+        try:
+            client = await session.create_client(*self._args, **self._kwargs).__aenter__()
+            if shared:
+                loop_free = await _loop_free(session, self._kwargs)
+                with state.lock:
+                    if loop_free:
+                        state.clients.append((self._signature, client))
+                    else:
+                        # This client stays the running loop's, and the next loops
+                        # make their own, each from its own session.
+                        state.sharing, state.session = False, None
+        finally:
+            if shared:
+                state.building = False
+        self._client = client
+        return client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # The client's HTTP session is a LoopPools: this closes the running loop's pool,
+        # which is all there is of a client owned by this loop.
+        if self._client is not None:
+            await self._client.__aexit__(*exc_info)
+
+
+async def _loop_free(session: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether a client made with these arguments holds nothing bound to one loop:
+    credentials that never refresh (or none), and no adaptive retries."""
+    from botocore import UNSIGNED
+    from botocore.credentials import RefreshableCredentials
+
+    config = kwargs.get("config")
+    retries = (getattr(config, "retries", None) or {}).get("mode")
+    if (retries or session.get_config_variable("retry_mode")) == "adaptive":
+        return False
+    if kwargs.get("aws_access_key_id") and kwargs.get("aws_secret_access_key"):
+        return True
+    if getattr(config, "signature_version", None) is UNSIGNED:
+        return True
+    return not isinstance(await session.get_credentials(), RefreshableCredentials)
+
+
+class LoopPools:
+    """aiobotocore's HTTP session (``http_session_cls``) for a client used from many
+    event loops: one ``AIOHTTPSession`` connection pool per loop, made on the loop's
+    first request and closed by ``close`` on that loop (its copy's disconnect).
+
+    The SSL contexts (~30 ms: loading the CA bundle) are built once per client, not
+    once per pool.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._ssl: dict[str | None, Any] = {}
+
+    @property
+    def _sessions(self) -> dict[str, Any]:
+        # s3fs reads this to tell whether the client was closed and must be remade: a
+        # LoopPools never is (a loop whose pool was closed gets a new one).
+        return {}
+
+    async def __aenter__(self) -> LoopPools:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the running loop's pool."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    async def send(self, request: Any) -> Any:
+        """Send ``request`` through the running loop's pool."""
+        loop = asyncio.get_running_loop()
+        if (pool := self._pools.get(loop)) is None:
+            pool = _pool_class()(self, **self._options)
+            await pool.__aenter__()
+            if (first := self._pools.setdefault(loop, pool)) is not pool:
+                await pool.close()
+                pool = first
+        return await pool.send(request)
+
+    def ssl_contexts(self, proxy_url: str | None, build: Callable[[], Any]) -> Any:
+        """The SSL contexts for ``proxy_url`` (see AIOHTTPSession), built the first time."""
+        if (contexts := self._ssl.get(proxy_url)) is None:
+            contexts = self._ssl.setdefault(proxy_url, build())
+        return contexts
+
+    def built_ssl_contexts(self, proxy_url: str | None) -> Any:
+        """The SSL contexts for ``proxy_url`` if built already, else None."""
+        return self._ssl.get(proxy_url)
+
+
+@functools.cache
+def _pool_class() -> type[Any]:
+    """AIOHTTPSession taking its SSL contexts from its LoopPools (made on first use:
+    aiobotocore is the s3 extra's)."""
+    import aiohttp
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    class Pool(AIOHTTPSession):
+        def __init__(self, owner: LoopPools, **options: Any) -> None:
+            super().__init__(**options)
+            self._owner = owner
+
+        def _build_ssl_contexts(self, proxy_url: str | None) -> Any:
+            build = super()._build_ssl_contexts
+            return self._owner.ssl_contexts(proxy_url, lambda: build(proxy_url))
+
+        async def _create_connector(self, proxy_url: str | None) -> Any:
+            # aiobotocore builds the contexts in a worker thread, which in a new loop
+            # means a new thread to start, and to join when the loop ends.
+            contexts = self._owner.built_ssl_contexts(proxy_url)
+            if proxy_url is not None or contexts is None:
+                return await super()._create_connector(proxy_url)
+            options: dict[str, Any] = dict(self._connector_args or {})
+            return aiohttp.TCPConnector(
+                limit=self._max_pool_connections, ssl=contexts[0], **options
+            )
+
+    return Pool
