@@ -20,7 +20,8 @@ _COPY_POLL_SECONDS = 0.2
 
 
 class AzureBackend(Backend):
-    """Azure: atomic block blob uploads, content settings, raw reads, awaited copies."""
+    """Azure: atomic block blob uploads, content settings, raw reads, awaited create-only
+    copies."""
 
     atomic_put = True
     exclusive_put = True
@@ -57,10 +58,11 @@ class AzureBackend(Backend):
         # decompress=False returns the stored bytes.
         return await self.io.run(lambda fs: _download(fs, path, start, end))
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
-        await self.io.run(lambda fs: _copy(fs, source, destination))
+        created = await self.io.run(lambda fs: _copy_new(fs, source, destination))
         await self.remove(source)
+        return created
 
 
 def detach_finalizers(fs: Any) -> None:
@@ -106,8 +108,11 @@ async def _download(fs: Any, path: str, start: int | None, end: int | None) -> b
         return await stream.readall()
 
 
-async def _copy(fs: Any, source: str, destination: str) -> None:
-    from azure.core.exceptions import ResourceNotFoundError
+async def _copy_new(fs: Any, source: str, destination: str) -> bool:
+    """Copy a blob server-side unless one is at ``destination`` (``If-None-Match: *``,
+    refused in the same request); whether it was copied. Returns once the copy is done."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
     service = fs.service_client
     async with (
@@ -115,26 +120,45 @@ async def _copy(fs: Any, source: str, destination: str) -> None:
         service.get_blob_client(*fs.split_path(destination)[:2]) as client,
     ):
         try:
-            copy = await client.start_copy_from_url(source_client.url)
+            copy = await client.start_copy_from_url(
+                source_client.url, match_condition=MatchConditions.IfMissing
+            )
         except ResourceNotFoundError:
             raise _not_found(source) from None
+        except ResourceExistsError:  # 409 BlobAlreadyExists
+            await _settled(client, destination)  # another writer's copy may be in flight
+            return False
         status = copy["copy_status"]
         try:
             while status == "pending":
                 await asyncio.sleep(_COPY_POLL_SECONDS)
                 status = (await client.get_blob_properties()).copy.status
+            if status != "success":
+                msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
+                raise OSError(msg)
         except BaseException:
             # Never leave a half-copied blob at the final path, but delete it only
             # while it is still our aborted copy, never another writer's object.
             with contextlib.suppress(Exception):
                 await client.abort_copy(copy["copy_id"])
+            with contextlib.suppress(Exception):
                 if (await client.get_blob_properties()).copy.id == copy["copy_id"]:
                     await client.delete_blob()
             raise
-        if status != "success":
-            msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
-            raise OSError(msg)
     fs.invalidate_cache(fs._parent(destination))
+    return True
+
+
+async def _settled(client: Any, path: str) -> None:
+    """Wait while the blob at ``path`` is still being copied in (by another writer);
+    OSError if that copy failed, since then the blob is not the content."""
+    status = (await client.get_blob_properties()).copy.status
+    while status == "pending":
+        await asyncio.sleep(_COPY_POLL_SECONDS)
+        status = (await client.get_blob_properties()).copy.status
+    if status not in (None, "success"):
+        msg = f"Azure blob {path} exists, but its copy from another writer ended {status!r}"
+        raise OSError(msg)
 
 
 def _not_found(path: str) -> FileNotFoundError:

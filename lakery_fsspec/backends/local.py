@@ -28,14 +28,16 @@ _INLINE_READ = 64 * 2**10
 a worker thread takes (unless calls have a timeout, which only threads can honour)."""
 _UNNAMED_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 """Linux: a file can be written without a name and linked into its folder when complete."""
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+"""What link() answers on a filesystem without hard links (FAT answers EPERM)."""
 _CACHED_ONLY: int | None = getattr(os, "RWF_NOWAIT", None)
 """Linux's flag for reads that return only what the page cache holds, never waiting for
 the disk: stream chunks read with it need no thread hop."""
 
 
 class LocalBackend(Backend):
-    """Local files: written to a temp file (unnamed where Linux allows) and renamed or
-    linked into place, each operation one thread hop
+    """Local files: written to a temp file (unnamed where Linux allows) and linked into
+    place, never over an existing file, each operation one thread hop
     (none for small whole-file reads and stream chunks already in the page cache)."""
 
     min_block_size = _BYTES_PER_HOP
@@ -75,8 +77,8 @@ class LocalBackend(Backend):
             for file in opened:
                 file.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        await self.io.thread(partial(_replace, source, destination))
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        return await self.io.thread(partial(_move_new, source, destination))
 
 
 def _read_if_small(path: str) -> bytes | None:
@@ -114,12 +116,11 @@ def _create(path: str, data: bytes, temp: str) -> bool:
         return created
     try:
         _write(temp, data)
-        _replace(temp, path)
+        return _move_new(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    return True
 
 
 def _create_unnamed(path: str, data: bytes) -> bool | None:
@@ -165,13 +166,26 @@ def _making_folder(folder: str, step: Callable[[], T]) -> T:
         return step()
 
 
-def _replace(source: str, destination: str) -> None:
-    # os.replace is one atomic rename on the same filesystem (the temp folder is inside
-    # the root), where fsspec's mv may fall back to copying.
+def _move_new(source: str, destination: str) -> bool:
+    """Move ``source`` to ``destination`` unless a file is there; whether it moved.
+    ``source`` is gone afterwards either way.
+
+    A hard link refuses an existing name (EEXIST) in the same call that creates it, where
+    a rename would replace it. Filesystems without hard links get a check and a rename,
+    which two writers can race (same bytes either way).
+    """
     try:
-        os.replace(source, destination)
-    except FileNotFoundError:
-        if not os.path.exists(source):
+        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+    except FileExistsError:
+        os.unlink(source)
+        return False
+    except OSError as error:
+        if error.errno not in _NO_LINKS:
             raise
-        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if os.path.exists(destination):
+            os.unlink(source)
+            return False
         os.replace(source, destination)
+        return True
+    os.unlink(source)
+    return True
