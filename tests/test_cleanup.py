@@ -208,3 +208,5 @@ def kill_when_ready(url: str, options: dict[str, object], mode: str) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]

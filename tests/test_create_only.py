@@ -126,6 +126,9 @@ def race_in_two_processes(url: str, options: dict[str, Any]) -> dict[str, list[A
             if child.poll() is None:
                 child.kill()
                 child.wait()
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 async def race_here(storage: FsspecStorage, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
