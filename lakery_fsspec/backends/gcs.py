@@ -168,7 +168,8 @@ class _ResumableWriter:
 
     def write(self, data: bytes | memoryview, /) -> None:
         self._buffer += data
-        while len(self._buffer) >= self._block_size:
+        # Strictly more than a block: the last one goes with commit, in the final request.
+        while len(self._buffer) > self._block_size:
             self._send(self._block_size, final=False)
 
     def commit(self) -> None:
