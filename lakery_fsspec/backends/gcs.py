@@ -119,10 +119,11 @@ async def _rewrite_new(fs: Any, source: str, destination: str) -> bool:
 
 
 async def _upload(fs: Any, path: str, data: bytes, digest: Digest, create: bool) -> None:
-    """One multipart upload (the object's JSON metadata, then its bytes), as gcsfs's
-    pipe_file sends below 50 MiB; ``create``: FileExistsError if an object is there."""
+    """One multipart upload (the object's JSON metadata, then its bytes), the request
+    gcsfs's pipe_file sends below 50 MiB, here at any size (the bytes are in memory
+    already); ``create``: FileExistsError if an object is there."""
     bucket, key, _ = fs.split_path(path)
-    boundary = uuid.uuid4().hex  # never in the data, unlike a fixed one
+    boundary = uuid.uuid4().hex  # random: unlike a fixed one, no data contains it by design
     metadata = json.dumps({"name": key, **_fixed_metadata(digest)})
     head = (
         f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
