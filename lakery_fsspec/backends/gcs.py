@@ -123,7 +123,7 @@ async def _upload(fs: Any, path: str, data: bytes, digest: Digest, create: bool)
     gcsfs's pipe_file sends below 50 MiB, here at any size (the bytes are in memory
     already); ``create``: FileExistsError if an object is there."""
     bucket, key, _ = fs.split_path(path)
-    boundary = uuid.uuid4().hex  # random: unlike a fixed one, no data contains it by design
+    boundary = uuid.uuid4().hex  # random: unlike a fixed one, no data can be made to hold it
     metadata = json.dumps({"name": key, **_fixed_metadata(digest)})
     head = (
         f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
