@@ -165,14 +165,13 @@ class FsspecStorage(Storage[FsspecPointer]):
             path = route(router, digest, tags)
             final = self._join(self.location.root, path)
             with _located("write_data_stream", backend, final):
-                if await backend.exists(final):
-                    await backend.remove(temp)
-                else:
-                    await backend.move(temp, final, digest)
+                # Create-only where the store can refuse; a refusal is "already stored".
+                moved = await backend.move(temp, final, digest)
         except BaseException:
             await backend.discard(temp)
             raise
-        _log("write_data_stream", backend, final, digest["content_size"], started)
+        operation = "write_data_stream" if moved else "write_data_stream (exists)"
+        _log(operation, backend, final, digest["content_size"], started)
         return self._pointer(path, digest)
 
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:

@@ -371,6 +371,8 @@ def kill_when_ready(url: str, options: dict[str, object], mode: str, size: int) 
         if child.poll() is None:
             child.kill()
             child.wait(10)
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
 
 
 async def test_list_temp_before_any_stream_finds_nothing(

@@ -506,7 +506,7 @@ def test_get_of_a_changed_object_fails_and_writes_nothing(
     pointer = json.loads(line)
     data = bytearray(files["b.bin"].read_bytes())
     data[1000] ^= 0xFF
-    backend.fs().pipe_file(f"{pointer['root']}/{pointer['path']}", bytes(data))
+    backend.overwrite(f"{pointer['root']}/{pointer['path']}", bytes(data))
     out = tmp_path / "out.bin"
     assert main(["get", line, "-o", str(out), *options(backend, "-s")]) == 1
     assert "is corrupt" in capsys.readouterr().err
@@ -754,16 +754,16 @@ def test_get_into_a_closed_pipe_stops_quietly(files: dict[str, Path], tmp_path: 
     put = run_cli("put", str(tmp_path / "lake"), str(files["b.bin"]))
     pointer_file = tmp_path / "b.pointer"
     pointer_file.write_bytes(put.stdout)
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "lakery_fsspec", "get", str(pointer_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    process.stdout.close()  # the reader is gone before the object comes (`| head -c 0`)
-    assert process.wait(timeout=60) == 141
-    assert process.stderr.read() == b""
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()  # the reader is gone before the object comes (`| head -c 0`)
+        assert process.wait(timeout=60) == 141
+        assert process.stderr.read() == b""
 
 
 def test_progress_bar_on_a_terminal(files: dict[str, Path], tmp_path: Path) -> None:
@@ -787,7 +787,8 @@ def test_progress_bar_on_a_terminal(files: dict[str, Path], tmp_path: Path) -> N
     os.close(master)
     assert process.wait(timeout=60) == 0
     assert process.stdout is not None
-    assert json.loads(process.stdout.read())["content_size"] == files["b.bin"].stat().st_size
+    with process.stdout:
+        assert json.loads(process.stdout.read())["content_size"] == files["b.bin"].stat().st_size
     terminal = seen.decode()
     assert "\r" in terminal
     assert "b.bin 100% [" in terminal

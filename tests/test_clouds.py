@@ -58,9 +58,9 @@ async def test_stream_moves_server_side_without_reading_back(
     backend_ops = storage._backends_for(backend.protocol).target
     original_move = backend_ops.move
 
-    async def recording_move(source: str, destination: str, digest: Any) -> None:
+    async def recording_move(source: str, destination: str, digest: Any) -> bool:
         moves.append((source, destination))
-        await original_move(source, destination, digest)
+        return await original_move(source, destination, digest)
 
     monkeypatch.setattr(backend_ops, "move", recording_move)
 

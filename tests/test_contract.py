@@ -59,6 +59,17 @@ async def test_multi_block_stream(
     assert objects(backend, root_url) == [pointer["path"]]
 
 
+async def test_stream_of_exactly_two_upload_blocks(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    # The last full block ends the upload: no empty final piece, nothing lost.
+    block = storage._backends_for(backend.protocol)[1].block_size(storage.chunk_size)
+    data = payload(2 * block, seed=2)
+    pointer = await write(storage, data, "stream")
+    assert await read(storage, pointer, "blob") == data
+    assert objects(backend, root_url) == [pointer["path"]]
+
+
 async def test_pointer_records_protocol_root_and_routed_path(
     storage: FsspecStorage, backend: BackendInfo, root_url: str
 ) -> None:

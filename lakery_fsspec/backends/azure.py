@@ -7,23 +7,39 @@ import contextlib
 import errno
 import os
 import re
+import uuid
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fsspec.asyn import sync
+
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.body import Body
 from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
+    from lakery_fsspec.backends.base import Writer
+
 __all__ = ["AzureBackend"]
 
 _COPY_POLL_SECONDS = 0.2
+_RAW_BODY = 2**20
+"""The largest request body aiohttp takes as bytes without a warning."""
+_PUT_BLOCK = 64 * 2**20
+"""Block size of whole-object uploads above ``_RAW_BODY`` (the SDK's single-put limit)."""
 
 
 class AzureBackend(Backend):
-    """Azure: atomic block blob uploads, content settings, raw reads, awaited copies."""
+    """Azure: atomic block blob uploads, content settings, raw reads, awaited create-only
+    copies.
+
+    Uploads over 1 MiB are staged as blocks here rather than through adlfs and the SDK's
+    upload_blob, which hand aiohttp bodies as bytes: above 1 MiB aiohttp warns (an error
+    under -W error, where the SDK then fails with "Failed to upload block").
+    """
 
     protocols = ("abfs", "az", "abfss")
     extra = "azure"
@@ -57,6 +73,26 @@ class AzureBackend(Backend):
         await close_service_client(fs)
         await close_credential(fs)
 
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
+        if len(data) <= _RAW_BODY:  # one request
+            await super().put(path, data, digest, **options)
+            return
+        settings = self.write_options(digest)["content_settings"]
+        create = options.get("mode") == "create"
+
+        async def upload(fs: Any) -> None:
+            blocks = _Blocks(fs, path)
+            view = memoryview(data)
+            for start in range(0, len(data), _PUT_BLOCK):
+                await blocks.stage(bytes(view[start : start + _PUT_BLOCK]))
+            await blocks.commit(settings, create=create)
+
+        await self.io.run(upload)
+
+    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
+        settings = self.write_options(digest)["content_settings"]
+        return _BlockWriter(self.fs, path, settings, block_size)
+
     def write_options(self, digest: Digest) -> dict[str, Any]:
         settings = {"content_type": digest["content_type"]}
         if digest["content_encoding"]:
@@ -74,10 +110,11 @@ class AzureBackend(Backend):
         # decompress=False returns the stored bytes.
         return await self.io.run(lambda fs: _download(fs, path, start, end))
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
-        await self.io.run(lambda fs: _copy(fs, source, destination))
+        created = await self.io.run(lambda fs: _copy_new(fs, source, destination))
         await self.remove(source)
+        return created
 
     async def list_aged(self, folder: str) -> list[Aged]:
         return await self._walk(folder, False)
@@ -197,8 +234,11 @@ async def _download(fs: Any, path: str, start: int | None, end: int | None) -> b
         return await stream.readall()
 
 
-async def _copy(fs: Any, source: str, destination: str) -> None:
-    from azure.core.exceptions import ResourceNotFoundError
+async def _copy_new(fs: Any, source: str, destination: str) -> bool:
+    """Copy a blob server-side unless one is at ``destination`` (``If-None-Match: *``,
+    refused in the same request); whether it was copied. Returns once the copy is done."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
     service = fs.service_client
     async with (
@@ -206,26 +246,114 @@ async def _copy(fs: Any, source: str, destination: str) -> None:
         service.get_blob_client(*fs.split_path(destination)[:2]) as client,
     ):
         try:
-            copy = await client.start_copy_from_url(source_client.url)
+            copy = await client.start_copy_from_url(
+                source_client.url, match_condition=MatchConditions.IfMissing
+            )
         except ResourceNotFoundError:
             raise _not_found(source) from None
+        except ResourceExistsError:  # 409 BlobAlreadyExists
+            await _settled(client, destination)  # another writer's copy may be in flight
+            return False
         status = copy["copy_status"]
         try:
             while status == "pending":
                 await asyncio.sleep(_COPY_POLL_SECONDS)
                 status = (await client.get_blob_properties()).copy.status
+            if status != "success":
+                msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
+                raise OSError(msg)
         except BaseException:
             # Never leave a half-copied blob at the final path, but delete it only
             # while it is still our aborted copy, never another writer's object.
             with contextlib.suppress(Exception):
                 await client.abort_copy(copy["copy_id"])
+            with contextlib.suppress(Exception):
                 if (await client.get_blob_properties()).copy.id == copy["copy_id"]:
                     await client.delete_blob()
             raise
-        if status != "success":
-            msg = f"Azure copy {source} -> {destination} ended with status {status!r}"
-            raise OSError(msg)
     fs.invalidate_cache(fs._parent(destination))
+    return True
+
+
+async def _settled(client: Any, path: str) -> None:
+    """Wait while the blob at ``path`` is still being copied in (by another writer);
+    OSError if that copy failed, since then the blob is not the content."""
+    status = (await client.get_blob_properties()).copy.status
+    while status == "pending":
+        await asyncio.sleep(_COPY_POLL_SECONDS)
+        status = (await client.get_blob_properties()).copy.status
+    if status not in (None, "success"):
+        msg = f"Azure blob {path} exists, but its copy from another writer ended {status!r}"
+        raise OSError(msg)
+
+
+class _Blocks:
+    """The staged blocks of one block blob upload, committed at once."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self._fs = fs
+        self._path = path
+        self._container, self._blob, _ = fs.split_path(path)
+        self._prefix = uuid.uuid4().hex  # ids unique to this writer, all of one length
+        self._ids: list[str] = []
+
+    async def stage(self, data: bytes) -> None:
+        """Upload one block (uncommitted: invisible until ``commit``)."""
+        block_id = f"{self._prefix}{len(self._ids):06d}"
+        async with self._fs.service_client.get_blob_client(self._container, self._blob) as client:
+            await client.stage_block(block_id, Body(data), length=len(data))
+        self._ids.append(block_id)
+
+    async def commit(self, settings: dict[str, Any], *, create: bool = False) -> None:
+        """Make the staged blocks the blob; ``create``: FileExistsError if one is there."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        condition = {"match_condition": MatchConditions.IfMissing} if create else {}
+        async with self._fs.service_client.get_blob_client(self._container, self._blob) as client:
+            try:
+                await client.commit_block_list(
+                    [BlobBlock(block_id) for block_id in self._ids],
+                    content_settings=ContentSettings(**settings),
+                    metadata={"is_directory": "false"},  # as adlfs writes it
+                    **condition,
+                )
+            except ResourceExistsError:
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self._path) from None
+        self._fs.invalidate_cache(self._fs._parent(self._path))
+
+
+class _BlockWriter:
+    """A block blob upload fed block by block (blocking: the storage calls it from a
+    worker thread; requests run on the filesystem's own loop)."""
+
+    def __init__(self, fs: Any, path: str, settings: dict[str, Any], block_size: int) -> None:
+        self._fs = fs
+        self._path = path
+        self._settings = settings
+        self._block_size = block_size
+        self._blocks = _Blocks(fs, path)
+        self._buffer = bytearray()
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        self._buffer += data
+        while len(self._buffer) >= self._block_size:
+            self._stage(self._block_size)
+
+    def commit(self) -> None:
+        if self._buffer:
+            self._stage(len(self._buffer))
+        sync(self._fs.loop, self._blocks.commit, self._settings)
+
+    def abort(self) -> None:
+        # Staged blocks are invisible and expire uncommitted; a committed blob is removed.
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm_file(self._path)
+
+    def _stage(self, size: int) -> None:
+        sync(self._fs.loop, self._blocks.stage, bytes(self._buffer[:size]))
+        del self._buffer[:size]
 
 
 def _not_found(path: str) -> FileNotFoundError:

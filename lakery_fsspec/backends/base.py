@@ -174,7 +174,7 @@ class Backend:
             return True
         try:
             await self.put(temp, data, digest)
-            await self.move(temp, path, digest)
+            await self._move_over(temp, path)
         except BaseException:
             await self.discard(temp)
             raise
@@ -232,8 +232,24 @@ class Backend:
         file = self.fs.open(path, "wb", block_size=block_size, **self.write_options(digest))
         return FileWriter(self.fs, path, file)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        """Move an object server-side: a rename, or a copy and a delete."""
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        """Move an object server-side unless one is at ``destination`` already; whether
+        it was moved. Either way ``source`` is gone afterwards.
+
+        Backends whose store can refuse an overwrite in the same request do so (a refusal
+        is "already stored"). This generic one checks first and then moves, which is not
+        race-free: two writers of the same content may both move, the second over the
+        first (same bytes, so only a versioned or write-once store tells).
+        """
+        if await self.exists(destination):
+            await self.remove(source)
+            return False
+        await self._move_over(source, destination)
+        return True
+
+    async def _move_over(self, source: str, destination: str) -> None:
+        """Move an object server-side, over any at ``destination``: a rename, or a copy
+        and a delete."""
         await self._makedirs(destination)
         if self.io.is_async:
             await self.io.call("cp_file", source, destination)

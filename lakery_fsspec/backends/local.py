@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,11 +26,14 @@ T = TypeVar("T")
 _BYTES_PER_HOP = 8 * 2**20
 """What local streams move per worker-thread hop, reading (whole chunks, at least one)
 and writing (the upload block): from page cache a hop costs as much as a 1 MiB chunk."""
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+"""What link() answers on a filesystem without hard links (FAT answers EPERM)."""
 
 
 class LocalBackend(Backend):
-    """Local files: written to a temp file and renamed (or linked) into place, each
-    operation one worker-thread hop; every call that can block runs in a worker thread.
+    """Local files: written to a temp file and linked into place, never over an existing
+    file, each operation one worker-thread hop; every call that can block runs in a
+    worker thread.
 
     Two Linux fast paths (``local_fast``), each switchable for the benchmark's plain
     contender: blobs written as an unnamed file and linked into place, and stream chunks
@@ -69,8 +73,8 @@ class LocalBackend(Backend):
             for file in opened:
                 file.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        await self.io.thread(partial(_replace, source, destination))
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        return await self.io.thread(partial(_move_new, source, destination))
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # The kernel stamps each write; this machine's clock is the server's.
@@ -106,12 +110,11 @@ def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
         return created
     try:
         _write(temp, data)
-        _replace(temp, path)
+        return _move_new(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    return True
 
 
 def _write(path: str, data: bytes) -> None:
@@ -132,13 +135,26 @@ def _making_folder(folder: str, step: Callable[[], T]) -> T:
         return step()
 
 
-def _replace(source: str, destination: str) -> None:
-    # os.replace is one atomic rename on the same filesystem (the temp folder is inside
-    # the root), where fsspec's mv may fall back to copying.
+def _move_new(source: str, destination: str) -> bool:
+    """Move ``source`` to ``destination`` unless a file is there; whether it moved.
+    ``source`` is gone afterwards either way.
+
+    A hard link refuses an existing name (EEXIST) in the same call that creates it, where
+    a rename would replace it. Filesystems without hard links get a check and a rename,
+    which two writers can race (same bytes either way).
+    """
     try:
-        os.replace(source, destination)
-    except FileNotFoundError:
-        if not os.path.exists(source):
+        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+    except FileExistsError:
+        os.unlink(source)
+        return False
+    except OSError as error:
+        if error.errno not in _NO_LINKS:
             raise
-        os.makedirs(os.path.dirname(destination), exist_ok=True)
-        os.replace(source, destination)
+        if os.path.exists(destination):
+            os.unlink(source)
+            return False
+        _making_folder(os.path.dirname(destination), partial(os.replace, source, destination))
+        return True
+    os.unlink(source)
+    return True

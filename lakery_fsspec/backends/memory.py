@@ -17,8 +17,9 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend(Backend):
     """Memory: dict operations that never block, so they run on the caller's loop.
 
-    Puts are atomic dict assignments and a move re-keys the stored buffer. Reads slice
-    the stored bytes, so concurrent readers never share a file position.
+    Puts are atomic dict assignments and a move re-keys the stored buffer unless the
+    destination is taken. Reads slice the stored bytes, so concurrent readers never
+    share a file position.
     """
 
     protocols = ("memory",)
@@ -39,12 +40,13 @@ class MemoryBackend(Backend):
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         self.fs.pipe_file(path, data)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        # fsspec's mv would copy the whole buffer; re-keying it is instant and atomic.
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        # fsspec's mv would copy the whole buffer; re-keying it is instant, and setdefault
+        # refuses to replace an object already there (atomic under the GIL).
         store: dict[str, Any] = self.fs.store
         buffer = store.pop(self.fs._strip_protocol(source))
         buffer.path = self.fs._strip_protocol(destination)
-        store[buffer.path] = buffer
+        return store.setdefault(buffer.path, buffer) is buffer
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # Files are stamped when opened and when committed; this process's clock is the

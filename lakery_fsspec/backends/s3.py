@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.base import Backend, cleanup
 from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
 from lakery_fsspec.errors import exception_chain
 
@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Backend"]
 
-_MAX_COPY_OBJECT = 5 * 2**30  # S3's limit for a single CopyObject
+_MAX_PART_COPY = 5 * 2**30  # S3's limit for one UploadPartCopy (and one CopyObject)
 
 
 class S3Backend(Backend):
-    """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams."""
+    """S3: atomic PUTs, one-HEAD existence checks, create-only copy + delete moves,
+    one-GET streams."""
 
     protocols = ("s3", "s3a")
     extra = "s3"
@@ -141,15 +142,84 @@ class S3Backend(Backend):
             if file.r is not None:  # the async file's close() does not release the connection
                 file.r.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        if digest["content_size"] <= _MAX_COPY_OBJECT:
-            # One CopyObject (metadata copied with it), where s3fs would copy objects
-            # above 150 MiB part by part, serially.
-            await self.io.run(lambda fs: fs._copy_basic(source, destination))
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        # The refusal below comes only after the server has copied the whole object; a
+        # HEAD first saves that copy when the content is already stored.
+        if await self.exists(destination):
+            await self.remove(source)
+            return False
+        if digest["content_size"] == 0:
+            created = await self._put_new(destination, b"", digest)
         else:
-            # Copied in parts, which keep only the metadata passed here.
-            await self.io.call("cp_file", source, destination, **self.write_options(digest))
+            created = await self._copy_new(source, destination, digest)
         await self.remove(source)
+        return created
+
+    async def _put_new(self, path: str, data: bytes, digest: Digest) -> bool:
+        try:
+            await self.put(path, data, digest, mode="create")  # PutObject, If-None-Match: *
+        except FileExistsError:
+            return False
+        return True
+
+    async def _copy_new(self, source: str, destination: str, digest: Digest) -> bool:
+        """Copy server-side as a multipart upload completed with ``If-None-Match: *``:
+        whether the object was created (False: one was there already).
+
+        AWS also honours If-None-Match on a single CopyObject, but S3-compatible servers
+        and moto (5.2) ignore it there and overwrite; on CompleteMultipartUpload they
+        enforce it. The parts (one up to 5 GiB) carry no metadata: the upload does.
+        """
+        bucket, key, _ = self.fs.split_path(destination)
+        source_bucket, source_key, version = self.fs.split_path(source)
+        copy_source = {"Bucket": source_bucket, "Key": source_key}
+        if version:
+            copy_source["VersionId"] = version
+        target = {"Bucket": bucket, "Key": key}
+        options = self.write_options(digest)
+        upload = await self.io.run(
+            lambda fs: fs._call_s3("create_multipart_upload", **target, **options)
+        )
+        target["UploadId"] = upload["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            size = digest["content_size"]
+            for number, start in enumerate(range(0, size, _MAX_PART_COPY), start=1):
+                span = f"bytes={start}-{min(start + _MAX_PART_COPY, size) - 1}"
+                part = await self.io.run(
+                    lambda fs, number=number, span=span: fs._call_s3(
+                        "upload_part_copy",
+                        **target,
+                        PartNumber=number,
+                        CopySource=copy_source,
+                        CopySourceRange=span,
+                    )
+                )
+                parts.append({"PartNumber": number, "ETag": part["CopyPartResult"]["ETag"]})
+            await self.io.run(
+                lambda fs: fs._call_s3(
+                    "complete_multipart_upload",
+                    **target,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            )
+        except FileExistsError:  # 412: the object was created meanwhile
+            await self._abort(target)
+            return False
+        except BaseException as error:
+            await self._abort(target)
+            if _is_conflict(error) and await self.exists(destination):
+                return False  # 409: a concurrent writer completed first
+            raise
+        return True
+
+    async def _abort(self, upload: dict[str, Any]) -> None:
+        where = f"s3://{upload['Bucket']}/{upload['Key']}"
+        await cleanup(
+            self.io.run(lambda fs: fs._call_s3("abort_multipart_upload", **upload)),
+            f"abort the multipart copy to {where} (upload {upload['UploadId']})",
+        )
 
     async def list_aged(self, folder: str) -> list[Aged]:
         bucket, key, _ = self.fs.split_path(folder)
@@ -182,6 +252,16 @@ class S3Backend(Backend):
                     "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
                 )
             )
+
+
+def _is_conflict(error: BaseException) -> bool:
+    """Whether S3 answered 409 ConditionalRequestConflict: a conditional write raced
+    another write of the same key (AWS says to retry; here the other write may be ours)."""
+    cause = error.__cause__
+    response: Any = getattr(cause, "response", None)
+    return isinstance(response, dict) and (
+        response.get("Error", {}).get("Code") == "ConditionalRequestConflict"
+    )
 
 
 async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
