@@ -6,7 +6,7 @@ import nox
 
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 
-nox.options.sessions = ["tests(backend='all')", "lint", "bench-quick"]
+nox.options.sessions = ["tests(backend='all')", "engines", "lint", "bench-quick"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -17,6 +17,14 @@ def tests(session: nox.Session, backend: str) -> None:
     session.install("-e", ".[test]")
     backends = ",".join(BACKENDS) if backend == "all" else backend
     session.run("pytest", f"--backends={backends}", *session.posargs)
+
+
+@nox.session(python="3.11")
+def engines(session: nox.Session) -> None:
+    """Dask and Ray worker processes writing through one storage, on local files and every
+    cloud emulator (tests/engines, left out of the `tests` sessions)."""
+    session.install("-e", ".[engines]")
+    session.run("pytest", "tests/engines", "--backends=local,s3,gcs,azure", *session.posargs)
 
 
 @nox.session(python="3.11")

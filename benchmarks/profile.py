@@ -15,6 +15,7 @@ from dataclasses import replace
 from pyinstrument import Profiler
 
 from benchmarks.contenders import FAMILIES
+from benchmarks.contenders.base import cleanup_fs
 from benchmarks.envs import BACKENDS, Env, running_envs
 from benchmarks.timing import consume, read_many, write_many
 from benchmarks.workload import FULL, StreamSource, blob, small_objects
@@ -27,6 +28,7 @@ OPS = (
     "blob_read",
     "stream_write",
     "stream_read",
+    "newloop",  # each 1 KiB write + read in its own asyncio.run (s3, gcs, azure)
 )
 
 
@@ -70,6 +72,19 @@ async def _profile(env: Env, family_key: str, op: str, count: int) -> str:
     return profiler.output_text(unicode=False, color=False, show_all=False)
 
 
+def _profile_new_loops(env: Env, family_key: str, count: int) -> str:
+    """``count`` 1 KiB write + read pairs, each in its own ``asyncio.run`` (after one)."""
+    from benchmarks import newloop
+
+    contender = newloop.pattern(family_key, env, f"profile/{family_key}/newloop")
+    objects = small_objects(count + 1, 1024, seed=5)
+    profiler = Profiler(async_mode="disabled", interval=0.0005)
+    newloop.new_loop_seconds(contender, objects, 600.0, profiler.start)
+    profiler.stop()
+    cleanup_fs(env, f"profile/{family_key}/newloop")
+    return profiler.output_text(unicode=False, color=False, show_all=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--backend", choices=BACKENDS, required=True)
@@ -78,7 +93,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300, help="small objects to write/read")
     args = parser.parse_args()
     with running_envs([args.backend]) as envs:
-        print(asyncio.run(_profile(envs[args.backend], args.contender, args.op, args.count)))
+        env = envs[args.backend]
+        if args.op == "newloop":
+            print(_profile_new_loops(env, args.contender, args.count))
+        else:
+            print(asyncio.run(_profile(env, args.contender, args.op, args.count)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -48,6 +48,7 @@ def op_title(op: str, sizes: Sizes) -> str:
         blob=_size(sizes.blob_size),
         stream=_size(sizes.stream_size),
         rss=_size(sizes.rss_size),
+        nll=f"{sizes.newloop_leak_loops:,}",
     )
 
 
@@ -90,11 +91,12 @@ def tables(results: list[Result], sizes: Sizes, backends: Iterable[str]) -> str:
             base = by_key.get((BASE, op))
             cells = [_cell(by_key.get((f, op)), base) for f in families]
             out.append(f"| {op_title(op, scaled)} | {OPS[op].unit} | " + " | ".join(cells) + " |")
-        if any(r.cpu for r in mine):
+        timed = [op for op in ops if any(r.cpu for r in mine if r.op == op)]
+        if timed:
             out += ["", f"CPU busy, % of one core: this process / the emulator ({backend})", ""]
             out.append("| operation | " + " | ".join(FAMILIES[f].label for f in families) + " |")
             out.append("|" + "---|" * (len(families) + 1))
-            for op in ops:
+            for op in timed:
                 cpus = [by_key[f, op].median_cpu if (f, op) in by_key else None for f in families]
                 cells = ["-" if c is None else f"{c[0]:.0%} / {c[1]:.0%}" for c in cpus]
                 out.append(f"| {op_title(op, scaled)} | " + " | ".join(cells) + " |")
@@ -136,7 +138,7 @@ def targets(results: list[Result], sizes: Sizes) -> list[Target]:
     """The issue's targets, each evaluated on the same run."""
     by_key = {(r.backend, r.family, r.op): r for r in results}
     backends = sorted({r.backend for r in results}, key=BACKENDS.index)
-    throughput = [op for op, spec in OPS.items() if spec.higher_is_better]
+    throughput = [op for op, spec in OPS.items() if spec.higher_is_better and op not in NEWLOOP_OPS]
     found: list[Target] = []
 
     def add(name: str, backend: str, op: str, value: float | None, threshold: float) -> None:
@@ -175,12 +177,43 @@ def targets(results: list[Result], sizes: Sizes) -> list[Target]:
             value = result.median
             met = None if value is None else value <= bound
             found.append(Target("peak RSS growth (MiB) <=", backend, op, value, bound, met))
+        _newloop_targets(by_key, backend, add, found)
         if backend in ("s3", "gcs", "azure"):
             many = _median(by_key, backend, SUBJECT, "small_write")
             one = _median(by_key, backend, SUBJECT, "small_write_c1")
             if (backend, SUBJECT, "small_write_c1") in by_key:
                 add("1 KiB writes: @16 / @1", backend, "small_write", _ratio(many, one), 3.0)
     return found
+
+
+NEWLOOP_OPS = ("newloop", "newloop_long", "newloop_rss", "newloop_fds", "newloop_sockets")
+NEWLOOP_GROWTH = {"newloop_rss": 2.0, "newloop_fds": 0.0, "newloop_sockets": 0.0}
+"""The most each may grow over the leak check's new loops (RSS in MiB: allocator noise)."""
+
+
+def _newloop_targets(
+    by_key: dict[tuple[str, str, str], Result],
+    backend: str,
+    add: Callable[[str, str, str, float | None, float], None],
+    found: list[Target],
+) -> None:
+    """Issue 11: a new loop per call >= 0.5x one long-lived loop and ahead of raw fsspec
+    in the same pattern, with no growth in memory or connections."""
+    if (backend, SUBJECT, "newloop") not in by_key:
+        return
+    new = _median(by_key, backend, SUBJECT, "newloop")
+    long = _median(by_key, backend, SUBJECT, "newloop_long")
+    add("FsspecStorage: new loop each / one loop", backend, "newloop", _ratio(new, long), 0.5)
+    if (backend, BASE, "newloop") in by_key:
+        raw = _median(by_key, backend, BASE, "newloop")
+        add("new loop each: FsspecStorage / raw fsspec", backend, "newloop", _ratio(new, raw), 1.0)
+    for op, bound in NEWLOOP_GROWTH.items():
+        result = by_key.get((backend, SUBJECT, op))
+        if result is None:
+            continue
+        value = result.median
+        met = None if value is None else value <= bound
+        found.append(Target(f"{OPS[op].unit} growth <=", backend, op, value, bound, met))
 
 
 def targets_table(found: list[Target]) -> str:

@@ -29,6 +29,16 @@ OPS = {
         Op("stream_read", "{stream} stream read", "MB/s"),
         Op("rss_write", "peak RSS growth, {rss} stream write", "MiB", higher_is_better=False),
         Op("rss_read", "peak RSS growth, {rss} stream read", "MiB", higher_is_better=False),
+        Op("newloop", "1 KiB write+read, each in a new loop (asyncio.run)", "ops/s"),
+        Op("newloop_long", "1 KiB write+read, all on one loop", "ops/s"),
+        Op("newloop_rss", "RSS growth over {nll} new loops", "MiB", higher_is_better=False),
+        Op("newloop_fds", "open fds growth over {nll} new loops", "fds", higher_is_better=False),
+        Op(
+            "newloop_sockets",
+            "open sockets growth over {nll} new loops",
+            "sockets",
+            higher_is_better=False,
+        ),
     )
 }
 GROUPS = {
@@ -37,6 +47,7 @@ GROUPS = {
     "blob": ("blob_write", "blob_read"),
     "stream": ("stream_write", "stream_read"),
     "rss": ("rss_write", "rss_read"),
+    "newloop": ("newloop", "newloop_long", "newloop_rss", "newloop_fds", "newloop_sockets"),
 }
 
 

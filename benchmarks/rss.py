@@ -90,10 +90,13 @@ async def _child(job: dict[str, Any]) -> dict[str, Any]:
     return {"growth_mib": rss.growth_mib, "handle": handle, "seconds": seconds}
 
 
-def measure_in_subprocess(job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one job in a fresh interpreter; its result, or RuntimeError with its stderr."""
+def measure_in_subprocess(
+    job: dict[str, Any], timeout: float, module: str = "benchmarks.rss"
+) -> dict[str, Any]:
+    """Run one job of ``python -m <module> '<json job>'`` in a fresh interpreter; its
+    result (the last line it prints, JSON), or RuntimeError with its stderr."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.rss", json.dumps(job)],
+        [sys.executable, "-m", module, json.dumps(job)],
         capture_output=True,
         text=True,
         timeout=timeout,

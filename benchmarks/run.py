@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from benchmarks import newloop
 from benchmarks.contenders import FAMILIES, Contender, Family
 from benchmarks.contenders.base import cleanup_fs
 from benchmarks.data import Data
@@ -45,18 +46,34 @@ class _Recorder:
         self.progress = progress
         self.results: dict[str, Result] = {}
         self._cpu: tuple[float, float] | None = None
+        self._cpu_start = (0.0, 0.0)
 
     async def clock(self, work: Awaitable[Any], limit: float) -> tuple[float, Any]:
         """Seconds ``work`` took (and its result); remembers the CPU both sides used."""
-        client, server = time.process_time(), cpu_seconds(self.env.server_pid)
+        cpu = self._cpu_now()
         started = time.perf_counter()
         result = await asyncio.wait_for(work, limit)
         seconds = time.perf_counter() - started
+        self._cpu_since(cpu, seconds)
+        return seconds, result
+
+    def start_cpu(self) -> None:
+        """Start counting CPU for a step that times itself (see ``stop_cpu``)."""
+        self._cpu_start = self._cpu_now()
+
+    def stop_cpu(self, seconds: float) -> None:
+        """Remember the CPU used since ``start_cpu``, over the step's ``seconds``."""
+        self._cpu_since(self._cpu_start, seconds)
+
+    def _cpu_now(self) -> tuple[float, float]:
+        return time.process_time(), cpu_seconds(self.env.server_pid)
+
+    def _cpu_since(self, start: tuple[float, float], seconds: float) -> None:
+        client, server = start
         self._cpu = (
             (time.process_time() - client) / seconds,
             (cpu_seconds(self.env.server_pid) - server) / seconds,
         )
-        return seconds, result
 
     def result(self, op: str) -> Result:
         if op not in self.results:
@@ -220,6 +237,74 @@ def _measure_rss(
         cleanup_fs(env, prefix)
 
 
+def _measure_newloop(
+    env: Env,
+    keys: list[str],
+    sizes: Sizes,
+    data: Data,
+    recorders: dict[str, _Recorder],
+    run_id: str,
+    timeout: float,
+) -> None:
+    """1 KiB write+read in a new loop each and on one loop; then FsspecStorage's growth
+    in RSS, fds and sockets over many new loops (see benchmarks/newloop.py).
+
+    Many short rounds, the contenders and the two patterns alternating from one round
+    to the next: the emulators drift (Azurite slows as its store grows) and the VM's
+    load varies, so long batches one after the other compare moments, not contenders.
+    """
+    objects = data.small(0, sizes.newloop_count + 1)  # the first of each batch warms up
+    for rnd in range(sizes.newloop_rounds):
+        shift = rnd % max(len(keys), 1)
+        for key in keys[shift:] + keys[:shift]:
+            recorder = recorders[key]
+            if any(recorder.result(op).error for op in ("newloop", "newloop_long")):
+                continue
+            recorder.progress.say(f"{env.backend} · {recorder.family.label}: new loops #{rnd + 1}")
+            prefixes = [f"{run_id}/{key}/{name}-{rnd}" for name in ("newloop", "oneloop")]
+            steps = [
+                ("newloop", newloop.new_loop_seconds, prefixes[0]),
+                ("newloop_long", newloop.one_loop_seconds, prefixes[1]),
+            ]
+            if rnd % 2:
+                steps.reverse()
+            try:
+                for op, measure, prefix in steps:
+                    contender = newloop.pattern(key, env, prefix)
+                    seconds = measure(contender, objects, timeout, recorder.start_cpu)
+                    recorder.stop_cpu(seconds)
+                    recorder.add(op, rnd, sizes.newloop_count / seconds)
+            except Exception as error:
+                for op in ("newloop", "newloop_long"):
+                    if not recorder.result(op).values:
+                        recorder.fail(op, error)
+            finally:
+                for prefix in prefixes:
+                    cleanup_fs(env, prefix)
+    gc.collect()
+    if "fsspec_storage" in keys:
+        _measure_leaks(env, sizes, recorders["fsspec_storage"], run_id, timeout)
+
+
+def _measure_leaks(
+    env: Env, sizes: Sizes, recorder: _Recorder, run_id: str, timeout: float
+) -> None:
+    loops = sizes.newloop_leak_loops
+    prefix = f"{run_id}/fsspec_storage/leaks"
+    recorder.progress.say(
+        f"{env.backend} · {recorder.family.label}: {loops:,} new loops in a fresh process"
+    )
+    try:
+        growth = newloop.measure_leaks(env, prefix, loops, timeout)
+        for op in ("newloop_rss", "newloop_fds", "newloop_sockets"):
+            recorder.add(op, 0, growth[op.removeprefix("newloop_")])
+    except Exception as error:
+        for op in ("newloop_rss", "newloop_fds", "newloop_sockets"):
+            recorder.fail(op, error)
+    finally:
+        cleanup_fs(env, prefix)
+
+
 def run_backend(
     env: Env,
     families: list[str],
@@ -250,7 +335,8 @@ def run_backend(
     runnable = [key for key, r in recorders.items() if not any(x.note for x in r.results.values())]
     if env.backend == "local":
         _prefault(env, sizes)
-    for rep in range(sizes.repeats):
+    on_one_loop = [group for group in groups if group not in ("rss", "newloop")]
+    for rep in range(sizes.repeats if on_one_loop else 0):
         shift = rep % max(len(runnable), 1)
         for key in runnable[shift:] + runnable[:shift]:
             family, recorder = FAMILIES[key], recorders[key]
@@ -266,6 +352,9 @@ def run_backend(
                     for op in GROUPS[group]:
                         if not op.startswith("rss") and not recorder.result(op).values:
                             recorder.fail(op, error)
+    if "newloop" in groups and env.backend in newloop.BACKENDS:
+        keys = [key for key in runnable if key in newloop.FAMILIES]
+        _measure_newloop(env, keys, sizes, data, recorders, run_id, timeout)
     if "rss" in groups:
         for key in runnable:
             if key in RSS_FAMILIES:

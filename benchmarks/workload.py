@@ -44,6 +44,9 @@ class Sizes:
     chunk_size: int
     rss_size: int
     repeats: int
+    newloop_count: int  # 1 KiB write+read pairs per round, each in its own asyncio.run
+    newloop_rounds: int  # rounds, alternating the contenders (each round a repetition)
+    newloop_leak_loops: int  # new loops over which RSS, fds and sockets must not grow
 
     def for_backend(self, backend: str) -> Sizes:
         """fake-gcs-server's uploads cost CPU quadratic in object size: keep GCS modest."""
@@ -67,6 +70,9 @@ FULL = Sizes(
     chunk_size=MiB,
     rss_size=GiB,
     repeats=3,
+    newloop_count=20,
+    newloop_rounds=10,
+    newloop_leak_loops=1000,
 )
 QUICK = Sizes(
     small_count=50,
@@ -78,6 +84,9 @@ QUICK = Sizes(
     chunk_size=MiB,
     rss_size=32 * MiB,
     repeats=1,
+    newloop_count=10,
+    newloop_rounds=1,
+    newloop_leak_loops=50,
 )
 
 

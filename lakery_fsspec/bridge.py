@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,9 @@ from fsspec.spec import AbstractFileSystem
 from lakery_fsspec.errors import StorageUnavailableError, unavailable
 
 if TYPE_CHECKING:
-    from lakery_fsspec.backends.base import Writer
     from lakery_fsspec.loops import LoopInstances
 
-__all__ = ["Bridge", "SerialWriter"]
+__all__ = ["Bridge"]
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class Bridge:
 
     ``timeout`` (seconds, None for none) bounds each call: a coroutine still running is
     cancelled (on whichever loop it runs); a worker thread cannot be stopped, so it is
-    left to finish in the background (see SerialWriter for what keeps that safe). Either
+    left to finish in the background (``writers.SerialWriter`` keeps that safe). Either
     way the call raises StorageUnavailableError. Cancelling the caller cancels the
     coroutine too, but waits for a worker thread (at most ``timeout``).
 
@@ -110,8 +110,17 @@ class Bridge:
         return error
 
 
-_WORKERS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="lakery-fsspec")
+def _new_workers() -> None:
+    """(Re)make the pool: a child made by fork inherits the parent's pool without its
+    threads, and its first call would wait forever for a thread that never starts."""
+    global _workers
+    _workers = ThreadPoolExecutor(max_workers=40, thread_name_prefix="lakery-fsspec")
+
+
+_workers: ThreadPoolExecutor
 """Worker threads for blocking calls without a timeout (as many as anyio's default)."""
+_new_workers()
+os.register_at_fork(after_in_child=_new_workers)
 
 
 async def _in_worker_thread(function: Callable[[], T]) -> T:
@@ -121,7 +130,7 @@ async def _in_worker_thread(function: Callable[[], T]) -> T:
     which the many small calls of local files feel.
     """
     future = asyncio.get_running_loop().run_in_executor(
-        _WORKERS, contextvars.copy_context().run, function
+        _workers, contextvars.copy_context().run, function
     )
     try:
         return await asyncio.shield(future)
@@ -164,50 +173,3 @@ async def _in_daemon_thread(function: Callable[[], T]) -> T:
 
     threading.Thread(target=work, name="lakery-fsspec-blocking", daemon=True).start()
     return await outcome
-
-
-class SerialWriter:
-    """Runs a Writer's steps one at a time, even when a timed-out step is still running.
-
-    A worker thread abandoned at a timeout may still be inside ``open`` or ``write``
-    when the storage gives up and aborts. Every step takes a lock, so ``abort`` waits
-    for the step in flight and then discards what it wrote: a late write can never land
-    after the abort, and an abort that itself times out still happens in the background
-    once the stuck step returns (bounded by the client's own timeouts and retries).
-    """
-
-    def __init__(self, opener: Callable[[], Writer]) -> None:
-        self._opener = opener
-        self._writer: Writer | None = None
-        self._aborted = False
-        self._lock = threading.Lock()
-
-    def open(self) -> None:
-        """Open the underlying writer (blocking)."""
-        with self._lock:
-            if not self._aborted:
-                self._writer = self._opener()
-
-    def write(self, data: bytes | memoryview, /) -> None:
-        """Append bytes (blocking)."""
-        with self._lock:
-            self._live().write(data)
-
-    def commit(self) -> None:
-        """Finish the object (blocking)."""
-        with self._lock:
-            self._live().commit()
-
-    def abort(self) -> None:
-        """Discard the object, after any step still in flight (blocking)."""
-        with self._lock:
-            self._aborted = True
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                writer.abort()
-
-    def _live(self) -> Writer:
-        if self._writer is None:
-            msg = "the writer was aborted" if self._aborted else "the writer is not open"
-            raise RuntimeError(msg)
-        return self._writer

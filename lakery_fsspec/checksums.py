@@ -45,7 +45,9 @@ def digest_sha256(digest: Digest) -> bytes | None:
     return bytes.fromhex(content_hash)
 
 
-async def computed(bridge: Bridge, function: Callable[[bytes], T], data: bytes) -> T:
+async def computed(
+    bridge: Bridge, function: Callable[[bytes | memoryview], T], data: bytes | memoryview
+) -> T:
     """``function(data)``: on the caller's loop for small data, else in a worker thread."""
     if len(data) <= INLINE_SIZE:
         return function(data)

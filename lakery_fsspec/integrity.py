@@ -10,7 +10,7 @@ from lakery_fsspec.errors import IntegrityError
 if TYPE_CHECKING:
     from lakery_fsspec.pointer import FsspecPointer
 
-__all__ = ["Checker"]
+__all__ = ["Checker", "hasher"]
 
 
 class Checker:
@@ -25,7 +25,7 @@ class Checker:
         self._size = pointer.get("content_size")
         self._expected = pointer.get("content_hash")
         algorithm = pointer.get("content_hash_algorithm")
-        self._hash = _hasher(algorithm) if self._expected else None
+        self._hash = hasher(algorithm) if self._expected else None
         self._seen = 0
 
     def update(self, chunk: bytes) -> None:
@@ -47,13 +47,13 @@ class Checker:
         return IntegrityError(f"Object {self._where} is corrupt: {what}.")
 
 
-def _hasher(algorithm: str | None) -> Any:
+def hasher(algorithm: str | None) -> Any:
     """A fresh hashlib object for ``algorithm``, or None if it cannot be checked here
     (unknown, disabled by the platform, or of variable length like shake_128)."""
     if not algorithm:
         return None
     try:
-        hasher = hashlib.new(algorithm)
+        made = hashlib.new(algorithm)
     except (ValueError, TypeError):
         return None
-    return hasher if hasher.digest_size else None
+    return made if made.digest_size else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,11 +10,9 @@ import fsspec
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.spec import AbstractFileSystem
 
-__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem"]
+from lakery_fsspec.backends import backend_class
 
-# Spellings of one filesystem collapse to one name so pointers compare equal.
-_ALIASES = {"gs": "gcs", "az": "abfs", "abfss": "abfs", "s3a": "s3", "local": "file"}
-_EXTRAS = {"s3": "s3", "gcs": "gcs", "abfs": "azure"}
+__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem"]
 
 
 def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
@@ -23,7 +20,7 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
     try:
         return fsspec.get_filesystem_class(protocol)
     except ImportError as error:
-        extra = _EXTRAS.get(_ALIASES.get(protocol, protocol))
+        extra = backend_class(protocol).extra
         fix = f"pip install 'lakery-fsspec[{extra}]'" if extra else "install the package"
         msg = f"Protocol {protocol!r} needs a package that is not installed ({error}); {fix}."
         raise ValueError(msg) from None
@@ -37,10 +34,11 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
 
 
 def canonical_protocol(protocol: str) -> str:
-    """The one name recorded in pointers for every spelling of a protocol (gs -> gcs)."""
+    """The one name recorded in pointers for every spelling of a protocol (gs -> gcs):
+    the first name of its backend, else the first name of its filesystem class."""
     names = filesystem_class(protocol).protocol
     first = names if isinstance(names, str) else names[0]
-    return _ALIASES.get(first, first)
+    return (backend_class(first).protocols or (first,))[0]
 
 
 class Location:
@@ -71,8 +69,6 @@ class Location:
             raise ValueError(msg)
         self._scheme = scheme
         self._options = dict(storage_options)
-        self._lock = threading.Lock()
-        self._filesystems: tuple[AbstractFileSystem, AbstractFileSystem] | None = None
 
     @property
     def chained(self) -> bool:
@@ -80,13 +76,11 @@ class Location:
         return len(self.layers) > 1
 
     def filesystems(self) -> tuple[AbstractFileSystem, AbstractFileSystem]:
-        """``(read_fs, target_fs)``: built on first use, so construction does no I/O."""
-        with self._lock:
-            if self._filesystems is None:
-                self._filesystems = self._build()
-            return self._filesystems
+        """``(read_fs, target_fs)``, from fsspec's instance cache where it has them.
 
-    def _build(self) -> tuple[AbstractFileSystem, AbstractFileSystem]:
+        Called on use, never at construction (which does no I/O); a Location holds no
+        filesystem, so it pickles and survives a fork as plain configuration.
+        """
         if not self.chained:
             target = open_filesystem(self._scheme, self._options)
             return target, target
@@ -109,8 +103,6 @@ def open_filesystem(protocol: str, options: Mapping[str, Any]) -> AbstractFileSy
 
 
 def _backend_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    from lakery_fsspec.backends import backend_class
-
     return backend_class(canonical_protocol(protocol)).filesystem_options(dict(options))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -15,6 +17,7 @@ from fsspec.spec import AbstractFileSystem
 __all__ = ["LoopInstances", "shared_loop_instances"]
 
 Hook = Callable[[Any], Awaitable[None]]
+CopyOptions = Callable[[AbstractFileSystem], dict[str, Any]]
 
 
 class LoopInstances:
@@ -28,15 +31,22 @@ class LoopInstances:
     closed without that step leaves its copy open until the process exits.
     """
 
-    def __init__(self, fs: AbstractFileSystem, connect: Hook, close: Hook) -> None:
+    def __init__(
+        self,
+        fs: AbstractFileSystem,
+        connect: Hook,
+        close: Hook,
+        copy_options: CopyOptions | None = None,
+    ) -> None:
         options = {
             **fs.storage_options,
+            **(copy_options(fs) if copy_options else {}),  # e.g. what the copies share
             "asynchronous": True,
             "skip_instance_cache": True,
             "use_listings_cache": False,  # listings must be fresh, and the copy is private
         }
         # Not fs itself: the copies must not keep it alive (see shared_loop_instances).
-        self._make = partial(type(fs), *fs.storage_args, **options)
+        self._make = partial(_awaited_only(type(fs)), *fs.storage_args, **options)
         self._connect = connect
         self._close = close
         self._lock = threading.Lock()  # loops in several threads may share one storage
@@ -78,22 +88,45 @@ class LoopInstances:
             self._ready.pop(loop, None)
 
 
-_SHARED: weakref.WeakKeyDictionary[AbstractFileSystem, LoopInstances] = weakref.WeakKeyDictionary()
-_SHARED_LOCK = threading.Lock()
+_shared: weakref.WeakKeyDictionary[AbstractFileSystem, LoopInstances]
+_shared_lock: threading.Lock
 
 
-def shared_loop_instances(fs: AbstractFileSystem, connect: Hook, close: Hook) -> LoopInstances:
+def _forget_all() -> None:
+    """Start empty, as a new process does after a fork: the parent's copies belong to
+    its loops, and its lock may have been held by a thread the child does not have."""
+    global _shared, _shared_lock
+    _shared, _shared_lock = weakref.WeakKeyDictionary(), threading.Lock()
+
+
+_forget_all()
+os.register_at_fork(after_in_child=_forget_all)
+
+
+def shared_loop_instances(
+    fs: AbstractFileSystem, connect: Hook, close: Hook, copy_options: CopyOptions | None = None
+) -> LoopInstances:
     """The per-loop copies of ``fs``, shared by every storage on it.
 
     fsspec hands every storage configured alike the same cached ``fs``; sharing its
     copies means a new storage on a running loop costs no new client (an S3 client takes
     ~0.1 s to make). They live as long as ``fs`` does, and close with their loops.
     """
-    with _SHARED_LOCK:
-        instances = _SHARED.get(fs)
+    with _shared_lock:
+        instances = _shared.get(fs)
         if instances is None:
-            instances = _SHARED[fs] = LoopInstances(fs, connect, close)
+            instances = _shared[fs] = LoopInstances(fs, connect, close, copy_options)
         return instances
+
+
+@functools.cache
+def _awaited_only(cls: type[AbstractFileSystem]) -> type[AbstractFileSystem]:
+    """``cls`` without fsspec's blocking wrappers of its coroutines: making them is most
+    of the cost of a new copy (~0.5 ms a loop), and a copy is only ever awaited."""
+    if not getattr(cls, "mirror_sync_methods", False):
+        return cls
+    attributes = {"mirror_sync_methods": False, "__module__": cls.__module__}
+    return type(cls.__name__, (cls,), {**attributes, "__qualname__": cls.__qualname__})
 
 
 def _forget(owner: weakref.ref[LoopInstances], loop: asyncio.AbstractEventLoop) -> None:

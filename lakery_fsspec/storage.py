@@ -9,25 +9,24 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Generator, Iterable, Mapping
 from datetime import timedelta
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple, Unpack
 
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for, cleanup
-from lakery_fsspec.bridge import Bridge, SerialWriter
-from lakery_fsspec.diagnose import diagnose
+from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
 from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
-from lakery_fsspec.temp import temp_age, temp_name
+from lakery_fsspec.temp import TempPath, temp_age, temp_name
+from lakery_fsspec.verify import Verification, VerifyOptions, verify
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
 
@@ -61,7 +60,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             stream write still cleans up, each clean-up step bounded by the same timeout,
             so it gives up within a few timeouts. A blocking call that times out cannot be
             killed: it finishes in a worker thread, and a stream's abort runs after it
-            (see ``SerialWriter``).
+            (see ``writers.SerialWriter``).
     """
 
     name = "lakery.fsspec@v1"
@@ -97,8 +96,18 @@ class FsspecStorage(Storage[FsspecPointer]):
             canonical_protocol(protocol): dict(options)
             for protocol, options in (read_options or {}).items()
         }
-        self._lock = threading.Lock()
-        self._backends: dict[str, tuple[Backend, Backend]] = {}
+        self._origin_pid = os.getpid()
+        self._process = _ProcessState()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its configuration; clients, locks and filesystems stay behind."""
+        state = self.__dict__.copy()
+        del state["_process"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._process = _ProcessState()
 
     def __repr__(self) -> str:
         mode = "" if self.router else ", read-only"
@@ -110,7 +119,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         """Write ``data`` at its routed path unless an object is already there."""
         started = time.perf_counter()
         path = route(self._writable_router(), digest, tags)
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         final = self._join(self.location.root, path)
         with _located("write_data", backend, final):
             written = await backend.create(final, data, digest, self._temp_path())
@@ -147,23 +156,22 @@ class FsspecStorage(Storage[FsspecPointer]):
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
             router(initial, tags)  # refuse bad tags before writing anything
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         temp = self._temp_path()
         try:
             with _located("write_data_stream", backend, temp):
-                await self._upload(backend, temp, data_stream, initial)
+                await backend.upload(temp, data_stream, initial, self.chunk_size)
             digest = get_digest()
             path = route(router, digest, tags)
             final = self._join(self.location.root, path)
             with _located("write_data_stream", backend, final):
-                if await backend.exists(final):
-                    await backend.remove(temp)
-                else:
-                    await backend.move(temp, final, digest)
+                # Create-only where the store can refuse; a refusal is "already stored".
+                moved = await backend.move(temp, final, digest)
         except BaseException:
             await backend.discard(temp)
             raise
-        _log("write_data_stream", backend, final, digest["content_size"], started)
+        operation = "write_data_stream" if moved else "write_data_stream (exists)"
+        _log(operation, backend, final, digest["content_size"], started)
         return self._pointer(path, digest)
 
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
@@ -185,57 +193,104 @@ class FsspecStorage(Storage[FsspecPointer]):
             checker.finish()
         _log("read_data_stream", backend, path, size, started)
 
-    async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[str, float]]:
-        """``(path, age in seconds)`` of temp objects at least ``older_than`` old, oldest first.
+    async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[TempPath, float]]:
+        """``(path, age in seconds)`` of what streams left under ``temp_prefix`` at least
+        ``older_than`` old, oldest first: temp objects, and unfinished uploads (S3
+        multipart uploads, Azure blobs of uncommitted blocks) whose ``path.kind`` is
+        ``"upload"``.
 
-        Only names this storage creates under ``temp_prefix`` count. A root without temp
-        objects has none; a missing bucket or container raises FileNotFoundError.
+        Ages are by the server's clock where the backend reports one (S3, GCS, Azure; for
+        local files and memory this machine's clock is the server's): the time since the
+        object, or the upload's last part, was written. Otherwise the writer's clock in
+        the temp name is compared with this one. Only names this storage creates directly
+        in ``temp_prefix`` count. A root without temps has none; a missing bucket or
+        container raises FileNotFoundError.
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        backend = self._backends_for(self.location.protocol)[1]
+        backend = self._backends_for(self.location.protocol).target
         folder = self._join(self.location.root, self.temp_prefix)
         try:
             with _located("list_temp", backend, folder):
-                paths = await backend.list(folder)
+                objects = await backend.list_aged(folder)
         except FileNotFoundError as error:
-            url, protocol = self.location.url, self.location.protocol
-            if diagnose(error, url=url, protocol=protocol).kind == "no-bucket":
+            if await backend.root_missing(self.location.root, error):
                 raise
-            paths = []  # no temp folder yet
+            objects = []  # no temp folder yet
+        try:
+            with _located("list_temp", backend, folder):
+                uploads = await backend.list_uploads(folder)
+        except PermissionError as error:  # S3: s3:ListBucketMultipartUploads not granted
+            _LOG.warning(
+                "list_temp %s://%s: unfinished uploads are left alone, as these credentials "
+                "may not list them: %s",
+                backend.protocol,
+                folder,
+                error,
+            )
+            uploads = []
+        candidates = [(TempPath(path), age) for path, age in objects]
+        candidates += [(TempPath(path, "upload", id_), age) for path, age, id_ in uploads]
         now = time.time()
-        found: list[tuple[str, float]] = []
-        for path in paths:
-            age = temp_age(posixpath.basename(path), now)
-            if age is not None and age >= limit:
-                found.append((path, age))
+        found: list[tuple[TempPath, float]] = []
+        for path, age in candidates:
+            named = temp_age(posixpath.basename(path), now)
+            if named is None:  # not a name this storage makes
+                continue
+            seconds = named if age is None else age
+            if seconds >= limit:
+                found.append((path, seconds))
         return sorted(found, key=lambda item: -item[1])
 
-    async def cleanup_temp(self, older_than: float | timedelta = 86_400) -> list[str]:
-        """Delete temp objects older than ``older_than`` (seconds) and return their paths.
+    async def cleanup_temp(self, older_than: float | timedelta = 86_400) -> list[TempPath]:
+        """Delete temp objects and abort unfinished uploads at least ``older_than``
+        (seconds) old (see ``list_temp``), and return their paths.
 
-        Streams interrupted by a crash (SIGKILL, power loss) leave their temp object
-        behind. Only names this storage creates under ``temp_prefix`` are considered, so
-        final objects are never touched; pick a threshold longer than your longest upload
-        so that in-flight streams are left alone.
+        Streams interrupted by a crash (SIGKILL, power loss) leave a temp object or an
+        unfinished upload behind. Only names this storage creates under ``temp_prefix``
+        are considered, so final objects are never touched; pick a threshold longer than
+        your longest stream write so that in-flight streams are left alone.
         """
         started = time.perf_counter()
-        backend = self._backends_for(self.location.protocol)[1]
-        removed: list[str] = []
+        backend = self._backends_for(self.location.protocol).target
+        removed: list[TempPath] = []
         for path, _ in await self.list_temp(older_than):
             with _located("cleanup_temp", backend, path):
-                await backend.remove(path)
+                if path.kind == "upload":
+                    await backend.abort_upload(path, path.upload_id)
+                else:
+                    await backend.remove(path)
             removed.append(path)
         if _LOG.isEnabledFor(logging.DEBUG):
             folder = self._join(self.location.root, self.temp_prefix)
             seconds = time.perf_counter() - started
+            uploads = sum(path.kind == "upload" for path in removed)
             _LOG.debug(
-                "cleanup_temp %s://%s removed %d temp objects in %.4f s",
+                "cleanup_temp %s://%s removed %d temp objects and %d unfinished uploads in %.4f s",
                 backend.protocol,
                 folder,
-                len(removed),
+                len(removed) - uploads,
+                uploads,
                 seconds,
             )
         return removed
+
+    async def verify(
+        self,
+        pointers: Iterable[FsspecPointer] | AsyncIterable[FsspecPointer] | None = None,
+        /,
+        **options: Unpack[VerifyOptions],
+    ) -> Verification:
+        """Re-hash stored objects and report the corrupt, truncated, missing and unreadable.
+
+        Without ``pointers``, walks the root (not the temp folder) and compares each object
+        with the hash its path holds, read back through the path template (ValueError if
+        the router is a callable or None); with them, compares each pointed-to object with
+        the hash and size its pointer records, which also finds missing objects. Objects
+        are read in chunks on the target filesystem (never a cache layer), ``concurrency``
+        at a time. A read error is a problem (``unreadable``); a StorageUnavailableError
+        stops the run. Options: see :class:`lakery_fsspec.verify.VerifyOptions`.
+        """
+        return await verify(self, pointers, **options)
 
     def serialize_config(self, config: FsspecPointer, /) -> str:
         """Serialize a pointer to JSON."""
@@ -253,38 +308,6 @@ class FsspecStorage(Storage[FsspecPointer]):
             raise ReadOnlyStorageError(msg)
         return self.router
 
-    async def _upload(
-        self, backend: Backend, path: str, stream: AsyncIterable[bytes], digest: Digest
-    ) -> None:
-        """Write a stream to ``path`` block by block; on any failure nothing remains."""
-        block_size = backend.block_size(self.chunk_size)
-        # Serialized: a step abandoned at a timeout never races the abort.
-        writer = SerialWriter(partial(backend.open_writer, path, digest, block_size))
-        try:
-            await backend.io.thread(writer.open)
-            pending: list[bytes] = []
-            pending_size = written = 0
-            async for chunk in stream:
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= block_size:
-                    # One worker-thread hop per block, no copies of ours.
-                    await backend.io.thread(partial(_write_all, writer, pending, block_size))
-                    written += pending_size
-                    pending, pending_size = [], 0
-            if written or pending_size:
-                await backend.io.thread(partial(_write_all, writer, pending, block_size))
-                await backend.io.thread(writer.commit)
-        except BaseException:
-            await cleanup(
-                backend.io.thread(writer.abort), f"abort the upload to {backend.protocol}://{path}"
-            )
-            raise
-        if not (written or pending_size):
-            # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
-            await backend.io.thread(writer.abort)
-            await backend.put(path, b"", digest)
-
     def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
         check_pointer(pointer)
         protocol = pointer["protocol"]
@@ -296,23 +319,40 @@ class FsspecStorage(Storage[FsspecPointer]):
                 "to allow it."
             )
             raise ValueError(msg)
-        return self._backends_for(protocol)[0], self._join(pointer["root"], pointer["path"])
+        return self._backends_for(protocol).reader, self._join(pointer["root"], pointer["path"])
 
-    def _backends_for(self, protocol: str) -> tuple[Backend, Backend]:
-        """``(reader, writer)`` backends for a protocol, built once on first use."""
-        with self._lock:
-            if protocol not in self._backends:
-                if protocol == self.location.protocol:
-                    read_fs, target_fs = self.location.filesystems()
-                else:
-                    read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
-                target = backend_for(protocol, target_fs, self.timeout)
-                if read_fs is target_fs:
-                    reader = target
-                else:
-                    reader = Backend(protocol, Bridge(read_fs, timeout=self.timeout))
-                self._backends[protocol] = (reader, target)
-            return self._backends[protocol]
+    def _target(self, pointer: FsspecPointer | None = None) -> tuple[Backend, str]:
+        """The backend of the target filesystem (no cache layers) and the full path of
+        ``pointer``, or of the root; ValueError for a pointer ``_reader`` refuses."""
+        if pointer is None:
+            return self._backends_for(self.location.protocol).target, self.location.root
+        _, path = self._reader(pointer)
+        return self._backends_for(pointer["protocol"]).target, path
+
+    def _backends_for(self, protocol: str) -> _Backends:
+        """The backends for a protocol, built on first use in each process."""
+        process = self._process
+        if process.pid != os.getpid():
+            # Made before a fork: the parent's clients, threads and locks are not ours.
+            process = self._process = _ProcessState()
+        if (found := process.backends.get(protocol)) is not None:
+            return found
+        with process.lock:
+            if (found := process.backends.get(protocol)) is None:
+                found = process.backends[protocol] = self._open_backends(protocol)
+            return found
+
+    def _open_backends(self, protocol: str) -> _Backends:
+        if protocol == self.location.protocol:
+            read_fs, target_fs = self.location.filesystems()
+        else:
+            read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
+        target = backend_for(protocol, target_fs, self.timeout)
+        if target.process_local and os.getpid() != self._origin_pid:
+            _warn_process_local(target)
+        if read_fs is target_fs:
+            return _Backends(target, target)
+        return _Backends(Backend(protocol, Bridge(read_fs, timeout=self.timeout)), target)
 
     def _pointer(self, path: str, digest: Digest) -> FsspecPointer:
         return {
@@ -330,6 +370,43 @@ class FsspecStorage(Storage[FsspecPointer]):
     @staticmethod
     def _join(root: str, path: str) -> str:
         return f"{root.rstrip('/')}/{path}"
+
+
+class _Backends(NamedTuple):
+    """A protocol's backends: reads go through ``reader`` (a chained URL's caching
+    layers, say), writes straight to ``target``."""
+
+    reader: Backend
+    target: Backend
+
+
+class _ProcessState:
+    """What a storage builds in the process that uses it; never pickled, and made anew
+    in a child process after a fork."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.backends: dict[str, _Backends] = {}
+
+
+_warned_process_local: int | None = None
+
+
+def _warn_process_local(backend: Backend) -> None:
+    """Warn, once per process, that a per-process store is used away from its maker."""
+    global _warned_process_local
+    if _warned_process_local != os.getpid():
+        _warned_process_local = os.getpid()
+        _LOG.warning(
+            "A %s:// storage is used in process %d, not in the process that made it: %s "
+            "filesystems are per process, so this one sees none of the other process's "
+            "objects and they see none of its own. Use a shared filesystem (local files, "
+            "S3, ...) for storages used by several processes.",
+            backend.protocol,
+            os.getpid(),
+            backend.protocol,
+        )
 
 
 @contextlib.contextmanager
@@ -351,15 +428,6 @@ def _is_timeout(value: object) -> bool:
     if value is None:
         return True
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def _write_all(writer: SerialWriter, chunks: list[bytes], block_size: int) -> None:
-    """Write chunks in order, cutting any larger than a block (writers hold a few times
-    what one write hands them)."""
-    for chunk in chunks:
-        view = memoryview(chunk)
-        for start in range(0, len(view), block_size):
-            writer.write(view[start : start + block_size])
 
 
 def _where(pointer: FsspecPointer) -> str:

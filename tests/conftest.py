@@ -91,6 +91,40 @@ class BackendInfo:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
         return key
 
+    @property
+    def lists_uploads(self) -> bool:
+        """Whether the service keeps unfinished uploads that can be listed (S3, Azure)."""
+        return self.name in ("s3", "azure")
+
+    def start_upload(self, path: str) -> None:
+        """Leave an unfinished upload to `path` (`bucket/key`, as storages name paths)."""
+        assert self.server is not None
+        self.server.start_upload(self._in_bucket(path))
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        """Paths (`bucket/key`) of the unfinished uploads under `prefix` (`bucket/key`),
+        listed with the cloud's own API."""
+        assert self.server is not None
+        keys = self.server.open_uploads(self._in_bucket(prefix))
+        return [f"{self.root}/{key}" for key in keys]
+
+    def _in_bucket(self, path: str) -> str:
+        bucket, _, key = path.partition("/")
+        if bucket != self.root:
+            raise ValueError(f"{path!r} is not in bucket {self.root!r}")
+        return key
+
+    def overwrite(self, path: str, data: bytes) -> None:
+        """Replace the object at ``path`` (as the filesystem names it: bucket first) behind
+        the storage's back. Clouds use their own clients: gcsfs and adlfs hand aiohttp raw
+        bytes, which it warns about (an error here) above 1 MiB."""
+        if self.server is None:
+            self.fs().pipe_file(path, data)
+        else:
+            bucket, _, key = path.partition("/")
+            assert bucket == self.root, f"{path!r} is not in bucket {self.root!r}"
+            self.server.put(key, data)
+
     def metadata(self, path_in_bucket: str) -> dict[str, str | None]:
         """`content_type` and `content_encoding` of an object, read with the cloud's own API.
         Takes a key in the bucket or a full URL."""
@@ -116,6 +150,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("LAKERY_BACKENDS") or ",".join(ALL_BACKENDS),
         help=f"comma-separated backends to test (env LAKERY_BACKENDS); of {ALL_BACKENDS}",
     )
+
+
+ENGINE_TESTS = Path(__file__).resolve().parent / "engines"
+"""Dask and Ray tests (`nox -s engines`, extra `engines`): collected only when named."""
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out tests/engines unless it (or a file in it) is named on the command line."""
+    if collection_path != ENGINE_TESTS:
+        return None
+    invoked = config.invocation_params.dir
+    for arg in config.args:
+        named = (invoked / arg.split("::")[0]).resolve()
+        if named == ENGINE_TESTS or ENGINE_TESTS in named.parents:
+            return None
+    return True
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import IO, Any, Self
 from urllib.parse import quote
@@ -106,6 +107,19 @@ class Emulator:
 
     def metadata(self, key: str) -> dict[str, str | None]:
         """`content_type` and `content_encoding` of object `key`, read with the cloud's own API."""
+        raise NotImplementedError
+
+    def start_upload(self, key: str) -> None:
+        """Send part of an object to `key` without finishing it, as a writer killed mid-stream
+        leaves it (an S3 multipart upload with one part, an Azure uncommitted block)."""
+        raise NotImplementedError(f"{self.name} has no unfinished uploads that can be listed")
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        """Keys under `prefix` with an unfinished upload, listed with the cloud's own API."""
+        raise NotImplementedError(f"{self.name} has no unfinished uploads that can be listed")
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write object `key` with the cloud's own API (behind the code under test's back)."""
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -265,12 +279,25 @@ class S3Server(Emulator):
     def create_bucket(self) -> None:
         self.client.create_bucket(Bucket=self.bucket)
 
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
     def metadata(self, key: str) -> dict[str, str | None]:
         head = self.client.head_object(Bucket=self.bucket, Key=key)
         return {
             "content_type": head.get("ContentType"),
             "content_encoding": head.get("ContentEncoding"),
         }
+
+    def start_upload(self, key: str) -> None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"part"
+        )
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return sorted(upload["Key"] for upload in listed.get("Uploads", []))
 
 
 class GCSServer(ProcessEmulator):
@@ -305,6 +332,13 @@ class GCSServer(ProcessEmulator):
 
     def create_bucket(self) -> None:
         self._request("POST", "/storage/v1/b?project=test", {"name": self.bucket})
+
+    def put(self, key: str, data: bytes) -> None:
+        bucket, name = quote(self.bucket, safe=""), quote(key, safe="")
+        url = f"{self.endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"
+        request = urllib.request.Request(url, method="POST", data=data)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
 
     def metadata(self, key: str) -> dict[str, str | None]:
         path = f"/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(key, safe='')}"
@@ -388,9 +422,20 @@ class AzureServer(ProcessEmulator):
         self._container = None  # start() may have moved to another port
         self.container.create_container()
 
+    def put(self, key: str, data: bytes) -> None:
+        self.container.get_blob_client(key).upload_blob(data, overwrite=True)
+
     def metadata(self, key: str) -> dict[str, str | None]:
         settings = self.container.get_blob_client(key).get_blob_properties().content_settings
         return {
             "content_type": settings.content_type,
             "content_encoding": settings.content_encoding,
         }
+
+    def start_upload(self, key: str) -> None:
+        self.container.get_blob_client(key).stage_block(uuid.uuid4().hex, b"block")
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        committed = {blob.name for blob in self.container.list_blobs(name_starts_with=prefix)}
+        listed = self.container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"])
+        return sorted(blob.name for blob in listed if blob.name not in committed)

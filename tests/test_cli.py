@@ -13,8 +13,10 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import os
 import pty
+import re
 import socket
 import subprocess
 import sys
@@ -112,14 +114,25 @@ def test_check_streams_several_parts_by_default(
 
 
 def test_check_reports_stale_temp_objects(
-    backend: BackendInfo, root_url: str, capsys: pytest.CaptureFixture[str]
+    backend: BackendInfo,
+    root_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    old = _temp_object(backend, root_url, age=3 * 86_400)
+    monkeypatch.setattr("lakery_fsspec.cli.doctor._STALE", 2.0)  # "a day", for this test
+    old, upload = _temp_object(backend, root_url), _upload(backend, root_url)
+    time.sleep(OLD)
     assert main(["check", root_url, *options(backend), *SMALL]) == 0
     out = capsys.readouterr().out
-    assert "1 temp object(s) under .lakery-tmp/; 1 older than a day" in out
+    if upload:
+        listed = "1 temp object(s) and 1 unfinished upload(s) under .lakery-tmp/"
+        assert f"{listed}; 2 older than a day" in out
+    else:
+        assert "1 temp object(s) under .lakery-tmp/; 1 older than a day" in out
     assert "lakery-fsspec gc" in out
     assert leftovers(backend, root_url) == [old]  # check never deletes what it did not write
+    if upload:
+        assert backend.open_uploads(root_of(root_url)) == upload
 
 
 def test_check_validates_the_template(
@@ -377,6 +390,21 @@ def test_check_permission_denied_on_write(
 
 
 @pytest.mark.backends("s3")
+def test_gc_without_permission_to_list_uploads_warns(
+    backend: BackendInfo,
+    auth_s3: AuthS3,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"s3://{auth_s3.bucket}/reader"
+    assert main(["gc", url, "--dry-run", *auth_s3.args("reader")]) == 0
+    assert "would delete 0 temp object(s)" in capsys.readouterr().err
+    [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "unfinished uploads are left alone" in warning.getMessage()
+    assert "s3:ListBucketMultipartUploads" in warning.getMessage()
+
+
+@pytest.mark.backends("s3")
 def test_check_permission_denied_on_delete(
     backend: BackendInfo, auth_s3: AuthS3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,7 +506,7 @@ def test_get_of_a_changed_object_fails_and_writes_nothing(
     pointer = json.loads(line)
     data = bytearray(files["b.bin"].read_bytes())
     data[1000] ^= 0xFF
-    backend.fs().pipe_file(f"{pointer['root']}/{pointer['path']}", bytes(data))
+    backend.overwrite(f"{pointer['root']}/{pointer['path']}", bytes(data))
     out = tmp_path / "out.bin"
     assert main(["get", line, "-o", str(out), *options(backend, "-s")]) == 1
     assert "is corrupt" in capsys.readouterr().err
@@ -572,47 +600,83 @@ def test_put_reads_stdin(
 # --- gc ---------------------------------------------------------------------------------
 
 
-def _temp_object(backend: BackendInfo, url: str, age: float) -> str:
-    """A temp object as an interrupted stream leaves it, created ``age`` seconds ago."""
-    name = temp_name()
-    stamp = int((time.time() - age) * 1000)
-    path = f"{root_of(url)}/.lakery-tmp/{stamp:013d}{name[13:]}"
+def _temp_object(backend: BackendInfo, url: str) -> str:
+    """A temp object as an interrupted stream leaves it."""
+    path = f"{root_of(url)}/.lakery-tmp/{temp_name()}"
     backend.fs().pipe_file(path, b"partial upload")
     return path
+
+
+def _upload(backend: BackendInfo, url: str) -> list[str]:
+    """An unfinished upload as a writer killed mid-stream leaves it, where one can be listed."""
+    if not backend.lists_uploads:
+        return []
+    path = f"{root_of(url)}/.lakery-tmp/{temp_name()}"
+    backend.start_upload(path)
+    return [path]
+
+
+OLD = 3.1
+"""Seconds to wait for temps to be over 2 s old by the server's clock (which counts whole
+seconds): the temps' age is the server's, so tests wait instead of forging old names."""
+GC_OLD = 6.1
+"""The same for ``gc --older-than 5s``: temps made just before a dry run and a deletion
+(each a new process's worth of client set-up) stay under 5 s old."""
 
 
 def test_gc_dry_run_then_delete(
     backend: BackendInfo, root_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = _temp_object(backend, root_url, age=2 * 86_400)
-    fresh = _temp_object(backend, root_url, age=60)
+    old, old_upload = _temp_object(backend, root_url), _upload(backend, root_url)
+    time.sleep(GC_OLD)
+    fresh, fresh_upload = _temp_object(backend, root_url), _upload(backend, root_url)
     foreign = f"{root_of(root_url)}/.lakery-tmp/not-a-temp-name"
     backend.fs().pipe_file(foreign, b"x")
     everything = sorted([old, fresh, foreign])
+    uploads = len(old_upload)
 
-    assert main(["gc", root_url, "--older-than", "1d", "--dry-run", *options(backend)]) == 0
+    assert main(["gc", root_url, "--older-than", "5s", "--dry-run", *options(backend)]) == 0
     captured = capsys.readouterr()
-    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [old]
-    assert "2d old" in captured.out
-    assert "would delete 1 temp object(s) older than 1d" in captured.err
+    lines = sorted(captured.out.splitlines())
+    assert [line.split("\t")[0] for line in lines] == sorted([old, *old_upload])
+    assert all(
+        re.fullmatch(r"\S+\t([5-9]|[1-5][0-9])s old(\tunfinished upload)?", line) for line in lines
+    )
+    assert sum(line.endswith("\tunfinished upload") for line in lines) == uploads
+    expected = (
+        f"would delete 1 temp object(s) and abort {uploads} unfinished upload(s) older than 5s"
+    )
+    assert expected in captured.err
     assert leftovers(backend, root_url) == everything
+    if backend.lists_uploads:
+        assert backend.open_uploads(root_of(root_url)) == sorted([*old_upload, *fresh_upload])
 
-    assert main(["gc", root_url, "--older-than", "1d", *options(backend)]) == 0
+    assert main(["gc", root_url, "--older-than", "5s", *options(backend)]) == 0
     captured = capsys.readouterr()
-    assert captured.out.split() == [old]
-    assert "deleted 1 temp object(s) older than 1d" in captured.err
+    assert sorted(captured.out.splitlines()) == sorted(
+        [old, *(f"{path}\tunfinished upload" for path in old_upload)]
+    )
+    expected = f"deleted 1 temp object(s) and aborted {uploads} unfinished upload(s) older than 5s"
+    assert expected in captured.err
     assert leftovers(backend, root_url) == sorted([fresh, foreign])
+    if backend.lists_uploads:
+        assert backend.open_uploads(root_of(root_url)) == fresh_upload
 
-    assert main(["gc", root_url, "--older-than", "30s", *options(backend)]) == 0
-    assert capsys.readouterr().out.split() == [fresh]
+    assert main(["gc", root_url, "--older-than", "0", *options(backend)]) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == sorted(
+        [fresh, *(f"{path}\tunfinished upload" for path in fresh_upload)]
+    )
     assert leftovers(backend, root_url) == [foreign]
+    if backend.lists_uploads:
+        assert backend.open_uploads(root_of(root_url)) == []
 
 
 def test_gc_on_a_fresh_storage_finds_nothing(
     backend: BackendInfo, root_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["gc", root_url, "--dry-run", *options(backend)]) == 0
-    assert "would delete 0 temp object(s) older than 1d" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "would delete 0 temp object(s) and abort 0 unfinished upload(s) older than 1d" in err
 
 
 @pytest.mark.backends("s3")
@@ -654,7 +718,7 @@ def test_storage_options_are_json_when_they_parse(
             seen.update(storage_options)
             raise ValueError("stop here")
 
-    monkeypatch.setattr("lakery_fsspec.cli.FsspecStorage", Spy)
+    monkeypatch.setattr("lakery_fsspec.cli.commands.FsspecStorage", Spy)
     args = ["-o", "anon=true", "-o", "n=3", "-o", "url=http://x:1", "-o", 'c={"a": [1]}']
     main(["gc", str(tmp_path), *args, "-o", 's="007"'])
     assert seen == {"anon": True, "n": 3, "url": "http://x:1", "c": {"a": [1]}, "s": "007"}
@@ -690,16 +754,16 @@ def test_get_into_a_closed_pipe_stops_quietly(files: dict[str, Path], tmp_path: 
     put = run_cli("put", str(tmp_path / "lake"), str(files["b.bin"]))
     pointer_file = tmp_path / "b.pointer"
     pointer_file.write_bytes(put.stdout)
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "lakery_fsspec", "get", str(pointer_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    process.stdout.close()  # the reader is gone before the object comes (`| head -c 0`)
-    assert process.wait(timeout=60) == 141
-    assert process.stderr.read() == b""
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()  # the reader is gone before the object comes (`| head -c 0`)
+        assert process.wait(timeout=60) == 141
+        assert process.stderr.read() == b""
 
 
 def test_progress_bar_on_a_terminal(files: dict[str, Path], tmp_path: Path) -> None:
@@ -723,7 +787,8 @@ def test_progress_bar_on_a_terminal(files: dict[str, Path], tmp_path: Path) -> N
     os.close(master)
     assert process.wait(timeout=60) == 0
     assert process.stdout is not None
-    assert json.loads(process.stdout.read())["content_size"] == files["b.bin"].stat().st_size
+    with process.stdout:
+        assert json.loads(process.stdout.read())["content_size"] == files["b.bin"].stat().st_size
     terminal = seen.decode()
     assert "\r" in terminal
     assert "b.bin 100% [" in terminal

@@ -55,12 +55,12 @@ async def test_stream_moves_server_side_without_reading_back(
 
     monkeypatch.setattr(fs_class, "open", open_for_writing_only)
     moves: list[tuple[str, str]] = []
-    backend_ops = storage._backends_for(backend.protocol)[1]
+    backend_ops = storage._backends_for(backend.protocol).target
     original_move = backend_ops.move
 
-    async def recording_move(source: str, destination: str, digest: Any) -> None:
+    async def recording_move(source: str, destination: str, digest: Any) -> bool:
         moves.append((source, destination))
-        await original_move(source, destination, digest)
+        return await original_move(source, destination, digest)
 
     monkeypatch.setattr(backend_ops, "move", recording_move)
 

@@ -1,4 +1,4 @@
-"""The storage contract of DESIGN.md, run unchanged on every selected backend."""
+"""The storage contract (README: FsspecStorage, Guarantees), unchanged on every backend."""
 
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ async def test_multi_block_stream(
     data = payload(17 * 2**20 + 3)
     pointer = await write(storage, data, "stream")
     assert await read(storage, pointer, "stream") == data
+    assert objects(backend, root_url) == [pointer["path"]]
+
+
+async def test_stream_of_exactly_two_upload_blocks(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    # The last full block ends the upload: no empty final piece, nothing lost.
+    block = storage._backends_for(backend.protocol)[1].block_size(storage.chunk_size)
+    data = payload(2 * block, seed=2)
+    pointer = await write(storage, data, "stream")
+    assert await read(storage, pointer, "blob") == data
     assert objects(backend, root_url) == [pointer["path"]]
 
 

@@ -24,8 +24,8 @@ from labox.common.exceptions import NoStorageData
 
 from lakery_fsspec import FsspecStorage, StorageUnavailableError
 from lakery_fsspec.backends import backend_class
-from lakery_fsspec.bridge import SerialWriter
 from lakery_fsspec.errors import unavailable
+from lakery_fsspec.writers import SerialWriter
 
 CLOUDS = ("s3", "gcs", "azure")
 BLOCK = 256 * 1024

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.demo import main
+from lakery_fsspec.cli.demo import main
 
 
 async def _rows():

@@ -12,9 +12,10 @@ import pytest
 from helpers import digest_of, payload
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends import local
+from lakery_fsspec.backends import local_fast
+from lakery_fsspec.backends.local import LocalBackend
 
-pytestmark = pytest.mark.skipif(not local._UNNAMED_FILES, reason="unnamed files are Linux's")  # pyright: ignore[reportPrivateUsage]
+pytestmark = pytest.mark.skipif(not local_fast.UNNAMED_FILES, reason="unnamed files are Linux's")
 
 
 def _files(root: Path) -> list[Path]:
@@ -25,7 +26,7 @@ def _files(root: Path) -> list[Path]:
 async def test_a_blob_appears_once_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
 ) -> None:
-    monkeypatch.setattr(local, "_UNNAMED_FILES", unnamed)
+    monkeypatch.setattr(LocalBackend, "unnamed_files", unnamed)
     storage = FsspecStorage(tmp_path)
     data = payload(100_000)
     pointer = await storage.write_data(data, digest_of(data), {})
@@ -46,7 +47,7 @@ async def test_a_filesystem_without_unnamed_files_gets_a_rename(
             raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(local.os, "open", without_unnamed_files)
+    monkeypatch.setattr(os, "open", without_unnamed_files)
     storage = FsspecStorage(tmp_path)
     data = payload(1000)
     pointer = await storage.write_data(data, digest_of(data), {})  # into a new folder
@@ -60,7 +61,7 @@ async def test_a_refused_link_falls_back_to_a_rename(
     def refused(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(local.os, "link", refused)
+    monkeypatch.setattr(os, "link", refused)
     storage = FsspecStorage(tmp_path)
     data = payload(1000)
     pointer = await storage.write_data(data, digest_of(data), {})
@@ -74,8 +75,8 @@ async def test_a_failed_write_leaves_nothing(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local.os, "link", disk_full)
-    monkeypatch.setattr(local.os, "replace", disk_full)
+    monkeypatch.setattr(os, "link", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
     storage = FsspecStorage(tmp_path)
     data = payload(1000)
     with pytest.raises(OSError, match="No space left"):
@@ -91,7 +92,7 @@ async def test_a_writer_that_loses_the_race_keeps_the_first_object(
     pointer = await storage.write_data(data, digest_of(data), {})
     final = tmp_path / pointer["path"]
     inode = final.stat().st_ino
-    monkeypatch.setattr(local.os.path, "exists", lambda path: False)  # raced past the check
+    monkeypatch.setattr(os.path, "exists", lambda path: False)  # raced past the check
     assert await storage.write_data(data, digest_of(data), {}) == pointer
     assert final.stat().st_ino == inode
     assert _files(tmp_path) == [final]

@@ -60,7 +60,8 @@ async def test_one_debug_line_per_operation(
     assert await storage.cleanup_temp(older_than=0) == []
     [record] = [record for record in caplog.records if record.name == "lakery_fsspec"]
     temp = f"{backend.protocol}://{pointer['root']}/.lakery-tmp"
-    pattern = rf"cleanup_temp {re.escape(temp)} removed 0 temp objects {DURATION}"
+    removed = "removed 0 temp objects and 0 unfinished uploads"
+    pattern = rf"cleanup_temp {re.escape(temp)} {removed} {DURATION}"
     assert re.fullmatch(pattern, record.getMessage()), record.getMessage()
 
 

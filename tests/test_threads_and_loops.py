@@ -21,23 +21,41 @@ from fsspec.implementations.memory import MemoryFileSystem
 from helpers import CHUNK, payload, read, write
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends import local
+from lakery_fsspec.backends import local_fast
+from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import LoopInstances, shared_loop_instances
 
 
-@pytest.mark.parametrize("seconds", [None, 5.0])
-async def test_small_local_files_are_read_without_a_thread_hop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float | None
+@pytest.mark.parametrize("how", ["blob", "stream"])
+async def test_local_files_are_never_opened_or_stated_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    storage = FsspecStorage(tmp_path, timeout=seconds)
-    small, big = payload(64 * 2**10), payload(64 * 2**10 + 1)
-    pointers = [await write(storage, data, "blob") for data in (small, big)]
-    hops = _count_hops(monkeypatch)
-    assert await storage.read_data(pointers[0]) == small
-    assert len(hops) == (0 if seconds is None else 1)  # only threads honour a timeout
-    assert await storage.read_data(pointers[1]) == big
-    assert len(hops) == (1 if seconds is None else 2)
+    """open() and stat() can wait for the disk (NFS, FUSE): only worker threads call them."""
+    storage = FsspecStorage(tmp_path, chunk_size=CHUNK)
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    for name in ("open", "stat", "fstat"):
+        real = getattr(os, name)
+
+        def watched(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread:
+                on_loop.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, watched)
+    real_open = open
+
+    def watched_open(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == loop_thread:
+            on_loop.append("builtins.open")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", watched_open)
+    for size in (10, 64 * 2**10, 3 * CHUNK + 1):
+        data = payload(size, seed=size)
+        assert await read(storage, await write(storage, data, how), how) == data
+    assert on_loop == []
 
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="page-cache-only reads are Linux's")
@@ -68,8 +86,9 @@ async def test_local_stream_reads_mix_cached_partial_and_waiting_reads(
         buffers[0][: len(chunk)] = chunk
         return len(chunk)
 
-    monkeypatch.setattr(local, "_CACHED_ONLY", 8)
-    monkeypatch.setattr(local.os, "preadv", page_cache_with_holes)
+    monkeypatch.setattr(local_fast, "_CACHED_ONLY", 8)
+    monkeypatch.setattr(LocalBackend, "cached_reads", True)
+    monkeypatch.setattr(os, "preadv", page_cache_with_holes)
     hops = _count_hops(monkeypatch)
     assert await read(storage, pointer, "stream") == data
     assert len(hops) > 1
@@ -221,7 +240,7 @@ def test_storages_on_one_filesystem_share_its_copies(backend: BackendInfo, root_
         FsspecStorage(url, storage_options=backend.storage_options)
         for url in (root_url, root_url + "/other")
     )
-    copies = [s._backends_for(backend.protocol)[1].io._loop_instances for s in (one, two)]
+    copies = [s._backends_for(backend.protocol).target.io._loop_instances for s in (one, two)]
     assert copies[0] is copies[1]
     assert copies[0] is not None
 
@@ -236,7 +255,7 @@ def test_storages_on_one_filesystem_share_its_copies(backend: BackendInfo, root_
 @pytest.mark.backends("s3", "gcs", "azure")
 def test_cloud_calls_run_on_the_callers_loop(backend: BackendInfo, root_url: str) -> None:
     storage = FsspecStorage(root_url, storage_options=backend.storage_options)
-    copies = storage._backends_for(backend.protocol)[1].io._loop_instances
+    copies = storage._backends_for(backend.protocol).target.io._loop_instances
     assert copies is not None
     data = payload(1000)
 

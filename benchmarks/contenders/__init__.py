@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.contenders.base import Contender, Family
-from benchmarks.contenders.fsspec_storage import FsspecStorageFamily
+from benchmarks.contenders.fsspec_storage import FsspecStorageFamily, PlainLocalFamily
 from benchmarks.contenders.natives import NativeFamily
 from benchmarks.contenders.obstore_api import ObstoreFamily
 from benchmarks.contenders.obstore_fsspec import ObstoreFsspecFamily
@@ -16,6 +16,7 @@ FAMILIES: dict[str, type[Family]] = {
     family.key: family
     for family in (
         FsspecStorageFamily,
+        PlainLocalFamily,
         RawFsspecFamily,
         NativeFamily,
         ObstoreFamily,

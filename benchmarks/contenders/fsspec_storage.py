@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from benchmarks.contenders.base import Contender, Family, LaboxContender
+from benchmarks.envs import Env
 from lakery_fsspec import FsspecStorage
+from lakery_fsspec.backends.local import LocalBackend
 
-__all__ = ["FsspecStorageFamily"]
+__all__ = ["FsspecStorageFamily", "PlainLocalFamily"]
 
 
 class FsspecStorageFamily(Family):
@@ -18,4 +20,24 @@ class FsspecStorageFamily(Family):
             storage_options=self.env.storage_options,
             chunk_size=self.chunk_size,
         )
+        return LaboxContender(storage)
+
+
+class PlainLocalFamily(Family):
+    """FsspecStorage on local files with the Linux fast paths off (``local_fast``): named
+    temp file + rename for blobs, a worker-thread hop for every stream read. The fast
+    paths stay only while they beat this by at least 1.2x on some row."""
+
+    key = "fsspec_storage_plain"
+    label = "FsspecStorage, no fast paths"
+
+    @classmethod
+    def applies(cls, env: Env) -> bool:
+        return env.backend == "local"
+
+    async def open(self, prefix: str) -> Contender:
+        storage = FsspecStorage(self.env.url(prefix), chunk_size=self.chunk_size)
+        backend = storage._backends_for("file").target  # pyright: ignore[reportPrivateUsage]
+        assert isinstance(backend, LocalBackend)
+        backend.unnamed_files = backend.cached_reads = False
         return LaboxContender(storage)

@@ -6,36 +6,23 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from anyio import CancelScope
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+from lakery_fsspec.backends.clock import Aged, Upload
+from lakery_fsspec.writers import FileWriter, SerialWriter, Writer
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
     from lakery_fsspec.bridge import Bridge
 
-__all__ = ["Backend", "Writer", "cleanup"]
+__all__ = ["Backend", "cleanup"]
 
 _LOG = logging.getLogger("lakery_fsspec")
-
-
-class Writer(Protocol):
-    """A blocking writer of one object; FsspecStorage drives it from a worker thread."""
-
-    def write(self, data: bytes | memoryview, /) -> None:
-        """Append bytes to the object."""
-        ...
-
-    def commit(self) -> None:
-        """Finish the object so that it becomes visible at its path."""
-        ...
-
-    def abort(self) -> None:
-        """Give up; nothing of the object may remain afterwards."""
-        ...
 
 
 class Backend:
@@ -46,6 +33,19 @@ class Backend:
     block sizes. Every method may be called from any event loop.
     """
 
+    # --- what the protocol is -------------------------------------------------------------
+    protocols: ClassVar[tuple[str, ...]] = ()
+    """The protocol names this backend serves; the first is the one pointers record."""
+    extra: ClassVar[str | None] = None
+    """The lakery-fsspec extra that installs the filesystem (``pip install 'lakery-fsspec[x]'``)."""
+    root_kind: ClassVar[str] = "root"
+    """What the first segment of a root names ("bucket", "container"), or "root"."""
+    endpoint_option: ClassVar[str | None] = None
+    """The storage option that points the filesystem at another server, if there is one."""
+    credentials_hint: ClassVar[str] = "Check the credentials in the storage options."
+    """How to give this protocol credentials, for error messages."""
+
+    # --- how it behaves -------------------------------------------------------------------
     atomic_put: ClassVar[bool] = False
     """Whether a single put is never visible half-written (object stores, memory)."""
     exclusive_put: ClassVar[bool] = False
@@ -57,6 +57,8 @@ class Backend:
     min_range_size: ClassVar[int] = 1
     """The least a stream read asks for in one ranged read; chunks are cut from it (fewer,
     larger requests where each one costs a round trip)."""
+    process_local: ClassVar[bool] = False
+    """Whether the store lives in the process's own memory, unseen by other processes."""
     loop_native: ClassVar[bool] = False
     """Whether async calls run on the caller's loop, through a copy of the filesystem
     per loop opened with ``connect`` and closed with ``disconnect``."""
@@ -71,6 +73,27 @@ class Backend:
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """The user's storage options plus what this backend needs of its filesystem."""
         return options
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        """The server a storage was explicitly pointed at (options or environment), if any."""
+        return None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """``options`` with the client's own retries and timeouts cut short, for a check
+        that should fail within ``timeout`` seconds instead of retrying for minutes."""
+        return options
+
+    @classmethod
+    def prepare_environment(cls, options: Mapping[str, Any]) -> None:
+        """Set what the client reads from the environment at import (emulator switches)."""
+
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        """Options for ``fs``'s per-loop copies on top of its own, made once per ``fs``:
+        what the copies share, so that a new event loop does not pay for a new client."""
+        return {}
 
     @staticmethod
     async def connect(fs: Any) -> None:
@@ -151,7 +174,7 @@ class Backend:
             return True
         try:
             await self.put(temp, data, digest)
-            await self.move(temp, path, digest)
+            await self._move_over(temp, path)
         except BaseException:
             await self.discard(temp)
             raise
@@ -166,6 +189,42 @@ class Backend:
         """Keyword arguments that carry content type and encoding to pipe_file and open."""
         return {}
 
+    async def upload(
+        self, path: str, stream: AsyncIterable[bytes], digest: Digest, chunk_size: int
+    ) -> None:
+        """Write a stream to ``path`` block by block; on any failure nothing remains.
+
+        ``digest`` may be incomplete (the stream is not read yet): only its content type
+        and encoding are used. Memory is bounded by one block, whatever the stream's length.
+        """
+        block_size = self.block_size(chunk_size)
+        # Serialized: a step abandoned at a timeout never races the abort.
+        writer = SerialWriter(partial(self.open_writer, path, digest, block_size))
+        try:
+            await self.io.thread(writer.open)
+            pending: list[bytes] = []
+            pending_size = written = 0
+            async for chunk in stream:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= block_size:
+                    # One worker-thread hop per block, no copies of ours.
+                    await self.io.thread(partial(_write_all, writer, pending, block_size))
+                    written += pending_size
+                    pending, pending_size = [], 0
+            if written or pending_size:
+                await self.io.thread(partial(_write_all, writer, pending, block_size))
+                await self.io.thread(writer.commit)
+        except BaseException:
+            await cleanup(
+                self.io.thread(writer.abort), f"abort the upload to {self.protocol}://{path}"
+            )
+            raise
+        if not (written or pending_size):
+            # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
+            await self.io.thread(writer.abort)
+            await self.put(path, b"", digest)
+
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         """Open a streaming writer (blocking; called in a worker thread)."""
         if self.needs_dirs:
@@ -173,8 +232,24 @@ class Backend:
         file = self.fs.open(path, "wb", block_size=block_size, **self.write_options(digest))
         return FileWriter(self.fs, path, file)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        """Move an object server-side: a rename, or a copy and a delete."""
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        """Move an object server-side unless one is at ``destination`` already; whether
+        it was moved. Either way ``source`` is gone afterwards.
+
+        Backends whose store can refuse an overwrite in the same request do so (a refusal
+        is "already stored"). This generic one checks first and then moves, which is not
+        race-free: two writers of the same content may both move, the second over the
+        first (same bytes, so only a versioned or write-once store tells).
+        """
+        if await self.exists(destination):
+            await self.remove(source)
+            return False
+        await self._move_over(source, destination)
+        return True
+
+    async def _move_over(self, source: str, destination: str) -> None:
+        """Move an object server-side, over any at ``destination``: a rename, or a copy
+        and a delete."""
         await self._makedirs(destination)
         if self.io.is_async:
             await self.io.call("cp_file", source, destination)
@@ -186,6 +261,31 @@ class Backend:
         """Paths of the objects directly in ``folder``; FileNotFoundError if there is none."""
         self.fs.invalidate_cache(folder)
         return [str(path) for path in await self.io.call("ls", folder, detail=False)]
+
+    async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
+        """Whether ``error``, raised listing a folder under ``root``, means that the root's
+        bucket or container is missing (object stores never make one), not merely that
+        the folder was never written to."""
+        if self.root_kind == "root":
+            return False
+        return not await self.io.call("exists", root.strip("/").split("/", 1)[0])
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        """The objects directly in ``folder`` with their age by the server's clock;
+        FileNotFoundError if there is no folder.
+
+        fsspec reports no common, comparable time, so the generic backend reports none:
+        temps are then aged by the writer's clock in their names.
+        """
+        return [Aged(path, None) for path in await self.list(folder)]
+
+    async def list_uploads(self, folder: str) -> list[Upload]:
+        """Unfinished uploads to paths directly in ``folder`` (none where the service has
+        no such thing, or cannot list them)."""
+        return []
+
+    async def abort_upload(self, path: str, upload_id: str | None) -> None:
+        """Drop an unfinished upload found by ``list_uploads``; nothing if it is gone."""
 
     async def remove(self, path: str) -> None:
         """Delete an object if it exists."""
@@ -218,29 +318,10 @@ def _consume(task: asyncio.Task[bytes]) -> None:
         task.exception()
 
 
-class FileWriter:
-    """A writer over an fsspec file object opened for writing."""
-
-    def __init__(self, fs: AbstractFileSystem, path: str, file: Any) -> None:
-        self._fs = fs
-        self._path = path
-        self._file = file
-
-    def write(self, data: bytes | memoryview, /) -> None:
-        self._file.write(data)
-
-    def commit(self) -> None:
-        self._file.close()
-
-    def abort(self) -> None:
-        if isinstance(self._file, AbstractBufferedFile):
-            # close() (also run by __del__) would COMMIT the partial object: discard it
-            # (S3 aborts the multipart upload, GCS the resumable session) and mark it closed.
-            with contextlib.suppress(Exception):
-                self._file.discard()
-            self._file.closed = True
-        else:
-            with contextlib.suppress(Exception):
-                self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._fs.rm_file(self._path)
+def _write_all(writer: SerialWriter, chunks: list[bytes], block_size: int) -> None:
+    """Write chunks in order, cutting any larger than a block (writers hold a few times
+    what one write hands them)."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), block_size):
+            writer.write(view[start : start + block_size])

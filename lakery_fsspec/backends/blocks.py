@@ -8,12 +8,12 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fsspec.asyn import sync
 
 from lakery_fsspec.backends.base import cleanup
-from lakery_fsspec.bridge import SerialWriter
+from lakery_fsspec.writers import SerialWriter
 
 if TYPE_CHECKING:
     from lakery_fsspec.bridge import Bridge
@@ -27,7 +27,7 @@ class BlockWriter(ABC):
     """Cuts the bytes written into blocks of ``block_size`` and uploads each one as soon
     as it is full; ``commit`` uploads the rest and finishes the object.
 
-    A Writer (see ``backends.base``): its methods block and run in a worker thread, so
+    A Writer (see ``lakery_fsspec.writers``): its methods block and run in a worker thread, so
     checksums are computed there, off every event loop, and requests run on the sync-mode
     filesystem's IO loop. One block travels while the caller gathers the next one and its
     checksum is computed (``_start``); a block waits for the one before it, so blocks
@@ -35,6 +35,11 @@ class BlockWriter(ABC):
     kept by reference until it is joined into a block). A failed upload is raised by the
     next step.
     """
+
+    hold_full_block: ClassVar[bool] = False
+    """Whether a full block waits for the next write before it goes, so that a stream
+    ending on a block boundary ends with that block in ``commit`` (GCS: no empty last
+    request)."""
 
     def __init__(self, fs: Any, block_size: int) -> None:
         self._fs = fs
@@ -51,7 +56,9 @@ class BlockWriter(ABC):
             data = bytes(data)  # kept until joined: never a view of memory the caller reuses
         self._pieces.append(data)
         self._buffered += len(data)
-        while self._buffered >= self.block_size:
+        while self._buffered > self.block_size or (
+            self._buffered == self.block_size and not self.hold_full_block
+        ):
             self._send_block(self._take(self.block_size))
 
     def commit(self) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from anyio.lowlevel import checkpoint
 
+from lakery_fsspec.backends import local_fast
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, age
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -23,32 +26,27 @@ T = TypeVar("T")
 _BYTES_PER_HOP = 8 * 2**20
 """What local streams move per worker-thread hop, reading (whole chunks, at least one)
 and writing (the upload block): from page cache a hop costs as much as a 1 MiB chunk."""
-_INLINE_READ = 64 * 2**10
-"""Whole files up to this size are read on the caller's loop, in less time than a hop to
-a worker thread takes (unless calls have a timeout, which only threads can honour)."""
-_UNNAMED_FILES = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-"""Linux: a file can be written without a name and linked into its folder when complete."""
-_CACHED_ONLY: int | None = getattr(os, "RWF_NOWAIT", None)
-"""Linux's flag for reads that return only what the page cache holds, never waiting for
-the disk: stream chunks read with it need no thread hop."""
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+"""What link() answers on a filesystem without hard links (FAT answers EPERM)."""
 
 
 class LocalBackend(Backend):
-    """Local files: written to a temp file (unnamed where Linux allows) and renamed or
-    linked into place, each operation one thread hop
-    (none for small whole-file reads and stream chunks already in the page cache)."""
+    """Local files: written to a temp file and linked into place, never over an existing
+    file, each operation one worker-thread hop; every call that can block runs in a
+    worker thread.
 
+    Two Linux fast paths (``local_fast``), each switchable for the benchmark's plain
+    contender: blobs written as an unnamed file and linked into place, and stream chunks
+    the page cache holds read on the event loop (the kernel guarantees it never waits).
+    """
+
+    protocols = ("file", "local")
     min_block_size = _BYTES_PER_HOP
-
-    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        if start is None and end is None and self.io.timeout is None:
-            small = _read_if_small(path)  # blocks the loop, for microseconds
-            if small is not None:
-                return small
-        return await super().read(path, start, end)
+    unnamed_files: bool = local_fast.UNNAMED_FILES
+    cached_reads: bool = local_fast.CACHED_READS
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        return await self.io.thread(partial(_create, path, data, temp))
+        return await self.io.thread(partial(_create, path, data, temp, self.unnamed_files))
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
@@ -57,7 +55,7 @@ class LocalBackend(Backend):
             await self.io.thread(lambda: opened.append(open(path, "rb")))  # noqa: SIM115
             file, buffer, offset, on_loop = opened[0], bytearray(chunk_size), 0, 0
             while True:
-                chunk = _read_cached(file, buffer, offset)
+                chunk = local_fast.read_cached(file, buffer, offset) if self.cached_reads else None
                 if chunk is None:  # not in the page cache: a worker thread waits for it
                     read = partial(_read_chunks, file, offset, chunk_size, per_hop)
                     chunks, on_loop = await self.io.thread(read), 0
@@ -75,28 +73,26 @@ class LocalBackend(Backend):
             for file in opened:
                 file.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        await self.io.thread(partial(_replace, source, destination))
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        return await self.io.thread(partial(_move_new, source, destination))
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        # The kernel stamps each write; this machine's clock is the server's.
+        return await self.io.thread(partial(_list_aged, folder))
 
 
-def _read_if_small(path: str) -> bytes | None:
-    """The file's bytes if it has at most ``_INLINE_READ`` of them, else None."""
-    with open(path, "rb") as file:
-        if os.fstat(file.fileno()).st_size <= _INLINE_READ:
-            return file.read()
-    return None
-
-
-def _read_cached(file: BinaryIO, buffer: bytearray, offset: int) -> bytes | None:
-    """The next chunk if the page cache holds it (b"" at the end), else None: read on the
-    caller's loop, which this never blocks (Linux's RWF_NOWAIT does not wait for the disk)."""
-    if _CACHED_ONLY is None:
-        return None
-    try:
-        size = os.preadv(file.fileno(), [buffer], offset, _CACHED_ONLY)
-    except OSError:  # BlockingIOError: not cached; others: unsupported by this filesystem
-        return None
-    return bytes(buffer) if size == len(buffer) else bytes(memoryview(buffer)[:size])
+def _list_aged(folder: str) -> list[Aged]:
+    """Files directly in ``folder``, aged since their last write."""
+    written: list[tuple[str, float]] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    written.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+            except FileNotFoundError:  # moved away while listed
+                continue
+    now = time.time()
+    return [Aged(path, age(now, mtime)) for path, mtime in written]
 
 
 def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> list[bytes]:
@@ -107,44 +103,18 @@ def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> li
     return chunks
 
 
-def _create(path: str, data: bytes, temp: str) -> bool:
+def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
     if os.path.exists(path):
         return False
-    if _UNNAMED_FILES and (created := _create_unnamed(path, data)) is not None:
+    if unnamed and (created := local_fast.create_unnamed(path, data)) is not None:
         return created
     try:
         _write(temp, data)
-        _replace(temp, path)
+        return _move_new(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    return True
-
-
-def _create_unnamed(path: str, data: bytes) -> bool | None:
-    """Write an unnamed file in ``path``'s folder and link it there: one directory entry
-    instead of a temp name and a rename, and a crash leaves nothing behind. False if
-    ``path`` exists; None if this filesystem has no unnamed files."""
-    folder = os.path.dirname(path)
-    try:
-        fd = _making_folder(folder, partial(os.open, folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
-    except OSError as error:
-        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR):  # EISDIR: kernel without it
-            return None
-        raise
-    with open(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        try:
-            # A dir fd makes Python call linkat(AT_SYMLINK_FOLLOW), which links the file
-            # behind the /proc link; for an absolute path the fd itself is not used.
-            os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd)
-        except FileExistsError:
-            return False
-        except OSError:  # the /proc link refused (a foreign /proc, say): use a named temp
-            return None
-    return True
 
 
 def _write(path: str, data: bytes) -> None:
@@ -165,13 +135,26 @@ def _making_folder(folder: str, step: Callable[[], T]) -> T:
         return step()
 
 
-def _replace(source: str, destination: str) -> None:
-    # os.replace is one atomic rename on the same filesystem (the temp folder is inside
-    # the root), where fsspec's mv may fall back to copying.
+def _move_new(source: str, destination: str) -> bool:
+    """Move ``source`` to ``destination`` unless a file is there; whether it moved.
+    ``source`` is gone afterwards either way.
+
+    A hard link refuses an existing name (EEXIST) in the same call that creates it, where
+    a rename would replace it. Filesystems without hard links get a check and a rename,
+    which two writers can race (same bytes either way).
+    """
     try:
-        os.replace(source, destination)
-    except FileNotFoundError:
-        if not os.path.exists(source):
+        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+    except FileExistsError:
+        os.unlink(source)
+        return False
+    except OSError as error:
+        if error.errno not in _NO_LINKS:
             raise
-        os.makedirs(os.path.dirname(destination), exist_ok=True)
-        os.replace(source, destination)
+        if os.path.exists(destination):
+            os.unlink(source)
+            return False
+        _making_folder(os.path.dirname(destination), partial(os.replace, source, destination))
+        return True
+    os.unlink(source)
+    return True

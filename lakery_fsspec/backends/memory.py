@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec.backends.base import Backend
+from lakery_fsspec.backends.clock import Aged, age
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -15,12 +17,15 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend(Backend):
     """Memory: dict operations that never block, so they run on the caller's loop.
 
-    Puts are atomic dict assignments and a move re-keys the stored buffer. Reads slice
-    the stored bytes, so concurrent readers never share a file position.
+    Puts are atomic dict assignments and a move re-keys the stored buffer unless the
+    destination is taken. Reads slice the stored bytes, so concurrent readers never
+    share a file position.
     """
 
+    protocols = ("memory",)
     atomic_put = True
     needs_dirs = False
+    process_local = True
 
     async def size(self, path: str) -> int | None:
         value = self._value(path)
@@ -35,12 +40,25 @@ class MemoryBackend(Backend):
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         self.fs.pipe_file(path, data)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        # fsspec's mv would copy the whole buffer; re-keying it is instant and atomic.
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        # fsspec's mv would copy the whole buffer; re-keying it is instant, and setdefault
+        # refuses to replace an object already there (atomic under the GIL).
         store: dict[str, Any] = self.fs.store
         buffer = store.pop(self.fs._strip_protocol(source))
         buffer.path = self.fs._strip_protocol(destination)
-        store[buffer.path] = buffer
+        return store.setdefault(buffer.path, buffer) is buffer
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        # Files are stamped when opened and when committed; this process's clock is the
+        # server's.
+        prefix = self.fs._strip_protocol(folder).rstrip("/") + "/"
+        store: dict[str, Any] = self.fs.store
+        now = time.time()
+        return [
+            Aged(path, age(now, file.modified))
+            for path, file in list(store.items())
+            if path.startswith(prefix) and "/" not in path[len(prefix) :]
+        ]
 
     def _value(self, path: str) -> bytes | None:
         # getvalue() hands out the stored bytes without copying them (CPython's BytesIO

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
+import threading
 import zlib
-from collections.abc import AsyncIterator, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lakery_fsspec.backends.base import Backend, Writer
+from lakery_fsspec.backends.base import Backend, cleanup
 from lakery_fsspec.backends.blocks import BlockWriter, upload_whole
+from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
 from lakery_fsspec.checksums import b64, computed, digest_sha256, sha256
 from lakery_fsspec.errors import IntegrityError, exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
+    from lakery_fsspec.writers import Writer
+
 __all__ = ["S3Backend"]
 
-_MAX_COPY_OBJECT = 5 * 2**30  # S3's limit for a single CopyObject
+_MAX_PART_COPY = 5 * 2**30  # S3's limit for one UploadPartCopy (and one CopyObject)
 _MAX_PUT_OBJECT = 5 * 2**30  # and for a single PutObject
 _MAX_PARTS = 10_000
 _CHECKSUM_MISMATCH = frozenset({"BadDigest", "XAmzContentChecksumMismatch"})
@@ -27,18 +34,82 @@ MinIO for x-amz-checksum-*: XAmzContentChecksumMismatch)."""
 
 
 class S3Backend(Backend):
-    """S3: atomic PUTs, one-HEAD existence checks, copy + delete moves, one-GET streams.
+    """S3: atomic PUTs, one-HEAD existence checks, create-only copy + delete moves,
+    one-GET streams.
 
     Every upload carries a checksum that S3 verifies before it stores anything: a put
     the digest's own SHA-256 (``x-amz-checksum-sha256``, no hashing), a stream CRC32s
     (see S3Writer).
     """
 
+    protocols = ("s3", "s3a")
+    extra = "s3"
+    root_kind = "bucket"
+    endpoint_option = "endpoint_url"
+    credentials_hint = (
+        "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
+    )
+    operations: ClassVar[dict[str, str]] = {
+        "PutObject": "write",
+        "CreateMultipartUpload": "write",
+        "UploadPart": "write",
+        "CompleteMultipartUpload": "write",
+        "CopyObject": "move",
+        "UploadPartCopy": "move",
+        "DeleteObject": "delete",
+        "DeleteObjects": "delete",
+        "AbortMultipartUpload": "delete",
+        "GetObject": "read",
+        "HeadObject": "read",
+        "ListObjectsV2": "list",
+        "ListObjects": "list",
+        "HeadBucket": "list",
+    }
+    """S3 operation (as botocore names it in errors) -> what the user was doing."""
+    permissions: ClassVar[dict[str, str]] = {
+        "write": "s3:PutObject",
+        "move": "s3:GetObject and s3:PutObject",
+        "delete": "s3:DeleteObject",
+        "read": "s3:GetObject",
+        "list": "s3:ListBucket",
+    }
+    """What the user was doing -> the IAM actions that allow it."""
+
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
     min_block_size = 5 * 2**20
     loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        client_kwargs = options.get("client_kwargs")
+        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
+        found = options.get("endpoint_url") or nested
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return str(found) if found else None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # One attempt per request (s3fs still retries a few times itself).
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", min(timeout, 5.0))
+        config.setdefault("retries", {"max_attempts": 1})
+        return {**options, "config_kwargs": config}
+
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        # A user's own session, HTTP transport or per-region clients stay theirs. (Their
+        # options, not fs's attributes: fs gets a session of its own once it connects.)
+        options = fs.storage_options
+        config = options.get("config_kwargs") or {}
+        if options.get("session") or options.get("cache_regions") or "http_session_cls" in config:
+            return {}
+        return {
+            "session": SharedClients(fs.kwargs),  # what s3fs would give AioSession
+            "config_kwargs": {**config, "http_session_cls": LoopPools},
+        }
 
     @staticmethod
     async def connect(fs: Any) -> None:
@@ -48,6 +119,10 @@ class S3Backend(Backend):
     async def disconnect(fs: Any) -> None:
         if fs._s3 is not None:
             await fs._s3creator.__aexit__(None, None, None)
+
+    async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
+        # S3 names the missing bucket in the error (probing it would need more rights).
+        return any(_error_code(item) == "NoSuchBucket" for item in exception_chain(error))
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
         options = {"ContentType": digest["content_type"]}
@@ -120,15 +195,204 @@ class S3Backend(Backend):
             if file.r is not None:  # the async file's close() does not release the connection
                 file.r.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> None:
-        if digest["content_size"] <= _MAX_COPY_OBJECT:
-            # One CopyObject (metadata copied with it), where s3fs would copy objects
-            # above 150 MiB part by part, serially.
-            await self.io.run(lambda fs: fs._copy_basic(source, destination))
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        # The refusal below comes only after the server has copied the whole object; a
+        # HEAD first saves that copy when the content is already stored.
+        if await self.exists(destination):
+            await self.remove(source)
+            return False
+        if digest["content_size"] == 0:
+            created = await self._put_new(destination, b"", digest)
         else:
-            # Copied in parts, which keep only the metadata passed here.
-            await self.io.call("cp_file", source, destination, **self.write_options(digest))
+            created = await self._copy_new(source, destination, digest)
         await self.remove(source)
+        return created
+
+    async def _put_new(self, path: str, data: bytes, digest: Digest) -> bool:
+        try:
+            await self.put(path, data, digest, mode="create")  # PutObject, If-None-Match: *
+        except FileExistsError:
+            return False
+        return True
+
+    async def _copy_new(self, source: str, destination: str, digest: Digest) -> bool:
+        """Copy server-side as a multipart upload completed with ``If-None-Match: *``:
+        whether the object was created (False: one was there already).
+
+        AWS also honours If-None-Match on a single CopyObject, but S3-compatible servers
+        and moto (5.2) ignore it there and overwrite; on CompleteMultipartUpload they
+        enforce it. The parts (one up to 5 GiB) carry no metadata: the upload does.
+
+        The copy asks for a full-object CRC32 like S3Writer's (which the server computes
+        from the copied bytes); without one, the object would lose its checksum.
+        """
+        bucket, key, _ = self.fs.split_path(destination)
+        source_bucket, source_key, version = self.fs.split_path(source)
+        copy_source = {"Bucket": source_bucket, "Key": source_key}
+        if version:
+            copy_source["VersionId"] = version
+        target = {"Bucket": bucket, "Key": key}
+        options = self.write_options(digest)
+        if self.checksums:
+            options |= {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}
+        upload = await self.io.run(
+            lambda fs: fs._call_s3("create_multipart_upload", **target, **options)
+        )
+        target["UploadId"] = upload["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            size = digest["content_size"]
+            for number, start in enumerate(range(0, size, _MAX_PART_COPY), start=1):
+                span = f"bytes={start}-{min(start + _MAX_PART_COPY, size) - 1}"
+                part = await self.io.run(
+                    lambda fs, number=number, span=span: fs._call_s3(
+                        "upload_part_copy",
+                        **target,
+                        PartNumber=number,
+                        CopySource=copy_source,
+                        CopySourceRange=span,
+                    )
+                )
+                copied = part["CopyPartResult"]
+                done = {"PartNumber": number, "ETag": copied["ETag"]}
+                if "ChecksumCRC32" in copied:  # AWS reports each copied part's CRC32
+                    done["ChecksumCRC32"] = copied["ChecksumCRC32"]
+                parts.append(done)
+            await self.io.run(
+                lambda fs: fs._call_s3(
+                    "complete_multipart_upload",
+                    **target,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            )
+        except FileExistsError:  # 412: the object was created meanwhile
+            await self._abort(target)
+            return False
+        except BaseException as error:
+            await self._abort(target)
+            if _is_conflict(error) and await self.exists(destination):
+                return False  # 409: a concurrent writer completed first
+            raise
+        return True
+
+    async def _abort(self, upload: dict[str, Any]) -> None:
+        where = f"s3://{upload['Bucket']}/{upload['Key']}"
+        await cleanup(
+            self.io.run(lambda fs: fs._call_s3("abort_multipart_upload", **upload)),
+            f"abort the multipart copy to {where} (upload {upload['UploadId']})",
+        )
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        bucket, key, _ = self.fs.split_path(folder)
+        return await self.io.run(lambda fs: _list_objects(fs, bucket, key.rstrip("/") + "/"))
+
+    async def list_uploads(self, folder: str) -> list[Upload]:
+        # A writer killed mid-stream leaves its multipart upload: no object, yet billed.
+        bucket, key, _ = self.fs.split_path(folder)
+        prefix = key.rstrip("/") + "/"
+        try:
+            listed = await self.io.run(lambda fs: _list_uploads(fs, bucket, prefix))
+            uploads: list[Upload] = []
+            for upload in listed:
+                seconds = await self.io.run(partial(_upload_age, bucket=bucket, upload=upload))
+                if seconds is not None:
+                    uploads.append(Upload(f"{bucket}/{upload['Key']}", seconds, upload["UploadId"]))
+            return uploads
+        except PermissionError as error:
+            msg = (
+                f"{error} (listing unfinished uploads needs s3:ListBucketMultipartUploads "
+                "and s3:ListMultipartUploadParts; aborting them, s3:AbortMultipartUpload)"
+            )
+            raise PermissionError(msg) from error
+
+    async def abort_upload(self, path: str, upload_id: str | None) -> None:
+        bucket, key, _ = self.fs.split_path(path)
+        with contextlib.suppress(FileNotFoundError):  # NoSuchUpload: completed or aborted
+            await self.io.run(
+                lambda fs: fs._call_s3(
+                    "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
+                )
+            )
+
+
+def _is_conflict(error: BaseException) -> bool:
+    """Whether S3 answered 409 ConditionalRequestConflict: a conditional write raced
+    another write of the same key (AWS says to retry; here the other write may be ours)."""
+    cause = error.__cause__
+    response: Any = getattr(cause, "response", None)
+    return isinstance(response, dict) and (
+        response.get("Error", {}).get("Code") == "ConditionalRequestConflict"
+    )
+
+
+async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
+    """Objects directly under ``prefix``, aged by the server's clock."""
+    found: list[Aged] = []
+    page: dict[str, Any] = {"IsTruncated": True}
+    while page.get("IsTruncated"):
+        token = page.get("NextContinuationToken")
+        more = {"ContinuationToken": token} if token else {}
+        page = await fs._call_s3(
+            "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+        )
+        now = _server_time(page)
+        for item in page.get("Contents", []):
+            found.append(Aged(f"{bucket}/{item['Key']}", age(now, item["LastModified"])))
+    return found
+
+
+async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Multipart uploads to keys directly under ``prefix``, as ListMultipartUploads
+    describes them."""
+    listed: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"IsTruncated": True}
+    while page.get("IsTruncated"):
+        more: dict[str, str] = {}
+        if "NextKeyMarker" in page:
+            more = {"KeyMarker": page["NextKeyMarker"]}
+            more["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        page = await fs._call_s3(
+            "list_multipart_uploads", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+        )
+        listed += [
+            upload
+            for upload in page.get("Uploads", [])
+            if "/" not in upload["Key"][len(prefix) :]  # not every server honours Delimiter
+        ]
+    return listed
+
+
+async def _upload_age(fs: Any, *, bucket: str, upload: dict[str, Any]) -> float | None:
+    """Seconds since the upload's last part arrived (since it began, without parts) by
+    the server's clock; None if it has finished meanwhile.
+
+    An upload that still receives parts is in flight however long ago it began (and
+    moto reports a fixed ``Initiated`` from 2010 for every upload).
+    """
+    latest = upload["Initiated"]
+    page: dict[str, Any] = {"IsTruncated": True}
+    while page.get("IsTruncated"):
+        marker = page.get("NextPartNumberMarker")
+        more = {"PartNumberMarker": marker} if marker else {}
+        try:
+            page = await fs._call_s3(
+                "list_parts", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], **more
+            )
+        except FileNotFoundError:  # NoSuchUpload
+            return None
+        latest = max([latest, *(part["LastModified"] for part in page.get("Parts", []))])
+    return age(_server_time(page), latest)
+
+
+def _server_time(response: dict[str, Any]) -> float:
+    return server_time(response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
+
+
+def _error_code(error: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError, if ``error`` is one."""
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 class S3Writer(BlockWriter):
@@ -262,14 +526,6 @@ def _mismatch_is_integrity_error(path: str) -> Generator[None]:
         raise
 
 
-def _error_code(error: BaseException) -> str | None:
-    response = getattr(error, "response", None)  # botocore ClientError
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")  # pyright: ignore[reportUnknownMemberType]
-        return code if isinstance(code, str) else None
-    return None
-
-
 async def _get_object(fs: Any, path: str) -> bytes:
     bucket, key, version = fs.split_path(path)
     version_option = {"VersionId": version} if version else {}
@@ -288,3 +544,203 @@ async def _read_up_to(file: Any, size: int) -> bytes:
         parts.append(part)
         missing -= len(part)
     return b"".join(parts)
+
+
+class SharedClients:
+    """The aiobotocore session of one filesystem's per-loop copies: one client per process.
+
+    Building an S3 client costs ~0.2 s of CPU (botocore reads its JSON data, registers
+    its handlers, builds a class of 100+ methods, and an SSL context). Its only
+    loop-bound part is its connection pool, which ``LoopPools`` keeps per loop; so every
+    copy, on whichever loop, gets the same client, and a copy's "close" closes its loop's
+    pool. s3fs asks a session passed as ``session=`` for clients only
+    (``create_client``).
+
+    A client is shared only if nothing in it is bound to the loop it was made on:
+    credentials that refresh (instance roles, SSO, assume-role) and adaptive retries
+    hold asyncio locks. Then each loop builds its own client from its own session, as
+    s3fs does. State is kept per process id: a ``fork`` child builds its own (and keeps
+    the parent's objects unused, so that collecting them closes nothing of the parent's).
+    """
+
+    def __init__(self, session_options: dict[str, Any]) -> None:
+        self._session_options = dict(session_options)  # what s3fs would give AioSession
+        self._states: dict[int, _ProcessClients] = {}
+
+    def create_client(self, *args: Any, **kwargs: Any) -> ClientContext:
+        """What ``AioSession.create_client`` returns: a client context."""
+        pid = os.getpid()
+        if (state := self._states.get(pid)) is None:
+            state = self._states.setdefault(pid, _ProcessClients(self._session_options))
+        return ClientContext(state, args, kwargs)
+
+
+class _ProcessClients:
+    """One process's shared clients, and the session that makes them."""
+
+    def __init__(self, session_options: dict[str, Any]) -> None:
+        self.session_options = session_options
+        self.session: Any = None  # made on first use; None once sharing is ruled out
+        self.sharing = True
+        self.clients: list[tuple[tuple[Any, ...], Any]] = []  # (create_client's arguments, client)
+        self.building = False  # a client is being made on self.session
+        self.lock = threading.Lock()  # this process's own, never held across a fork
+
+    def new_session(self) -> Any:
+        from aiobotocore.session import AioSession
+
+        return AioSession(**self.session_options)
+
+
+class ClientContext:
+    """``async with`` an S3 client: the shared one, or one owned by the running loop."""
+
+    def __init__(
+        self, state: _ProcessClients, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._state = state
+        self._args = args
+        self._kwargs = kwargs
+        config = kwargs.get("config")
+        options = getattr(config, "_user_provided_options", None) if config else None
+        others = {key: value for key, value in kwargs.items() if key != "config"}
+        self._signature = (args, others, options)
+        self._client: Any = None
+
+    async def __aenter__(self) -> Any:
+        state = self._state
+        with state.lock:
+            known = (client for signature, client in state.clients if signature == self._signature)
+            if (client := next(known, None)) is not None:
+                self._client = client
+                return client
+            # One client at a time is made on the shared session; a loop that would
+            # wait for it makes its own instead (never blocking its thread on a lock).
+            shared = state.sharing and not state.building
+            if shared:
+                state.building = True
+                state.session = state.session or state.new_session()
+        session = state.session if shared else state.new_session()
+        try:
+            client = await session.create_client(*self._args, **self._kwargs).__aenter__()
+            if shared:
+                loop_free = await _loop_free(session, self._kwargs)
+                with state.lock:
+                    if loop_free:
+                        state.clients.append((self._signature, client))
+                    else:
+                        # This client stays the running loop's, and the next loops
+                        # make their own, each from its own session.
+                        state.sharing, state.session = False, None
+        finally:
+            if shared:
+                state.building = False
+        self._client = client
+        return client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # The client's HTTP session is a LoopPools: this closes the running loop's pool,
+        # which is all there is of a client owned by this loop.
+        if self._client is not None:
+            await self._client.__aexit__(*exc_info)
+
+
+async def _loop_free(session: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether a client made with these arguments holds nothing bound to one loop:
+    credentials that never refresh (or none), and no adaptive retries."""
+    from botocore import UNSIGNED
+    from botocore.credentials import RefreshableCredentials
+
+    config = kwargs.get("config")
+    retries = (getattr(config, "retries", None) or {}).get("mode")
+    if (retries or session.get_config_variable("retry_mode")) == "adaptive":
+        return False
+    if kwargs.get("aws_access_key_id") and kwargs.get("aws_secret_access_key"):
+        return True
+    if getattr(config, "signature_version", None) is UNSIGNED:
+        return True
+    return not isinstance(await session.get_credentials(), RefreshableCredentials)
+
+
+class LoopPools:
+    """aiobotocore's HTTP session (``http_session_cls``) for a client used from many
+    event loops: one ``AIOHTTPSession`` connection pool per loop, made on the loop's
+    first request and closed by ``close`` on that loop (its copy's disconnect).
+
+    The SSL contexts (~30 ms: loading the CA bundle) are built once per client, not
+    once per pool.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._ssl: dict[str | None, Any] = {}
+
+    @property
+    def _sessions(self) -> dict[str, Any]:
+        # s3fs reads this to tell whether the client was closed and must be remade: a
+        # LoopPools never is (a loop whose pool was closed gets a new one).
+        return {}
+
+    async def __aenter__(self) -> LoopPools:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the running loop's pool."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    async def send(self, request: Any) -> Any:
+        """Send ``request`` through the running loop's pool."""
+        loop = asyncio.get_running_loop()
+        if (pool := self._pools.get(loop)) is None:
+            pool = _pool_class()(self, **self._options)
+            await pool.__aenter__()
+            if (first := self._pools.setdefault(loop, pool)) is not pool:
+                await pool.close()
+                pool = first
+        return await pool.send(request)
+
+    def ssl_contexts(self, proxy_url: str | None, build: Callable[[], Any]) -> Any:
+        """The SSL contexts for ``proxy_url`` (see AIOHTTPSession), built the first time."""
+        if (contexts := self._ssl.get(proxy_url)) is None:
+            contexts = self._ssl.setdefault(proxy_url, build())
+        return contexts
+
+    def built_ssl_contexts(self, proxy_url: str | None) -> Any:
+        """The SSL contexts for ``proxy_url`` if built already, else None."""
+        return self._ssl.get(proxy_url)
+
+
+@functools.cache
+def _pool_class() -> type[Any]:
+    """AIOHTTPSession taking its SSL contexts from its LoopPools (made on first use:
+    aiobotocore is the s3 extra's)."""
+    import aiohttp
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    class Pool(AIOHTTPSession):
+        def __init__(self, owner: LoopPools, **options: Any) -> None:
+            super().__init__(**options)
+            self._owner = owner
+
+        def _build_ssl_contexts(self, proxy_url: str | None) -> Any:
+            build = super()._build_ssl_contexts
+            return self._owner.ssl_contexts(proxy_url, lambda: build(proxy_url))
+
+        async def _create_connector(self, proxy_url: str | None) -> Any:
+            # aiobotocore builds the contexts in a worker thread, which in a new loop
+            # means a new thread to start, and to join when the loop ends.
+            contexts = self._owner.built_ssl_contexts(proxy_url)
+            if proxy_url is not None or contexts is None:
+                return await super()._create_connector(proxy_url)
+            options: dict[str, Any] = dict(self._connector_args or {})
+            return aiohttp.TCPConnector(
+                limit=self._max_pool_connections, ssl=contexts[0], **options
+            )
+
+    return Pool

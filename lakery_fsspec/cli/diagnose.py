@@ -7,7 +7,6 @@ the exception's chain, so no SDK needs to be installed for this module to work.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Mapping
@@ -15,36 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from lakery_fsspec.backends import backend_class
+from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.errors import exception_chain
 
 __all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
 
-_OBJECT_STORES = {"s3": "bucket", "gcs": "bucket", "abfs": "container"}
-
-# S3 operation -> what the user was doing, and the IAM action that allows it.
-_S3_ACTIONS = {
-    "PutObject": "write",
-    "CreateMultipartUpload": "write",
-    "UploadPart": "write",
-    "CompleteMultipartUpload": "write",
-    "CopyObject": "move",
-    "UploadPartCopy": "move",
-    "DeleteObject": "delete",
-    "DeleteObjects": "delete",
-    "AbortMultipartUpload": "delete",
-    "GetObject": "read",
-    "HeadObject": "read",
-    "ListObjectsV2": "list",
-    "ListObjects": "list",
-    "HeadBucket": "list",
-}
-_S3_PERMISSIONS = {
-    "write": "s3:PutObject",
-    "move": "s3:GetObject and s3:PutObject",
-    "delete": "s3:DeleteObject",
-    "read": "s3:GetObject",
-    "list": "s3:ListBucket",
-}
 _NO_BUCKET_CODES = {"NoSuchBucket", "ContainerNotFound"}
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException"}
 _BAD_SECRET_CODES = {"SignatureDoesNotMatch", "AuthenticationFailed"}
@@ -112,12 +87,13 @@ def diagnose(
     chain = list(exception_chain(error))
     names = {cls.__name__ for item in chain for cls in type(item).__mro__}
     codes = [code for item in chain if (code := _code(item))]
+    backend = backend_class(protocol)
     operation = next((op for item in chain if (op := getattr(item, "operation_name", None))), "")
-    if isinstance(operation, str) and operation in _S3_ACTIONS:
-        action = _S3_ACTIONS[operation]
+    if isinstance(operation, str):  # botocore names the S3 operation that failed
+        action = S3Backend.operations.get(operation, action)
     endpoint = endpoint or _endpoint_in(chain)
     where = f" at {endpoint}" if endpoint else ""
-    kind_of_root = _OBJECT_STORES.get(protocol, "root")
+    kind_of_root = backend.root_kind
     bucket = _bucket(url)
     text = _first_line(error)
 
@@ -127,8 +103,10 @@ def diagnose(
         r"(bucket|container) does not exist", " ".join(map(str, chain)), re.IGNORECASE
     ):
         return _no_bucket(kind_of_root, bucket, where)
-    if protocol in _OBJECT_STORES and action == "write" and isinstance(error, FileNotFoundError):
-        if protocol == "s3":  # S3 says NoSuchBucket; a bare 404 may come from another server
+    # Listing raises FileNotFoundError only for a missing bucket (list_temp checks).
+    missing = action in ("write", "list") and isinstance(error, FileNotFoundError)
+    if kind_of_root != "root" and missing:
+        if backend is S3Backend:  # S3 says NoSuchBucket; a bare 404 may come from another server
             return Diagnosis(
                 "no-bucket",
                 f"The server{where} answered 'Not Found' to a write: the bucket {bucket!r} "
@@ -140,7 +118,7 @@ def diagnose(
         return Diagnosis(
             "no-credentials",
             f"No credentials were found for {protocol or 'this storage'} ({text}).",
-            _credentials_fix(protocol),
+            backend.credentials_hint,
         )
     if bad := _bad_credentials(codes, chain, protocol, where):
         return bad
@@ -179,22 +157,7 @@ def _codes_in(codes: list[str], wanted: set[str]) -> bool:
 
 def endpoint_of(protocol: str, options: Mapping[str, Any]) -> str | None:
     """The server URL a storage was explicitly pointed at (options or environment), if any."""
-    if protocol == "s3":
-        client_kwargs = options.get("client_kwargs")
-        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
-        found = options.get("endpoint_url") or nested
-        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return str(found) if found else None
-    if protocol == "gcs":
-        found = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
-        return str(found) if found else None
-    if protocol == "abfs":
-        connection = options.get("connection_string") or os.environ.get(
-            "AZURE_STORAGE_CONNECTION_STRING", ""
-        )
-        match = re.search(r"BlobEndpoint=([^;]+)", str(connection), re.IGNORECASE)
-        return match.group(1) if match else None
-    return None
+    return backend_class(protocol).endpoint(options)
 
 
 # --- the kinds --------------------------------------------------------------------------
@@ -232,7 +195,7 @@ def _no_bucket(kind: str, bucket: str, where: str) -> Diagnosis:
 def _bad_credentials(
     codes: list[str], chain: list[BaseException], protocol: str, where: str
 ) -> Diagnosis | None:
-    fix = _credentials_fix(protocol)
+    fix = backend_class(protocol).credentials_hint
     if _codes_in(codes, _BAD_KEY_CODES):
         message = f"The access key id is not known to the server{where} ({_pick(codes)})."
         return Diagnosis("bad-credentials", message, fix)
@@ -268,15 +231,16 @@ def _denied(
             "Choose a directory you can write to, or fix its permissions.",
         )
     code = _pick(codes)
-    if protocol == "s3" and not code:
+    backend = backend_class(protocol)
+    if backend is S3Backend and not code:
         # A HEAD request carries no error body: the key, the secret or the policy is wrong.
         return Diagnosis(
             "permission-denied",
             f"Access denied (403 Forbidden) trying to {verb} in {url}: the credentials are "
             "wrong or lack permission.",
-            "Run `lakery-fsspec check` on this URL to tell which; " + _credentials_fix(protocol),
+            "Run `lakery-fsspec check` on this URL to tell which; " + backend.credentials_hint,
         )
-    needed = _S3_PERMISSIONS.get(action) if protocol == "s3" else None
+    needed = S3Backend.permissions.get(action) if backend is S3Backend else None
     grant = f" ({needed})" if needed else ""
     why = f" ({code})" if code else ""
     return Diagnosis(
@@ -289,7 +253,8 @@ def _denied(
 def _unreachable(chain: list[BaseException], endpoint: str | None, protocol: str) -> Diagnosis:
     target = endpoint or f"the {protocol or 'storage'} service"
     fix = "Check the endpoint URL and that the server is running"
-    fix += " (-o endpoint_url=http://HOST:PORT)." if protocol in ("s3", "gcs") else "."
+    option = backend_class(protocol).endpoint_option
+    fix += f" (-o {option}=http://HOST:PORT)." if option else "."
     if any(isinstance(item, socket.gaierror) or "DNS" in type(item).__name__ for item in chain):
         message = f"Cannot connect to {target}: its host name does not resolve (DNS lookup failed)."
         return Diagnosis("unreachable", message, "Check the spelling of the host name. " + fix)
@@ -380,21 +345,3 @@ def _first_line(error: BaseException) -> str:
 def _install_fix(text: str) -> str:
     match = re.search(r"pip install '[^']+'", text)
     return f"Run: {match.group(0)}" if match else "Install the package that provides it."
-
-
-def _credentials_fix(protocol: str) -> str:
-    if protocol == "s3":
-        return (
-            "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
-        )
-    if protocol == "gcs":
-        return (
-            "Pass -o token=/path/to/service-account.json, run `gcloud auth "
-            "application-default login`, or -o token=anon for public data."
-        )
-    if protocol == "abfs":
-        return (
-            "Pass -o connection_string=… or -o account_name=… -o account_key=… (or -o sas_token=…)."
-        )
-    return "Check the credentials in the storage options."

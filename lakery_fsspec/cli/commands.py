@@ -1,4 +1,4 @@
-"""The ``lakery-fsspec`` command (also ``python -m lakery_fsspec``): check, put, get, gc, demo.
+"""The ``lakery-fsspec`` command (``python -m lakery_fsspec``): check, put, get, gc, verify, demo.
 
 Every command that takes a storage URL defaults to ``$LAKERY_FSSPEC_URL``, else the local
 directory ``./lake``. Errors are explained in plain words on stderr with a non-zero exit
@@ -21,20 +21,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lakery_fsspec.diagnose import Diagnosis, diagnose, endpoint_of
-from lakery_fsspec.doctor import Doctor
-from lakery_fsspec.filestream import FileStream, guess_content_type
+from lakery_fsspec.backends import backend_class
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
+from lakery_fsspec.cli.doctor import Doctor
+from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.progress import Progress, human_size
 from lakery_fsspec.pointer import FsspecPointer, parse_pointer
-from lakery_fsspec.progress import Progress, human_size
 from lakery_fsspec.storage import FsspecStorage
+from lakery_fsspec.temp import TempPath
 
-__all__ = ["DEFAULT_URL", "URL_VARIABLE", "main", "parse_duration", "parse_size"]
+__all__ = [
+    "DEFAULT_URL",
+    "URL_VARIABLE",
+    "main",
+    "parse_duration",
+    "parse_fraction",
+    "parse_size",
+]
 
 DEFAULT_URL = "./lake"
 """The storage used when no URL is given and ``$LAKERY_FSSPEC_URL`` is not set."""
 URL_VARIABLE = "LAKERY_FSSPEC_URL"
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_UPLOAD_NOTE = {"object": "", "upload": "\tunfinished upload"}
+"""What ``gc`` prints after a temp's path, by its kind."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _SIZES = {
     "": 1,
@@ -181,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.set_defaults(handler=_get)
 
-    gc = _command(commands, "gc", "delete temp objects left behind by interrupted streams")
+    gc = _command(
+        commands,
+        "gc",
+        "delete temp objects and abort unfinished uploads left behind by interrupted streams",
+    )
     _add_url(gc)
     _add_storage_options(gc, "-o", "-s")
     gc.add_argument(
@@ -189,11 +204,53 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default=86_400.0,
         metavar="DURATION",
-        help="age of the temp objects to delete, e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
+        help="age (by the server's clock) of the temps to delete, "
+        "e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     _add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
+
+    verify = _command(
+        commands, "verify", "re-hash stored objects; report corrupt, truncated, missing ones"
+    )
+    _add_url(verify)
+    _add_storage_options(verify, "-o", "-s")
+    verify.add_argument(
+        "--template",
+        help="the path template the objects were written with, from which each path's hash "
+        "is read (default: lakery-fsspec's default template)",
+    )
+    verify.add_argument(
+        "--pointers",
+        metavar="FILE",
+        help="check the objects these pointers name (one JSON a line, as put prints them; "
+        "'-' for standard input) against the hash and size they record, instead of walking "
+        "the storage; this also finds missing objects. URL defaults to the first pointer's",
+    )
+    verify.add_argument(
+        "--sample",
+        type=parse_fraction,
+        metavar="FRACTION",
+        help="check only a random fraction of the objects, e.g. 0.01 (the same --seed "
+        "picks the same objects)",
+    )
+    verify.add_argument("--seed", default="0", help="chooses the --sample (default 0)")
+    verify.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="journal of the run: each checked object is recorded there, and the same "
+        "command with the same FILE goes on where an interrupted run stopped",
+    )
+    verify.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="objects read at once (default 8)",
+    )
+    _add_temp_prefix(verify)
+    verify.set_defaults(handler=_verify)
 
     demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
     _add_url(demo)
@@ -343,19 +400,70 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     if args.dry_run:
         found = asyncio.run(storage.list_temp(older_than))
         for path, seconds in found:
-            print(f"{path}\t{_age(seconds)} old")
-        print(f"would delete {len(found)} temp object(s) older than {age}", file=sys.stderr)
+            print(f"{path}\t{_age(seconds)} old{_UPLOAD_NOTE[path.kind]}")
+        what = _temps([path for path, _ in found], "would delete", "abort")
+        print(f"{what} older than {age}", file=sys.stderr)
         return 0
     context.action = "delete"
     removed = asyncio.run(storage.cleanup_temp(older_than))
     for path in removed:
-        print(path)
-    print(f"deleted {len(removed)} temp object(s) older than {age}", file=sys.stderr)
+        print(f"{path}{_UPLOAD_NOTE[path.kind]}")
+    print(f"{_temps(removed, 'deleted', 'aborted')} older than {age}", file=sys.stderr)
     return 0
 
 
+def _temps(paths: Sequence[TempPath], delete: str, abort: str) -> str:
+    """``"deleted 2 temp object(s) and aborted 1 unfinished upload(s)"``."""
+    uploads = sum(path.kind == "upload" for path in paths)
+    objects = len(paths) - uploads
+    return f"{delete} {objects} temp object(s) and {abort} {uploads} unfinished upload(s)"
+
+
+def _verify(args: argparse.Namespace, context: Context) -> int:
+    from lakery_fsspec.cli.journal import JournalError
+    from lakery_fsspec.cli.verify import PointerFile, VerifyRun
+
+    pointers = None
+    try:
+        if args.pointers is not None:
+            if args.pointers == "-" and sys.stdin.isatty():
+                raise UsageError("--pointers -: pipe the pointers in, or name a file")
+            pointers = PointerFile(args.pointers)
+        url = args.url
+        if url is None and pointers is not None and pointers.first is not None:
+            url = f"{pointers.first['protocol']}://{pointers.first['root']}"
+        url = url or _url(args)
+        options = _options(args)
+        _prepare_environment(url, options)
+        kwargs: dict[str, Any] = {"storage_options": options, "temp_prefix": args.temp_prefix}
+        if args.template is not None:
+            kwargs["router"] = args.template
+        context.url, context.action = url, "read"
+        storage = FsspecStorage(url, **kwargs)
+        context.protocol = storage.location.protocol
+        context.endpoint = endpoint_of(context.protocol, options)
+        run = VerifyRun(
+            storage,
+            pointers,
+            sample=args.sample,
+            seed=args.seed,
+            resume=args.resume,
+            concurrency=args.concurrency,
+        )
+        return run.run()
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+    except ValueError as error:
+        if pointers is None and args.pointers is not None:  # a bad pointers file
+            raise UsageError(str(error)) from None
+        raise
+    finally:
+        if pointers is not None:
+            pointers.close()
+
+
 def _demo(args: argparse.Namespace, context: Context) -> int:
-    from lakery_fsspec.demo import main as demo_main
+    from lakery_fsspec.cli.demo import main as demo_main
 
     context.url, context.action = _url(args), "write"
     return demo_main([context.url])
@@ -428,6 +536,30 @@ def parse_duration(text: str) -> float:
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
+def parse_fraction(text: str) -> float:
+    """``"0.01"``, ``"1%"`` -> a fraction in (0, 1]."""
+    cleaned = text.strip()
+    try:
+        value = float(cleaned.removesuffix("%")) / (100 if cleaned.endswith("%") else 1)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        msg = f"not a fraction: {text!r} (write e.g. 0.01 or 1% for one object in a hundred)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"not a positive whole number: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def parse_size(text: str) -> int:
     """``"12MiB"``, ``"512k"``, ``"1000"`` -> bytes (K/M/G are powers of 1024)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
@@ -488,10 +620,9 @@ def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:
-    """gcsfs probes bucket layouts over gRPC at import unless told not to; emulators hang."""
-    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else ""
-    if scheme in ("gs", "gcs") and endpoint_of("gcs", options):
-        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    """Set what the URL's client reads from the environment when it is imported."""
+    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else "file"
+    backend_class(scheme).prepare_environment(options)
 
 
 def _age(seconds: float) -> str:

@@ -59,6 +59,15 @@ class Progress:
             self._drawn = now
             self._draw()
 
+    def clear(self) -> None:
+        """Erase the bar, so that a line can be printed on the terminal; the next update
+        draws it again below that line."""
+        if self.enabled and not self._closed:
+            width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+            self._stream.write("\r" + " " * width + "\r")
+            self._stream.flush()
+            self._drawn = 0.0
+
     def close(self) -> None:
         """Draw the final state and end the line."""
         if self.enabled and not self._closed:

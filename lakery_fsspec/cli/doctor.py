@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 from labox.core.storage import Digest
 
-from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.diagnose import Diagnosis, diagnose, endpoint_of, probe_endpoint
-from lakery_fsspec.filestream import FileStream
+from lakery_fsspec.backends import backend_class
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
+from lakery_fsspec.cli.filestream import FileStream
+from lakery_fsspec.cli.progress import human_size
 from lakery_fsspec.pointer import FsspecPointer
-from lakery_fsspec.progress import human_size
 from lakery_fsspec.storage import FsspecStorage
 
 __all__ = ["PROBE_FOLDER", "Doctor"]
@@ -161,13 +161,8 @@ class Doctor:
 
     def _build(self) -> str:
         self._protocol = FsspecStorage(self.url, storage_options=self.options).location.protocol
-        options = dict(self.options)
-        if self._protocol == "s3":
-            # Fail fast: one attempt per request (s3fs still retries a few times itself).
-            config = dict(options.get("config_kwargs") or {})
-            config.setdefault("connect_timeout", min(self.timeout, 5.0))
-            config.setdefault("retries", {"max_attempts": 1})
-            options["config_kwargs"] = config
+        backend = backend_class(self._protocol)
+        options = backend.fail_fast(dict(self.options), self.timeout)
         if self.template is not None:
             FsspecStorage(self.url, router=self.template, storage_options=self.options)
         self._storage = FsspecStorage(
@@ -175,8 +170,9 @@ class Doctor:
             storage_options=options,
             router=f"{PROBE_FOLDER}/{{content_hash}}",
             temp_prefix=self.temp_prefix,
+            timeout=self._data_timeout,  # each backend call, probes' removal included
         )
-        self._endpoint = endpoint_of(self._protocol, self.options)
+        self._endpoint = backend.endpoint(self.options)
         target = self.storage.location.filesystems()[1]
         kind = f"{type(target).__module__.split('.')[0]}.{type(target).__name__}"
         template = f", template {self.template!r} valid" if self.template else ""
@@ -195,7 +191,11 @@ class Doctor:
     def _list(self) -> str:
         found = self._run(self.storage.list_temp(), self.timeout, "listing the storage")
         stale = [path for path, age in found if age > _STALE]
-        what = f"root listed, {len(found)} temp object(s) under {self.temp_prefix}/"
+        uploads = sum(path.kind == "upload" for path, _ in found)
+        what = f"root listed, {len(found) - uploads} temp object(s)"
+        if uploads:
+            what += f" and {uploads} unfinished upload(s)"
+        what += f" under {self.temp_prefix}/"
         if stale:
             what += f"; {len(stale)} older than a day: `lakery-fsspec gc` deletes them"
         return what
@@ -263,15 +263,13 @@ class Doctor:
         return f"nothing left under {self.temp_prefix}/"
 
     def _remove_probes(self) -> str:
-        bridge = Bridge(self.storage.location.filesystems()[1])
+        backend = self.storage._backends_for(self._protocol).target
 
         async def remove() -> list[str]:
             left: list[str] = []
             for path in self._probe_paths():
-                with contextlib.suppress(FileNotFoundError):
-                    await bridge.call("rm_file", path)
-                bridge.fs.invalidate_cache(path)
-                if await bridge.call("exists", path):
+                await backend.remove(path)
+                if await backend.exists(path):
                     left.append(path)
             return left
 
@@ -286,10 +284,9 @@ class Doctor:
             )
         count = len(self._probes)
         self._probes.clear()
-        if not bridge.is_async:  # local folders: leave no empty probe folder behind
-            root = self.storage.location.root
+        if backend.needs_dirs:  # local folders: leave no empty probe folder behind
             with contextlib.suppress(OSError):
-                bridge.fs.rmdir(f"{root}/{PROBE_FOLDER}")
+                backend.fs.rmdir(f"{self.storage.location.root}/{PROBE_FOLDER}")
         return f"{count} probe objects deleted"
 
     # --- helpers --------------------------------------------------------------------------
