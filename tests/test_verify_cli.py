@@ -260,7 +260,8 @@ def test_verify_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     os.close(master)
     assert process.wait(timeout=60) == 1
     assert process.stdout is not None
-    [line] = process.stdout.read().decode().splitlines()
+    with process.stdout:
+        [line] = process.stdout.read().decode().splitlines()
     assert line.startswith(f"corrupt: file://{target}: the sha256 of its 300000 bytes is ")
     terminal = seen.decode()
     assert "\r" in terminal

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from lakery_fsspec.backends import local_fast
 from lakery_fsspec.backends.base import Backend
 from lakery_fsspec.backends.clock import Aged, age
+from lakery_fsspec.backends.local_fast import UNNAMED_FILES, create_unnamed
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -39,7 +39,7 @@ class LocalBackend(Backend):
 
     protocols = ("file", "local")
     min_block_size = _BYTES_PER_HOP
-    unnamed_files: bool = local_fast.UNNAMED_FILES
+    unnamed_files: bool = UNNAMED_FILES
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
         return await self.io.thread(partial(_create, path, data, temp, self.unnamed_files))
@@ -91,7 +91,7 @@ def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
 def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
     if os.path.exists(path):
         return False
-    if unnamed and (created := local_fast.create_unnamed(path, data)) is not None:
+    if unnamed and (created := create_unnamed(path, data)) is not None:
         return created
     try:
         _write(temp, data)

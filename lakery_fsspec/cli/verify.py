@@ -38,9 +38,13 @@ class PointerFile:
                 raise ValueError(msg) from None
         self.count = 0
         self.first: FsspecPointer | None = None
-        for pointer in self._read():  # every line checked up front
-            self.count += 1
-            self.first = self.first or pointer
+        try:
+            for pointer in self._read():  # every line checked up front
+                self.count += 1
+                self.first = self.first or pointer
+        except BaseException:
+            self.close()  # a bad line: nobody else holds the file
+            raise
 
     def pointers(self, skip: int = 0) -> Iterator[FsspecPointer]:
         """The pointers in file order, but the first ``skip``."""
