@@ -99,13 +99,13 @@ def options_at(backend: BackendInfo, endpoint: str) -> dict[str, Any]:
 # --- a server that does not answer ----------------------------------------------------------
 
 
-async def silent_storage(backend: BackendInfo, endpoint: str, timeout: float) -> FsspecStorage:
+async def silent_storage(backend: BackendInfo, endpoint: str, seconds: float) -> FsspecStorage:
     """A storage under ``<root>/silent`` whose backend is the unanswering ``endpoint``,
     used once: its client is made on first use, CPU work that no request's timeout bounds
     (and that takes longer than a timeout on a loaded machine)."""
     url = f"{backend.schemes[0]}://{backend.root}/silent"
     storage = FsspecStorage(
-        url, storage_options=options_at(backend, endpoint), chunk_size=BLOCK, timeout=timeout
+        url, storage_options=options_at(backend, endpoint), chunk_size=BLOCK, timeout=seconds
     )
     pointer = {"protocol": backend.protocol, "root": f"{backend.root}/silent", "path": "warm/up"}
     with pytest.raises(StorageUnavailableError):
