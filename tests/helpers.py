@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pty
+import subprocess
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -97,3 +100,27 @@ async def read(storage: FsspecStorage, pointer: Any, how: str) -> bytes:
     chunks = [chunk async for chunk in storage.read_data_stream(pointer)]
     assert all(0 < len(chunk) <= storage.chunk_size for chunk in chunks)
     return b"".join(chunks)
+
+
+def on_a_terminal(command: list[str], timeout: float = 60) -> tuple[int, bytes, bytes]:
+    """Run ``command`` with its standard error on a pseudo-terminal (where progress bars
+    show); its exit status, standard output, and what it wrote on the terminal."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert process.stdout is not None
+    with process.stdout:
+        output = process.stdout.read()
+    return process.wait(timeout=timeout), output, seen

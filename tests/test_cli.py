@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import pty
 import re
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 from conftest import BackendInfo
-from helpers import payload
+from helpers import on_a_terminal, payload
 from servers import HOST, free_port
 
 from lakery_fsspec import FsspecStorage
@@ -767,28 +766,10 @@ def test_get_into_a_closed_pipe_stops_quietly(files: dict[str, Path], tmp_path: 
 
 
 def test_progress_bar_on_a_terminal(files: dict[str, Path], tmp_path: Path) -> None:
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lakery_fsspec", "put", str(tmp_path / "lake"), str(files["b.bin"])],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
-    )
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(master)
-    assert process.wait(timeout=60) == 0
-    assert process.stdout is not None
-    with process.stdout:
-        assert json.loads(process.stdout.read())["content_size"] == files["b.bin"].stat().st_size
+    command = [sys.executable, "-m", "lakery_fsspec", "put", str(tmp_path / "lake")]
+    status, output, seen = on_a_terminal([*command, str(files["b.bin"])])
+    assert status == 0
+    assert json.loads(output)["content_size"] == files["b.bin"].stat().st_size
     terminal = seen.decode()
     assert "\r" in terminal
     assert "b.bin 100% [" in terminal

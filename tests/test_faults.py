@@ -99,19 +99,25 @@ def options_at(backend: BackendInfo, endpoint: str) -> dict[str, Any]:
 # --- a server that does not answer ----------------------------------------------------------
 
 
-def silent_storage(backend: BackendInfo, endpoint: str, timeout: float) -> FsspecStorage:
-    """A storage under ``<root>/silent`` whose backend is the unanswering ``endpoint``."""
+async def silent_storage(backend: BackendInfo, endpoint: str, seconds: float) -> FsspecStorage:
+    """A storage under ``<root>/silent`` whose backend is the unanswering ``endpoint``,
+    used once: its client is made on first use, CPU work that no request's timeout bounds
+    (and that takes longer than a timeout on a loaded machine)."""
     url = f"{backend.schemes[0]}://{backend.root}/silent"
-    return FsspecStorage(
-        url, storage_options=options_at(backend, endpoint), chunk_size=BLOCK, timeout=timeout
+    storage = FsspecStorage(
+        url, storage_options=options_at(backend, endpoint), chunk_size=BLOCK, timeout=seconds
     )
+    pointer = {"protocol": backend.protocol, "root": f"{backend.root}/silent", "path": "warm/up"}
+    with pytest.raises(StorageUnavailableError):
+        await storage.read_data(pointer)  # type: ignore[arg-type]
+    return storage
 
 
 @pytest.mark.backends(*CLOUDS)
 async def test_silent_server_fails_within_the_timeout(backend: BackendInfo) -> None:
     timeout = 0.3
     with black_hole() as endpoint:
-        storage = silent_storage(backend, endpoint, timeout)
+        storage = await silent_storage(backend, endpoint, timeout)
         pointer = {"protocol": backend.protocol, "root": f"{backend.root}/silent", "path": "a/b"}
         data = payload(3 * block_size(backend))
         stream = Stream(chunked(data, BLOCK))
@@ -139,7 +145,7 @@ async def test_silent_server_fails_within_the_timeout(backend: BackendInfo) -> N
 async def test_cancelling_a_write_stuck_on_a_silent_server_returns(backend: BackendInfo) -> None:
     timeout = 0.3
     with black_hole() as endpoint:
-        storage = silent_storage(backend, endpoint, timeout)
+        storage = await silent_storage(backend, endpoint, timeout)
 
         async def endless() -> AsyncIterator[bytes]:
             while True:

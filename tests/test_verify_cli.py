@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import BackendInfo
-from helpers import payload
+from helpers import on_a_terminal, payload
 
 from lakery_fsspec.cli import main
 
@@ -240,28 +238,9 @@ def test_verify_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     target = lake / pointer["path"]
     target.write_bytes(target.read_bytes()[:-1] + b"!")
 
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [*command, "verify", str(lake)],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
-    )
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(master)
-    assert process.wait(timeout=60) == 1
-    assert process.stdout is not None
-    with process.stdout:
-        [line] = process.stdout.read().decode().splitlines()
+    status, output, seen = on_a_terminal([*command, "verify", str(lake)])
+    assert status == 1
+    [line] = output.decode().splitlines()
     assert line.startswith(f"corrupt: file://{target}: the sha256 of its 300000 bytes is ")
     terminal = seen.decode()
     assert "\r" in terminal

@@ -24,9 +24,9 @@ class FsspecStorageFamily(Family):
 
 
 class PlainLocalFamily(Family):
-    """FsspecStorage on local files with the Linux fast paths off (``local_fast``): named
-    temp file + rename for blobs, a worker-thread hop for every stream read. The fast
-    paths stay only while they beat this by at least 1.2x on some row."""
+    """FsspecStorage on local files with the Linux fast path off (``local_fast``): a named
+    temp file and a link for blobs. A fast path stays only while it beats this by at
+    least 1.2x on some row."""
 
     key = "fsspec_storage_plain"
     label = "FsspecStorage, no fast paths"
@@ -39,5 +39,5 @@ class PlainLocalFamily(Family):
         storage = FsspecStorage(self.env.url(prefix), chunk_size=self.chunk_size)
         backend = storage._backends_for("file").target  # pyright: ignore[reportPrivateUsage]
         assert isinstance(backend, LocalBackend)
-        backend.unnamed_files = backend.cached_reads = False
+        backend.unnamed_files = False
         return LaboxContender(storage)

@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from anyio.lowlevel import checkpoint
-
-from lakery_fsspec.backends import local_fast
 from lakery_fsspec.backends.base import Backend
 from lakery_fsspec.backends.clock import Aged, age
+from lakery_fsspec.backends.local_fast import UNNAMED_FILES, create_unnamed
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -35,15 +33,13 @@ class LocalBackend(Backend):
     file, each operation one worker-thread hop; every call that can block runs in a
     worker thread.
 
-    Two Linux fast paths (``local_fast``), each switchable for the benchmark's plain
-    contender: blobs written as an unnamed file and linked into place, and stream chunks
-    the page cache holds read on the event loop (the kernel guarantees it never waits).
+    On Linux, blobs are written as an unnamed file and linked into place (``local_fast``;
+    the benchmark's plain contender switches it off).
     """
 
     protocols = ("file", "local")
     min_block_size = _BYTES_PER_HOP
-    unnamed_files: bool = local_fast.UNNAMED_FILES
-    cached_reads: bool = local_fast.CACHED_READS
+    unnamed_files: bool = UNNAMED_FILES
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
         return await self.io.thread(partial(_create, path, data, temp, self.unnamed_files))
@@ -53,21 +49,10 @@ class LocalBackend(Backend):
         per_hop = max(1, _BYTES_PER_HOP // chunk_size)
         try:
             await self.io.thread(lambda: opened.append(open(path, "rb")))  # noqa: SIM115
-            file, buffer, offset, on_loop = opened[0], bytearray(chunk_size), 0, 0
-            while True:
-                chunk = local_fast.read_cached(file, buffer, offset) if self.cached_reads else None
-                if chunk is None:  # not in the page cache: a worker thread waits for it
-                    read = partial(_read_chunks, file, offset, chunk_size, per_hop)
-                    chunks, on_loop = await self.io.thread(read), 0
-                else:
-                    chunks, on_loop = [chunk], on_loop + 1
-                    if on_loop == per_hop:  # a hop's worth read on the loop: let others run
-                        on_loop = 0
-                        await checkpoint()
-                if not chunks or not chunks[0]:
-                    return
+            while chunks := await self.io.thread(
+                partial(_read_chunks, opened[0], chunk_size, per_hop)
+            ):
                 for chunk in chunks:
-                    offset += len(chunk)
                     yield chunk
         finally:
             for file in opened:
@@ -95,8 +80,8 @@ def _list_aged(folder: str) -> list[Aged]:
     return [Aged(path, age(now, mtime)) for path, mtime in written]
 
 
-def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> list[bytes]:
-    file.seek(offset)
+def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
+    """Up to ``count`` chunks from where ``file`` is (none at its end)."""
     chunks: list[bytes] = []
     while len(chunks) < count and (chunk := file.read(chunk_size)):
         chunks.append(chunk)
@@ -106,7 +91,7 @@ def _read_chunks(file: BinaryIO, offset: int, chunk_size: int, count: int) -> li
 def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
     if os.path.exists(path):
         return False
-    if unnamed and (created := local_fast.create_unnamed(path, data)) is not None:
+    if unnamed and (created := create_unnamed(path, data)) is not None:
         return created
     try:
         _write(temp, data)

@@ -43,7 +43,7 @@ class PointerFile:
                 self.count += 1
                 self.first = self.first or pointer
         except BaseException:
-            self._file.close()  # a bad line: nobody else will
+            self.close()  # a bad line: nobody else holds the file
             raise
 
     def pointers(self, skip: int = 0) -> Iterator[FsspecPointer]:

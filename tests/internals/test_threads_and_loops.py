@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import itertools
 import os
-import random
 import threading
 import time
 import weakref
@@ -21,8 +19,6 @@ from fsspec.implementations.memory import MemoryFileSystem
 from helpers import CHUNK, payload, read, write
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends import local_fast
-from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import LoopInstances, shared_loop_instances
 
@@ -56,55 +52,6 @@ async def test_local_files_are_never_opened_or_stated_on_the_event_loop(
         data = payload(size, seed=size)
         assert await read(storage, await write(storage, data, how), how) == data
     assert on_loop == []
-
-
-@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="page-cache-only reads are Linux's")
-async def test_local_stream_chunks_in_the_page_cache_are_read_without_a_thread_hop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    storage = FsspecStorage(tmp_path, chunk_size=CHUNK)
-    data = payload(20 * CHUNK + 7)
-    pointer = await write(storage, data, "blob")  # just written: in the page cache
-    hops = _count_hops(monkeypatch)
-    assert await read(storage, pointer, "stream") == data
-    assert len(hops) == 1  # opening the file
-
-
-async def test_local_stream_reads_mix_cached_partial_and_waiting_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    storage = FsspecStorage(tmp_path, chunk_size=CHUNK)
-    data = random.Random(0).randbytes(40 * CHUNK + 7)  # aperiodic: a stale byte shows
-    pointer = await write(storage, data, "blob")
-    calls = itertools.count()
-
-    def page_cache_with_holes(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
-        call = next(calls)
-        if call % 3 == 2:
-            raise BlockingIOError("not in the page cache")
-        chunk = os.pread(fd, CHUNK // 2 if call % 3 == 1 else CHUNK, offset)
-        buffers[0][: len(chunk)] = chunk
-        return len(chunk)
-
-    monkeypatch.setattr(local_fast, "_CACHED_ONLY", 8)
-    monkeypatch.setattr(LocalBackend, "cached_reads", True)
-    monkeypatch.setattr(os, "preadv", page_cache_with_holes)
-    hops = _count_hops(monkeypatch)
-    assert await read(storage, pointer, "stream") == data
-    assert len(hops) > 1
-
-
-def _count_hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The functions handed to worker threads from now on."""
-    hops: list[object] = []
-    hop = Bridge.thread
-
-    async def counted(self: Bridge, function: Any) -> Any:
-        hops.append(function)
-        return await hop(self, function)
-
-    monkeypatch.setattr(Bridge, "thread", counted)
-    return hops
 
 
 async def test_cancelling_a_blocking_call_waits_for_its_thread() -> None:
