@@ -26,6 +26,7 @@ from benchmarks.envs import Env
 from lakery_fsspec import FsspecStorage
 from lakery_fsspec.backends import Backend
 from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.storage import _Backends  # pyright: ignore[reportPrivateUsage]
 
 __all__ = ["ObstoreFsspecFamily", "obstore_registered"]
 
@@ -62,5 +63,6 @@ class ObstoreFsspecFamily(Family):
             _, fs = storage.location.filesystems()  # build it now, while obstore is registered
         protocol = storage.location.protocol
         generic = Backend(protocol, Bridge(fs))
-        storage._backends[protocol] = (generic, generic)  # pyright: ignore[reportPrivateUsage]
+        backends = storage._process.backends  # pyright: ignore[reportPrivateUsage]
+        backends[protocol] = _Backends(generic, generic)
         return LaboxContender(storage)
