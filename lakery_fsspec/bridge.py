@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -89,7 +90,7 @@ class Bridge:
         """Run blocking work (sync file objects, local I/O) in a worker thread."""
         try:
             if self.timeout is None:
-                return await _in_worker_thread(function)
+                return await _in_worker_thread(_workers_for(self.fs), function)
             limiter = to_thread.current_default_thread_limiter()
             # Shielded: the caller's cancellation waits for the thread, as without a
             # timeout; only the deadline abandons it.
@@ -110,27 +111,42 @@ class Bridge:
         return error
 
 
-def _new_workers() -> None:
-    """(Re)make the pool: a child made by fork inherits the parent's pool without its
-    threads, and its first call would wait forever for a thread that never starts."""
-    global _workers
-    _workers = ThreadPoolExecutor(max_workers=40, thread_name_prefix="lakery-fsspec")
+_pools: weakref.WeakKeyDictionary[AbstractFileSystem, ThreadPoolExecutor]
+_pools_lock: threading.Lock
 
 
-_workers: ThreadPoolExecutor
-"""Worker threads for blocking calls without a timeout (as many as anyio's default)."""
-_new_workers()
-os.register_at_fork(after_in_child=_new_workers)
+def _forget_pools() -> None:
+    """Start without pools: a child made by fork inherits the parent's pools without
+    their threads, and its first call would wait forever for a thread that never starts."""
+    global _pools, _pools_lock
+    _pools, _pools_lock = weakref.WeakKeyDictionary(), threading.Lock()
 
 
-async def _in_worker_thread(function: Callable[[], T]) -> T:
-    """Run ``function`` in a pooled worker thread; cancelling the caller waits for it.
+_forget_pools()
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def _workers_for(fs: AbstractFileSystem) -> ThreadPoolExecutor:
+    """The worker threads for blocking calls on ``fs`` without a timeout: a pool per
+    filesystem (as many threads as anyio's default), so that calls stuck on one server
+    never leave another filesystem waiting for a free thread."""
+    pool = _pools.get(fs)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(fs)
+            if pool is None:
+                pool = _pools[fs] = ThreadPoolExecutor(40, thread_name_prefix="lakery-fsspec")
+    return pool
+
+
+async def _in_worker_thread(pool: ThreadPoolExecutor, function: Callable[[], T]) -> T:
+    """Run ``function`` in a thread of ``pool``; cancelling the caller waits for it.
 
     The same as anyio's ``to_thread.run_sync`` at about two thirds of its cost per call,
     which the many small calls of local files feel.
     """
     future = asyncio.get_running_loop().run_in_executor(
-        _workers, contextvars.copy_context().run, function
+        pool, contextvars.copy_context().run, function
     )
     try:
         return await asyncio.shield(future)

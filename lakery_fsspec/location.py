@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.backends import backend_class
 
-__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem"]
+__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem", "redacted"]
 
 
 def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
@@ -68,7 +69,10 @@ class Location:
             )
             raise ValueError(msg)
         self._scheme = scheme
-        self._options = dict(storage_options)
+        # What the URL itself says (host, port, user, password: sftp://user:pw@host/path)
+        # counts, under the options given explicitly.
+        from_url = {} if self.chained else filesystem_class(scheme)._get_kwargs_from_urls(inner)
+        self._options = {**from_url, **storage_options}
 
     @property
     def chained(self) -> bool:
@@ -103,10 +107,20 @@ def open_filesystem(protocol: str, options: Mapping[str, Any]) -> AbstractFileSy
 
 
 def _backend_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    return backend_class(canonical_protocol(protocol)).filesystem_options(dict(options))
+    backend = backend_class(canonical_protocol(protocol), filesystem_class(protocol))
+    return backend.filesystem_options(dict(options))
 
 
 def _innermost(fs: AbstractFileSystem) -> AbstractFileSystem:
     while isinstance(inner := getattr(fs, "fs", None), AbstractFileSystem):
         fs = inner
     return fs
+
+
+def redacted(url: str) -> str:
+    """``url`` fit to print: a password in it (``sftp://user:secret@host/…``) becomes
+    ``***``, in every layer of a chained URL."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")

@@ -15,8 +15,8 @@ from lakery_fsspec.loops import shared_loop_instances
 
 __all__ = ["Backend", "backend_class", "backend_for", "cleanup", "register_backend"]
 
-_REGISTRY: dict[str, type[Backend]] = {}
-"""Every protocol name a registered backend serves -> that backend."""
+_REGISTRY: dict[str, list[type[Backend]]] = {}
+"""Every protocol name a registered backend serves -> those backends, newest first."""
 
 
 def register_backend(backend: type[Backend]) -> type[Backend]:
@@ -24,14 +24,17 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
 
     For a third-party filesystem: subclass :class:`Backend`, set ``protocols`` (the first
     name is the one pointers record; the filesystem must answer to it in fsspec) and
-    override what its filesystem does differently, then register it once at import. It
-    replaces any backend registered before for those names. Usable as a class decorator.
+    ``filesystem`` (the class it drives, if it needs one implementation of the protocol),
+    override what that filesystem does differently, and register it once at import. It
+    replaces a backend registered before for the same protocol and filesystem. Usable as
+    a class decorator.
     """
     if not backend.protocols:
         msg = f"{backend.__name__}.protocols names no protocol; set it, e.g. ('myfs',)."
         raise ValueError(msg)
     for name in backend.protocols:
-        _REGISTRY[name] = backend
+        others = [b for b in _REGISTRY.get(name, []) if b.filesystem != backend.filesystem]
+        _REGISTRY[name] = [backend, *others]
     return backend
 
 
@@ -39,14 +42,25 @@ for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBacken
     register_backend(_builtin)
 
 
-def backend_class(protocol: str) -> type[Backend]:
-    """The backend registered for a protocol name; the generic one for any other."""
-    return _REGISTRY.get(protocol, Backend)
+def backend_class(
+    protocol: str, filesystem: type[AbstractFileSystem] | None = None
+) -> type[Backend]:
+    """The backend registered for a protocol name that drives ``filesystem`` (a class),
+    or the newest one for the name when no class is given; the generic one otherwise.
+
+    Backends are chosen by what the filesystem is, not only by its protocol's name: with
+    another implementation registered for ``s3`` (obstore's adapter, say), S3's backend
+    steps aside and the generic one serves it.
+    """
+    for backend in _REGISTRY.get(protocol, []):
+        if filesystem is None or backend.serves(filesystem):
+            return backend
+    return Backend
 
 
 def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) -> Backend:
     """The backend for a filesystem whose canonical protocol is ``protocol``."""
-    cls = backend_class(protocol)
+    cls = backend_class(protocol, type(fs))
     instances = None
     if cls.loop_native and fs.async_impl:
         instances = shared_loop_instances(fs, cls.connect, cls.disconnect, cls.copy_options)

@@ -49,6 +49,7 @@ class AzureBackend(Backend):
     """
 
     protocols = ("abfs", "az", "abfss")
+    filesystem = "adlfs.spec.AzureBlobFileSystem"
     extra = "azure"
     root_kind = "container"
     credentials_hint = (

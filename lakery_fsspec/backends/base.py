@@ -8,7 +8,7 @@ import logging
 import posixpath
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from anyio import CancelScope
 
@@ -20,9 +20,18 @@ if TYPE_CHECKING:
 
     from lakery_fsspec.bridge import Bridge
 
-__all__ = ["Backend", "cleanup"]
+__all__ = ["Backend", "Explanation", "cleanup"]
 
 _LOG = logging.getLogger("lakery_fsspec")
+
+
+class Explanation(NamedTuple):
+    """An error in plain words: a stable ``kind`` keyword (see the CLI's ``Diagnosis``),
+    what went wrong, and how to fix it."""
+
+    kind: str
+    message: str
+    fix: str
 
 
 class Backend:
@@ -36,6 +45,9 @@ class Backend:
     # --- what the protocol is -------------------------------------------------------------
     protocols: ClassVar[tuple[str, ...]] = ()
     """The protocol names this backend serves; the first is the one pointers record."""
+    filesystem: ClassVar[str | None] = None
+    """The fsspec class this backend drives (``"s3fs.core.S3FileSystem"``, matched with
+    its subclasses), or None if any implementation of its protocols will do."""
     extra: ClassVar[str | None] = None
     """The lakery-fsspec extra that installs the filesystem (``pip install 'lakery-fsspec[x]'``)."""
     root_kind: ClassVar[str] = "root"
@@ -68,6 +80,21 @@ class Backend:
         self.io = bridge
         # Any: each backend calls its own filesystem's untyped, backend-specific API.
         self.fs: Any = bridge.fs
+
+    @classmethod
+    def serves(cls, filesystem: type[Any]) -> bool:
+        """Whether this backend drives filesystems of class ``filesystem``."""
+        wanted = cls.filesystem
+        return wanted is None or any(
+            f"{base.__module__}.{base.__qualname__}" == wanted for base in filesystem.__mro__
+        )
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
+        """Plain words for an error only this protocol's client raises (an unknown SSH
+        host key, an FTP reply code), or None to leave it to the generic diagnosis.
+        ``chain`` is the error with its causes and contexts."""
+        return None
 
     @classmethod
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class GCSBackend(Backend):
     """
 
     protocols = ("gcs", "gs")
+    filesystem = "gcsfs.core.GCSFileSystem"
     extra = "gcs"
     root_kind = "bucket"
     endpoint_option = "endpoint_url"

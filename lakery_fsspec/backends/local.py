@@ -38,6 +38,7 @@ class LocalBackend(Backend):
     """
 
     protocols = ("file", "local")
+    filesystem = "fsspec.implementations.local.LocalFileSystem"
     min_block_size = _BYTES_PER_HOP
     unnamed_files: bool = UNNAMED_FILES
 

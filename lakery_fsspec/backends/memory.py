@@ -23,6 +23,7 @@ class MemoryBackend(Backend):
     """
 
     protocols = ("memory",)
+    filesystem = "fsspec.implementations.memory.MemoryFileSystem"
     atomic_put = True
     needs_dirs = False
     process_local = True

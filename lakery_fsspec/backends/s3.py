@@ -43,6 +43,7 @@ class S3Backend(Backend):
     """
 
     protocols = ("s3", "s3a")
+    filesystem = "s3fs.core.S3FileSystem"
     extra = "s3"
     root_kind = "bucket"
     endpoint_option = "endpoint_url"

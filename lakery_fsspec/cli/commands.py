@@ -26,6 +26,7 @@ from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
 from lakery_fsspec.cli.progress import Progress, human_size
+from lakery_fsspec.location import redacted
 from lakery_fsspec.pointer import FsspecPointer, parse_pointer
 from lakery_fsspec.storage import FsspecStorage
 from lakery_fsspec.temp import TempPath
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         found = diagnose(
             error,
-            url=context.url,
+            url=redacted(context.url),
             protocol=context.protocol,
             action=context.action,
             endpoint=context.endpoint,

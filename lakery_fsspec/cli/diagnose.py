@@ -99,6 +99,8 @@ def diagnose(
 
     if known := _argument_problem(error, names, text):
         return known
+    if own := backend.explain(error, chain):
+        return Diagnosis(*own)
     if _codes_in(codes, _NO_BUCKET_CODES) or re.search(
         r"(bucket|container) does not exist", " ".join(map(str, chain)), re.IGNORECASE
     ):

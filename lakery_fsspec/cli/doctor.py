@@ -18,6 +18,7 @@ from lakery_fsspec.backends import backend_class
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
 from lakery_fsspec.cli.filestream import FileStream
 from lakery_fsspec.cli.progress import human_size
+from lakery_fsspec.location import redacted
 from lakery_fsspec.pointer import FsspecPointer
 from lakery_fsspec.storage import FsspecStorage
 
@@ -87,7 +88,7 @@ class Doctor:
     def run(self) -> bool:
         """Run every step until one fails; True when all passed. Probes are always removed."""
         self._started = time.time()
-        self.echo(f"checking {self.url}")
+        self.echo(f"checking {redacted(self.url)}")
         steps: list[tuple[str, str, Callable[[], str | None]]] = [
             ("storage", "open", self._build),
             ("endpoint", "connect", self._probe_endpoint),
@@ -107,7 +108,8 @@ class Doctor:
         except KeyboardInterrupt:
             self._remove_probes_quietly()
             raise
-        self.echo(f"OK: {self.url} works for lakery-fsspec (writes, streams, reads, moves).")
+        shown = redacted(self.url)
+        self.echo(f"OK: {shown} works for lakery-fsspec (writes, streams, reads, moves).")
         return True
 
     def _step(self, name: str, action: str, step: Callable[[], str | None]) -> bool:
@@ -123,7 +125,7 @@ class Doctor:
             else:
                 self.diagnosis = diagnose(
                     error,
-                    url=self.url,
+                    url=redacted(self.url),
                     protocol=self._protocol,
                     action=action,
                     endpoint=self._endpoint,
