@@ -68,6 +68,8 @@ class BackendInfo:
         if self.name == "local":
             path = "/" + path  # the root is absolute: file:///tmp/...
             return path if scheme == "" else f"file://{path}"
+        if authority := getattr(self.server, "authority", ""):  # host:port of a server
+            return f"{scheme}://{authority}/{path}"
         return f"{scheme}://{path}"
 
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -147,7 +149,7 @@ def selected_backends(config: pytest.Config) -> list[str]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backends",
-        default=os.environ.get("LAKERY_BACKENDS") or ",".join(ALL_BACKENDS),
+        default=os.environ.get("LAKERY_BACKENDS") or ",".join(DEFAULT_BACKENDS),
         help=f"comma-separated backends to test (env LAKERY_BACKENDS); of {ALL_BACKENDS}",
     )
 
