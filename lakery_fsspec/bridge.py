@@ -43,7 +43,8 @@ class Bridge:
     coroutine too, but waits for a worker thread (at most ``timeout``).
 
     Timeouts, connection failures and server errors from the backend become
-    StorageUnavailableError raised from the original; every other exception (missing
+    StorageUnavailableError raised from the original (``transient`` names more, for a
+    client whose errors the generic rules do not know); every other exception (missing
     objects, permissions, cancellation, …) propagates unchanged.
     """
 
@@ -52,11 +53,13 @@ class Bridge:
         fs: AbstractFileSystem,
         timeout: float | None = None,
         loop_instances: LoopInstances | None = None,
+        transient: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.fs = fs
         self.is_async = bool(fs.async_impl)
         self.timeout = timeout
         self._loop_instances = loop_instances
+        self._transient = transient
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Await ``fs._<method>(...)``, or run ``fs.<method>(...)`` in a worker thread."""
@@ -73,7 +76,7 @@ class Bridge:
             with move_on_after(self.timeout):
                 return await self._run(work)
         except Exception as error:
-            if (wrapped := unavailable(error)) is None:
+            if (wrapped := unavailable(error, self._transient)) is None:
                 raise
             raise wrapped from error
         raise self._timed_out()
@@ -99,7 +102,7 @@ class Bridge:
                     return await _in_daemon_thread(function)
         except Exception as error:
             await checkpoint_if_cancelled()  # the caller's cancellation comes first
-            if (wrapped := unavailable(error)) is None:
+            if (wrapped := unavailable(error, self._transient)) is None:
                 raise
             raise wrapped from error
         await checkpoint_if_cancelled()

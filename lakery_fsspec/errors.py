@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "IntegrityError",
@@ -87,11 +87,15 @@ _TRANSIENT_ERRNOS = frozenset(
 _TRANSIENT_STATUS = frozenset({408, 429})
 
 
-def unavailable(error: Exception) -> StorageUnavailableError | None:
+def unavailable(
+    error: Exception, transient: Callable[[BaseException], bool] | None = None
+) -> StorageUnavailableError | None:
     """The StorageUnavailableError to raise ``from error`` (an exception of a backend
-    call) if it, or any exception it was raised from, is a timeout, a connection failure
-    or an HTTP 5xx/408/429 answer; None for any other error, which propagates as is."""
-    if _is_transient(error):
+    call) if it, or any exception it was raised from, is a timeout, a connection failure,
+    an HTTP 5xx/408/429 answer or one ``transient`` accepts; None for any other error,
+    which propagates as is."""
+    chain = exception_chain(error, groups=False)
+    if any(_is_transient_one(item) or (transient and transient(item)) for item in chain):
         name = type(error).__name__
         return StorageUnavailableError(f"{name}: {error}" if str(error) else name)
     return None
@@ -111,10 +115,6 @@ def exception_chain(error: BaseException, *, groups: bool = True) -> Iterator[Ba
         todo.extend(x for x in (item.__cause__, item.__context__) if x is not None)
         if groups and isinstance(item, BaseExceptionGroup):
             todo.extend(item.exceptions)  # pyright: ignore[reportUnknownMemberType]
-
-
-def _is_transient(error: BaseException) -> bool:
-    return any(_is_transient_one(item) for item in exception_chain(error, groups=False))
 
 
 def _is_transient_one(error: BaseException) -> bool:

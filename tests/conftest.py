@@ -24,15 +24,32 @@ import fsspec
 import pytest
 from servers import AzureServer, Emulator, GCSServer, S3Server
 
-ALL_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
+DEFAULT_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
+# sftp is fsspec's paramiko client, sshfs the asyncssh one, on the same SFTP server; both
+# claim sftp:// in fsspec, so one run takes one of them.
+ALL_BACKENDS = (*DEFAULT_BACKENDS, "sftp", "sshfs", "ftp", "webdav")
 SCHEMES: dict[str, tuple[str, ...]] = {
     "memory": ("memory",),
     "local": ("file",),
     "s3": ("s3",),
     "gcs": ("gs", "gcs"),
     "azure": ("abfs", "az"),
+    "sftp": ("sftp", "ssh"),
+    "sshfs": ("sftp", "ssh"),
+    "ftp": ("ftp",),
+    "webdav": ("webdav", "dav"),
 }
-PROTOCOLS = {"memory": "memory", "local": "file", "s3": "s3", "gcs": "gcs", "azure": "abfs"}
+PROTOCOLS = {
+    "memory": "memory",
+    "local": "file",
+    "s3": "s3",
+    "gcs": "gcs",
+    "azure": "abfs",
+    "sftp": "sftp",
+    "sshfs": "sftp",
+    "ftp": "ftp",
+    "webdav": "webdav",
+}
 
 
 @dataclass

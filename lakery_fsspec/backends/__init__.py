@@ -64,4 +64,5 @@ def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) ->
     instances = None
     if cls.loop_native and fs.async_impl:
         instances = shared_loop_instances(fs, cls.connect, cls.disconnect, cls.copy_options)
-    return cls(protocol, Bridge(fs, timeout=timeout, loop_instances=instances))
+    bridge = Bridge(fs, timeout=timeout, loop_instances=instances, transient=cls.transient)
+    return cls(protocol, bridge)

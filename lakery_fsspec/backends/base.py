@@ -89,6 +89,13 @@ class Backend:
             f"{base.__module__}.{base.__qualname__}" == wanted for base in filesystem.__mro__
         )
 
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        """Whether ``error`` (one link of a failed call's exception chain) means the
+        server is unavailable, for a client whose errors the generic rules of
+        ``errors.unavailable`` (timeouts, connection errors, HTTP 5xx) do not cover."""
+        return False
+
     @classmethod
     def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
         """Plain words for an error only this protocol's client raises (an unknown SSH
