@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 import pytest
 from servers import AzureServer, Emulator, GCSServer, S3Server
+from servers_sftp import SFTPServer
 
 DEFAULT_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 # sftp is fsspec's paramiko client, sshfs the asyncssh one, on the same SFTP server; both
@@ -95,6 +96,8 @@ class BackendInfo:
         fs = self._fs
         if fs is None:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
+            # A server named in URLs (host, port, user) is named here too.
+            options = {**getattr(self.server, "connect_options", {}), **options}
             fs = self._fs = fsspec.filesystem(
                 self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
             )
@@ -188,7 +191,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    selected_backends(config)  # fail early on a bad --backends
+    names = selected_backends(config)  # fail early on a bad --backends
+    _choose_sftp_client(names)
     config.addinivalue_line(
         "markers", "backends(*names): run this test only on these backends (if selected)"
     )
@@ -216,6 +220,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def s3_server() -> Iterator[S3Server]:
     with S3Server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sftp_server() -> Iterator[SFTPServer]:
+    with SFTPServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshfs_server(sftp_server: SFTPServer) -> SFTPServer:
+    return sftp_server
+
+
+def _choose_sftp_client(names: list[str]) -> None:
+    """Serve sftp:// and ssh:// with the client under test: fsspec's paramiko one
+    (backend "sftp") or sshfs (backend "sshfs", which claims both names once installed)."""
+    if "sftp" in names and "sshfs" in names:
+        raise pytest.UsageError("--backends: sftp and sshfs both claim sftp://; run them apart")
+    if "sftp" in names:
+        cls = "fsspec.implementations.sftp.SFTPFileSystem"
+    elif "sshfs" in names:
+        cls = "sshfs.spec.SSHFileSystem"
+    else:
+        return
+    for protocol in ("sftp", "ssh"):
+        fsspec.register_implementation(protocol, cls, clobber=True)
 
 
 @pytest.fixture(scope="session")
