@@ -120,10 +120,10 @@ def _ssh_answers(port: int) -> bool:
         return False
 
 
-async def _serve(root: str, port: int, host_key: str, client_pub: str) -> None:
+async def _serve(root: str, port: int, host_key: str, authorized_keys: str) -> None:
     import asyncssh
 
-    authorized = asyncssh.import_authorized_keys(Path(client_pub).read_text())
+    authorized = asyncssh.import_authorized_keys(authorized_keys)
 
     class Server(asyncssh.SSHServer):
         def begin_auth(self, username: str) -> bool:
@@ -189,4 +189,5 @@ async def _serve(root: str, port: int, host_key: str, client_pub: str) -> None:
 
 if __name__ == "__main__":
     os.umask(0o022)
-    asyncio.run(_serve(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    keys = Path(sys.argv[4]).read_text()
+    asyncio.run(_serve(sys.argv[1], int(sys.argv[2]), sys.argv[3], keys))
