@@ -5,16 +5,26 @@ from __future__ import annotations
 import nox
 
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
+"""Run together by `tests(backend='all')`."""
+SERVERS = ("sftp", "sshfs", "ftp", "webdav")
+"""A session each: sftp (fsspec's paramiko client) and sshfs both claim sftp://."""
 
-nox.options.sessions = ["tests(backend='all')", "engines", "lint", "bench-quick"]
+nox.options.sessions = [
+    "tests(backend='all')",
+    *(f"tests(backend='{name}')" for name in SERVERS),
+    "engines",
+    "lint",
+    "bench-quick",
+]
 nox.options.reuse_existing_virtualenvs = True
 
 
 @nox.session(python="3.11")
-@nox.parametrize("backend", ["all", *BACKENDS])
+@nox.parametrize("backend", ["all", *BACKENDS, *SERVERS])
 def tests(session: nox.Session, backend: str) -> None:
-    """The test suite on one backend, or on all of them (emulators start themselves)."""
-    session.install("-e", ".[test]")
+    """The test suite on one backend, or on memory, local and the clouds (servers and
+    emulators start themselves)."""
+    session.install("-e", ".[test,sshfs]" if backend == "sshfs" else ".[test]")
     backends = ",".join(BACKENDS) if backend == "all" else backend
     session.run("pytest", f"--backends={backends}", *session.posargs)
 

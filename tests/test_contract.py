@@ -271,3 +271,44 @@ async def test_content_encoding_is_not_decoded_on_read(storage: FsspecStorage, h
     pointer = await write(storage, raw, how, content_type="text/plain", encoding="gzip")
     assert await read(storage, pointer, "blob") == raw
     assert await read(storage, pointer, "stream") == raw
+
+
+class _PausedStream(Stream):
+    """A Stream that stops after its first ``before`` chunks until ``resume`` is set."""
+
+    def __init__(self, chunks: list[bytes], before: int) -> None:
+        super().__init__(chunks)
+        self.before = before
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def __aiter__(self):  # type: ignore[override]
+        index = 0
+        async for chunk in super().__aiter__():
+            if index == self.before:
+                self.paused.set()
+                await self.resume.wait()
+            index += 1
+            yield chunk
+
+
+async def test_an_object_is_absent_until_its_stream_completes(
+    storage: FsspecStorage, backend: BackendInfo, root_url: str
+) -> None:
+    data = payload(4 * CHUNK + 5, seed=41)
+    assert storage.router is not None
+    final = storage.router(digest_of(data), {})
+    stream = _PausedStream(chunked(data, CHUNK), before=3)
+    writing = asyncio.create_task(storage.write_data_stream(stream, stream.get_digest, {}))
+    try:
+        await asyncio.wait_for(stream.paused.wait(), 60)
+        # Three blocks are on their way; only the temp folder may hold anything yet.
+        assert [
+            path for path in objects(backend, root_url) if not path.startswith(".lakery-tmp/")
+        ] == []
+    finally:
+        stream.resume.set()
+    pointer = await asyncio.wait_for(writing, 60)
+    assert pointer["path"] == final
+    assert objects(backend, root_url) == [final]
+    assert await read(storage, pointer, "blob") == data
