@@ -22,8 +22,8 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session(python="3.11")
 @nox.parametrize("backend", ["all", *BACKENDS, *SERVERS])
 def tests(session: nox.Session, backend: str) -> None:
-    """The test suite on one backend, or on memory, local and the clouds (servers and
-    emulators start themselves)."""
+    """The test suite on one backend ('all': memory, local and the clouds); servers and
+    emulators start themselves."""
     session.install("-e", ".[test,sshfs]" if backend == "sshfs" else ".[test]")
     backends = ",".join(BACKENDS) if backend == "all" else backend
     session.run("pytest", f"--backends={backends}", *session.posargs)
