@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 import pytest
 from servers import AzureServer, Emulator, GCSServer, S3Server
+from servers_ftp import FTPServer
 from servers_sftp import SFTPServer
 
 DEFAULT_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
@@ -225,6 +226,12 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def sftp_server() -> Iterator[SFTPServer]:
     with SFTPServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ftp_server() -> Iterator[FTPServer]:
+    with FTPServer() as server:
         yield server
 
 
