@@ -94,6 +94,8 @@ class BackendInfo:
     def fs(self) -> fsspec.AbstractFileSystem:
         """A sync-mode filesystem for assertions, independent of the code under test's
         instances and without a listings cache."""
+        if (factory := getattr(self.server, "filesystem", None)) is not None:
+            return factory()  # a new connection each time: it may have been restarted
         fs = self._fs
         if fs is None:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
@@ -109,6 +111,8 @@ class BackendInfo:
         if "://" not in url_or_key:
             return url_or_key.lstrip("/")
         path = url_or_key.split("://", 1)[1]
+        if authority := getattr(self.server, "authority", ""):  # ftp://user@host:port/bucket
+            path = path.removeprefix(authority).lstrip("/")
         bucket, _, key = path.partition("/")
         if bucket != self.root:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")

@@ -59,6 +59,14 @@ class FTPServer(ProcessEmulator):
         by the tests themselves)."""
         return {"host": HOST, "port": self.port, "username": USER}
 
+    def filesystem(self) -> Any:
+        """A new fsspec FTP filesystem logged in as ``USER``, without a listings cache,
+        that makes the folders of what it writes (as other backends' test clients do)."""
+        return _test_filesystem_class()(
+            skip_instance_cache=True, use_listings_cache=False, password=PASSWORD,
+            **self.connect_options,
+        )
+
     def command(self) -> list[str]:
         return [sys.executable, __file__, str(self.data), str(self.port)]
 
@@ -86,6 +94,17 @@ class FTPServer(ProcessEmulator):
     def __exit__(self, *exc_info: object) -> None:
         super().__exit__(*exc_info)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _test_filesystem_class() -> type[Any]:
+    from fsspec.implementations.ftp import FTPFileSystem
+
+    class TestFTPFileSystem(FTPFileSystem):
+        def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+            self.makedirs(self._parent(path), exist_ok=True)
+            super().pipe_file(path, value, mode=mode, **kwargs)
+
+    return TestFTPFileSystem
 
 
 def _ftp_answers(port: int) -> bool:

@@ -19,16 +19,18 @@ import select
 import socket
 import ssl
 import threading
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec.backends.base import Backend, Explanation
+from lakery_fsspec.backends.clock import Aged
+from lakery_fsspec.temp import temp_name
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.backends.clock import Aged
     from lakery_fsspec.bridge import Bridge
     from lakery_fsspec.writers import Writer
 
@@ -148,9 +150,7 @@ class FTPBackend(Backend):
         return await self._run(_files, folder)
 
     async def list_aged(self, folder: str) -> list[Aged]:
-        # FTP tells a file's time but not the server's time now: temps are aged by the
-        # writer's clock in their names, as on the generic backend.
-        return await super().list_aged(folder)
+        return [Aged(path, age) for path, age in await self._run(_files_aged, folder)]
 
     async def remove(self, path: str) -> None:
         await self._run(_delete, path)
@@ -290,8 +290,9 @@ def _after_early_close(ftp: ftplib.FTP) -> None:
         raise ftplib.error_reply(reply)
 
 
-def _store(ftp: ftplib.FTP, path: str, data: bytes) -> None:
-    conn = _making_folder(ftp, path, partial(ftp.transfercmd, f"STOR {path}"))
+def _store(ftp: ftplib.FTP, path: str, data: bytes, *, make_folder: bool = True) -> None:
+    store = partial(ftp.transfercmd, f"STOR {path}")
+    conn = _making_folder(ftp, path, store) if make_folder else store()
     with conn:
         conn.sendall(data)
         _unwrap(conn)
@@ -323,11 +324,61 @@ def _move_new(ftp: ftplib.FTP, source: str, destination: str) -> bool:
 def _files(ftp: ftplib.FTP, folder: str) -> list[str]:
     """Full paths of the files directly in ``folder`` (fsspec's ``ls`` gives bare names)."""
     folder = folder.rstrip("/")
+    entries = _listing(ftp, folder, ["type"])
+    return [f"{folder}/{name}" for name, facts in entries if facts.get("type") == "file"]
+
+
+def _files_aged(ftp: ftplib.FTP, folder: str) -> list[tuple[str, float | None]]:
+    """Full paths of the files directly in ``folder`` with their age by the server's clock.
+
+    FTP tells when a file was last written, but not the server's time now: an empty
+    probe stored in the folder for the listing tells it (named like a temp object, so a
+    probe left by a crash is cleaned up too). Without write permission, ages are None
+    (the writer's clock in the names decides).
+    """
+    folder = folder.rstrip("/")
+    probe = f"{folder}/{temp_name()}"
     try:
-        entries = list(ftp.mlsd(folder, facts=["type"]))
+        _store(ftp, probe, b"", make_folder=False)
+    except ftplib.error_perm:
+        probe = None
+    try:
+        entries = _listing(ftp, folder, ["type", "modify"])
+    finally:
+        if probe is not None:
+            _delete(ftp, probe)
+    times = {
+        f"{folder}/{name}": _timestamp(facts.get("modify", ""))
+        for name, facts in entries
+        if facts.get("type") == "file"
+    }
+    now = times.pop(probe, None) if probe is not None else None
+    return [
+        (path, None if now is None or then is None else max(0.0, now - then))
+        for path, then in times.items()
+    ]
+
+
+def _listing(ftp: ftplib.FTP, folder: str, facts: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """MLSD of ``folder``; FileNotFoundError if there is none. ftplib lists in ASCII
+    mode: the connection is switched back to binary, or every later transfer on it would
+    translate line ends (and change the bytes)."""
+    try:
+        return list(ftp.mlsd(folder, facts=facts))
     except ftplib.error_perm as error:
         raise FileNotFoundError(folder) from error
-    return [f"{folder}/{name}" for name, facts in entries if facts.get("type") == "file"]
+    finally:
+        ftp.voidcmd("TYPE I")
+
+
+def _timestamp(modify: str) -> float | None:
+    """Seconds since the epoch of an MLSD ``modify`` fact (UTC ``YYYYMMDDHHMMSS[.fff]``)."""
+    try:
+        whole, _, fraction = modify.partition(".")
+        stamp = datetime.strptime(whole, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+        return stamp + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
 
 
 def _delete(ftp: ftplib.FTP, path: str) -> None:
