@@ -119,6 +119,11 @@ class BackendInfo:
         return key
 
     @property
+    def keeps_metadata(self) -> bool:
+        """Whether objects carry content type and encoding (FTP, SFTP keep no metadata)."""
+        return self.name in ("s3", "gcs", "azure")
+
+    @property
     def lists_uploads(self) -> bool:
         """Whether the service keeps unfinished uploads that can be listed (S3, Azure)."""
         return self.name in ("s3", "azure")
@@ -148,7 +153,7 @@ class BackendInfo:
         if self.server is None:
             self.fs().pipe_file(path, data)
         else:
-            bucket, _, key = path.partition("/")
+            bucket, _, key = path.lstrip("/").partition("/")  # FTP paths start with /
             assert bucket == self.root, f"{path!r} is not in bucket {self.root!r}"
             self.server.put(key, data)
 

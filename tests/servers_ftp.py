@@ -6,8 +6,9 @@
 - user `USER`, password `PASSWORD`: reads and writes everything under the server's folder;
 - user `READER`, same password: reads only, every write is refused (550, permission denied).
 
-URLs name the server as `ftp://USER@127.0.0.1:PORT/BUCKET/...` (`authority`), the password
-goes in the storage options; `ftp://USER:PASSWORD@127.0.0.1:PORT/...` works too.
+URLs name the server as `ftp://127.0.0.1:PORT/BUCKET/...` (`authority`); the storage options
+name it again with the user and password. `ftp://USER:PASSWORD@127.0.0.1:PORT/...` URLs
+(credentials in the URL, no options) are tested in test_ftp.py.
 Run as a script, this module is the server: `python servers_ftp.py ROOT PORT`.
 """
 
@@ -46,12 +47,14 @@ class FTPServer(ProcessEmulator):
 
     @property
     def authority(self) -> str:
-        """``user@host:port``, as URLs name the server (the password stays in options)."""
-        return f"{USER}@{HOST}:{self.port}"
+        """``host:port``, as URLs name the server (FTP paths start after it)."""
+        return f"{HOST}:{self.port}"
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        return {"password": PASSWORD}
+        """The server, user and password as options: they win over what a URL says, and
+        a URL made from a pointer (``ftp:///bucket/...``, no host) works with them."""
+        return {**self.connect_options, "password": PASSWORD}
 
     @property
     def connect_options(self) -> dict[str, Any]:
@@ -63,8 +66,7 @@ class FTPServer(ProcessEmulator):
         """A new fsspec FTP filesystem logged in as ``USER``, without a listings cache,
         that makes the folders of what it writes (as other backends' test clients do)."""
         return _test_filesystem_class()(
-            skip_instance_cache=True, use_listings_cache=False, password=PASSWORD,
-            **self.connect_options,
+            skip_instance_cache=True, use_listings_cache=False, **self.storage_options
         )
 
     def command(self) -> list[str]:

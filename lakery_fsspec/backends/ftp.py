@@ -19,6 +19,7 @@ import select
 import socket
 import ssl
 import threading
+import weakref
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
@@ -114,6 +115,16 @@ class FTPBackend(Backend):
         return None
 
     @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        if not options.get("host"):  # before fsspec's own TypeError (it connects at once)
+            msg = (
+                "An ftp:// storage needs the server's host: write the URL as "
+                "ftp://[USER[:PASSWORD]@]HOST[:PORT]/folder, or give the option host=HOST."
+            )
+            raise ValueError(msg)
+        return options
+
+    @classmethod
     def endpoint(cls, options: Mapping[str, Any]) -> str | None:
         host = options.get("host")
         return f"ftp://{host}:{options.get('port', 21)}" if host else None
@@ -164,14 +175,18 @@ class _Pool:
     """Control connections to one server, each used by one operation at a time.
 
     Connections are opened like the filesystem's own (a copy of it per connection, so
-    TLS and encoding options apply), switched to binary once, and kept idle up to
-    ``_MAX_IDLE``. A pool belongs to one backend, which is made anew in a forked child.
+    TLS and encoding options apply); the filesystem's own connection is never used (a
+    caching layer in front of it may use it). Up to ``_MAX_IDLE`` are kept idle, and closed when the pool is collected. A pool
+    belongs to one backend, which is made anew in a forked child.
     """
 
     def __init__(self, fs: Any) -> None:
         self._fs = fs
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        # Closed explicitly: left to the garbage collector, a socket in a reference
+        # cycle may be finalized before the ftplib object that would close it (and warn).
+        weakref.finalize(self, _close_all, self._idle)
 
     def run(self, operation: Callable[..., T], /, *args: Any) -> T:
         with self.connection() as ftp:
@@ -192,13 +207,20 @@ class _Pool:
         self.give(connection)
 
     def take(self) -> _Connection:
-        with self._lock:
-            while self._idle:
-                connection = self._idle.pop()
-                if connection.idle_and_alive():
-                    return connection
-                connection.close()
-        return _Connection(self._fs)
+        """An idle connection the server has not hung up on, or a new one (blocking)."""
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                connection = _Connection(_copy(self._fs))
+            if connection.idle_and_alive():
+                try:
+                    connection.ready()
+                except BaseException:
+                    connection.close()
+                    raise
+                return connection
+            connection.close()
 
     def give(self, connection: _Connection) -> None:
         with self._lock:
@@ -208,21 +230,36 @@ class _Pool:
         connection.close()
 
 
+def _copy(fs: Any) -> Any:
+    """A copy of an FTP filesystem: its own control connection, logged in."""
+    try:
+        return type(fs)(*fs.storage_args, **fs.storage_options)
+    except ftplib.error_perm as error:  # 530: user or password refused
+        msg = f"FTP login refused for user {fs.cred[0]!r} ({_first_line(error)})"
+        raise PermissionError(msg) from error
+
+
+def _close_all(connections: list[_Connection]) -> None:
+    for connection in connections:
+        connection.close()
+    connections.clear()
+
+
 class _Connection:
-    """One logged-in control connection, in binary mode."""
+    """The logged-in control connection of one FTP filesystem (kept alive with it)."""
 
     def __init__(self, fs: Any) -> None:
-        # A copy of the filesystem connects and logs in as the original did (its
-        # __init__ does both); it closes its connection when collected.
-        try:
-            self._fs = type(fs)(*fs.storage_args, **fs.storage_options)
-        except ftplib.error_perm as error:  # 530: user or password refused
-            msg = f"FTP login refused for user {fs.cred[0]!r} ({_first_line(error)})"
-            raise PermissionError(msg) from error
-        self.ftp: ftplib.FTP = self._fs.ftp
-        if self.ftp.sock is not None:
-            self.ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.ftp.voidcmd("TYPE I")
+        self._fs = fs
+        self.ftp: ftplib.FTP = fs.ftp
+        self._binary = False
+
+    def ready(self) -> None:
+        """Switch to binary transfers once, without Nagle's delays (blocking)."""
+        if not self._binary:
+            if self.ftp.sock is not None:
+                self.ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.ftp.voidcmd("TYPE I")
+            self._binary = True
 
     def idle_and_alive(self) -> bool:
         """Whether the server has said nothing since the last reply: on an idle control
