@@ -41,7 +41,10 @@ T = TypeVar("T")
 
 _MAX_IDLE = 16
 """Idle connections a pool keeps; more are opened while more calls run at once."""
-_RECEIVE = 2**20
+_RECEIVE = 256 * 2**10
+"""Bytes asked of a data connection per receive (larger ones cost more than they save)."""
+_KNOWN_FOLDERS = 100_000
+"""Folders a pool remembers as existing before it forgets them all."""
 _CLEAN = (ftplib.error_perm, FileNotFoundError, PermissionError)
 """Failures after which the control connection is still in step (a complete 5xx reply)."""
 
@@ -143,19 +146,19 @@ class FTPBackend(Backend):
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
         try:
-            return await self._run(_create, path, data, temp)
+            return await self._run(_create, self._pool.folders, path, data, temp)
         except BaseException:
             await self.discard(temp)
             raise
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self._run(_store, path, data)
+        await self._run(_store, self._pool.folders, path, data)
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return _StoreWriter(self._pool, path)
 
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._run(_move_new, source, destination)
+        return await self._run(_move_new, self._pool.folders, source, destination)
 
     async def list(self, folder: str) -> list[str]:
         return await self._run(_files, folder)
@@ -183,6 +186,7 @@ class _Pool:
     def __init__(self, fs: Any) -> None:
         self._fs = fs
         self._idle: list[_Connection] = []
+        self.folders = _Folders()
         self._lock = threading.Lock()
         # Closed explicitly: left to the garbage collector, a socket in a reference
         # cycle may be finalized before the ftplib object that would close it (and warn).
@@ -278,6 +282,16 @@ class _Connection:
             self.ftp.close()
 
 
+class _Folders(set[str]):
+    """Folders known to exist (a folder deleted behind the storage's back is made again
+    when a write to it is refused)."""
+
+    def add(self, folder: str) -> None:
+        if len(self) >= _KNOWN_FOLDERS:
+            self.clear()
+        super().add(folder)
+
+
 class _MissingFolder(FileNotFoundError):
     """A folder to write in does not exist, and making it was refused."""
 
@@ -301,22 +315,24 @@ def _retrieve(ftp: ftplib.FTP, path: str, start: int, end: int | None) -> bytes:
         data = ftp.transfercmd(f"RETR {path}", rest=start or None)
     except ftplib.error_perm as error:
         raise FileNotFoundError(path) from error
-    received = bytearray()
+    parts: list[bytes] = []
+    missing = wanted
     with data:
-        while wanted is None or len(received) < wanted:
-            room = _RECEIVE if wanted is None else min(_RECEIVE, wanted - len(received))
-            chunk = data.recv(room)
+        while missing is None or missing > 0:
+            chunk = data.recv(_RECEIVE if missing is None else min(_RECEIVE, missing))
             if not chunk:
                 break
-            received += chunk
-        complete = wanted is None or len(received) < wanted
+            parts.append(chunk)
+            if missing is not None:
+                missing -= len(chunk)
+        complete = missing is None or missing > 0
         if complete:
             _unwrap(data)
     if complete:
         ftp.voidresp()  # 226, or a 4xx if the transfer broke off
     else:
         _after_early_close(ftp)
-    return bytes(received)
+    return b"".join(parts)
 
 
 def _after_early_close(ftp: ftplib.FTP) -> None:
@@ -327,34 +343,36 @@ def _after_early_close(ftp: ftplib.FTP) -> None:
         raise ftplib.error_reply(reply)
 
 
-def _store(ftp: ftplib.FTP, path: str, data: bytes, *, make_folder: bool = True) -> None:
+def _store(ftp: ftplib.FTP, folders: _Folders | None, path: str, data: bytes) -> None:
+    """STOR ``data`` at ``path``, making its folder unless ``folders`` is None."""
     store = partial(ftp.transfercmd, f"STOR {path}")
-    conn = _making_folder(ftp, path, store) if make_folder else store()
+    conn = store() if folders is None else _making_folder(ftp, folders, path, store)
     with conn:
         conn.sendall(data)
         _unwrap(conn)
     ftp.voidresp()
 
 
-def _create(ftp: ftplib.FTP, path: str, data: bytes, temp: str) -> bool:
+def _create(ftp: ftplib.FTP, folders: _Folders, path: str, data: bytes, temp: str) -> bool:
     """Store ``data`` at ``temp`` and rename it to ``path`` unless a file is there."""
     if _size(ftp, path) is not None:
         return False
     try:
-        _store(ftp, temp, data)
-        return _move_new(ftp, temp, path)
+        _store(ftp, folders, temp, data)
+        _making_folder(ftp, folders, path, partial(ftp.rename, temp, path))
+        return True
     except _CLEAN:
         _delete(ftp, temp)  # (saves the caller a connection for its own clean-up)
         raise
 
 
-def _move_new(ftp: ftplib.FTP, source: str, destination: str) -> bool:
+def _move_new(ftp: ftplib.FTP, folders: _Folders, source: str, destination: str) -> bool:
     """Rename ``source`` to ``destination`` unless a file is there (checked first: FTP
     renames replace); ``source`` is gone afterwards either way."""
     if _size(ftp, destination) is not None:
         _delete(ftp, source)
         return False
-    _making_folder(ftp, destination, partial(ftp.rename, source, destination))
+    _making_folder(ftp, folders, destination, partial(ftp.rename, source, destination))
     return True
 
 
@@ -376,7 +394,7 @@ def _files_aged(ftp: ftplib.FTP, folder: str) -> list[tuple[str, float | None]]:
     folder = folder.rstrip("/")
     probe = f"{folder}/{temp_name()}"
     try:
-        _store(ftp, probe, b"", make_folder=False)
+        _store(ftp, None, probe, b"")
     except ftplib.error_perm:
         probe = None
     try:
@@ -428,21 +446,30 @@ def _delete(ftp: ftplib.FTP, path: str) -> None:
             raise PermissionError(msg) from error
 
 
-def _making_folder(ftp: ftplib.FTP, path: str, step: Callable[[], T]) -> T:
-    """``step()``, run once more after making the folder of ``path`` if it refused:
-    a folder costs a command only on the first write under it."""
+def _making_folder(ftp: ftplib.FTP, folders: _Folders, path: str, step: Callable[[], T]) -> T:
+    """``step()`` (a write to ``path``) once the folder of ``path`` exists.
+
+    A folder this pool has not seen yet is made first (MKD, refused if it exists: one
+    command per folder and process); if the step is still refused, the folder's missing
+    parents are made and the step tried once more.
+    """
+    folder = posixpath.dirname(path)
+    if folder not in folders:
+        with contextlib.suppress(ftplib.error_perm):
+            _make_folder(ftp, folder)
     try:
-        return step()
+        result = step()
     except ftplib.error_perm:
-        folder = posixpath.dirname(path)
         if not _make_folders(ftp, folder):
             msg = f"The folder {folder} does not exist on the FTP server and this user cannot make it"
             raise _MissingFolder(msg) from None
-    try:
-        return step()
-    except ftplib.error_perm as error:  # the folder is there: the write itself is refused
-        msg = f"The FTP server refused to write {path} ({_first_line(error)})"
-        raise PermissionError(msg) from error
+        try:
+            result = step()
+        except ftplib.error_perm as error:  # the folder is there: the write is refused
+            msg = f"The FTP server refused to write {path} ({_first_line(error)})"
+            raise PermissionError(msg) from error
+    folders.add(folder)
+    return result
 
 
 def _make_folders(ftp: ftplib.FTP, folder: str) -> bool:
@@ -498,7 +525,8 @@ class _StoreWriter:
         self._connection = pool.take()
         ftp = self._connection.ftp
         try:
-            self._data = _making_folder(ftp, path, partial(ftp.transfercmd, f"STOR {path}"))
+            store = partial(ftp.transfercmd, f"STOR {path}")
+            self._data = _making_folder(ftp, pool.folders, path, store)
         except _CLEAN:
             pool.give(self._connection)
             raise
