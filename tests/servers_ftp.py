@@ -102,7 +102,9 @@ def _test_filesystem_class() -> type[Any]:
     from fsspec.implementations.ftp import FTPFileSystem
 
     class TestFTPFileSystem(FTPFileSystem):
-        def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        def pipe_file(
+            self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any
+        ) -> None:
             self.makedirs(self._parent(path), exist_ok=True)
             super().pipe_file(path, value, mode=mode, **kwargs)
 

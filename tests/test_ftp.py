@@ -21,7 +21,9 @@ pytestmark = pytest.mark.backends("ftp")
 SMALL = ["--size", "256KiB"]
 
 
-def url_with(backend: BackendInfo, user: str = USER, password: str = PASSWORD, port: int = 0) -> str:
+def url_with(
+    backend: BackendInfo, user: str = USER, password: str = PASSWORD, port: int = 0
+) -> str:
     """A fresh root URL naming user, password, host and port itself."""
     assert backend.server is not None
     port = port or backend.server.port

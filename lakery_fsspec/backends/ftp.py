@@ -20,8 +20,8 @@ import socket
 import ssl
 import threading
 import weakref
+from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
-from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -179,8 +179,9 @@ class _Pool:
 
     Connections are opened like the filesystem's own (a copy of it per connection, so
     TLS and encoding options apply); the filesystem's own connection is never used (a
-    caching layer in front of it may use it). Up to ``_MAX_IDLE`` are kept idle, and closed when the pool is collected. A pool
-    belongs to one backend, which is made anew in a forked child.
+    caching layer in front of it may use it). Up to ``_MAX_IDLE`` are kept idle, and
+    closed when the pool is collected. A pool belongs to one backend, which is made anew
+    in a forked child.
     """
 
     def __init__(self, fs: Any) -> None:
@@ -197,7 +198,7 @@ class _Pool:
             return operation(ftp, *args)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[ftplib.FTP]:
+    def connection(self) -> Generator[ftplib.FTP]:
         """A connection of this caller's own; given back unless it failed uncleanly."""
         connection = self.take()
         try:
@@ -461,7 +462,9 @@ def _making_folder(ftp: ftplib.FTP, folders: _Folders, path: str, step: Callable
         result = step()
     except ftplib.error_perm:
         if not _make_folders(ftp, folder):
-            msg = f"The folder {folder} does not exist on the FTP server and this user cannot make it"
+            msg = (
+                f"The folder {folder} does not exist on the FTP server and this user cannot make it"
+            )
             raise _MissingFolder(msg) from None
         try:
             result = step()
