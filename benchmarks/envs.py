@@ -34,6 +34,7 @@ from servers import (
     GCSServer,
     ProcessEmulator,
 )
+from servers_ftp import FTPServer
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -45,8 +46,15 @@ __all__ = [
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure")
-_PROTOCOLS = {"local": "file", "memory": "memory", "s3": "s3", "gcs": "gs", "azure": "abfs"}
+BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp")
+_PROTOCOLS = {
+    "local": "file",
+    "memory": "memory",
+    "s3": "s3",
+    "gcs": "gs",
+    "azure": "abfs",
+    "ftp": "ftp",
+}
 
 
 @dataclass(frozen=True)
@@ -59,12 +67,15 @@ class Env:
     storage_options: dict[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the emulator's base URL ("" for local and memory)
     server_pid: int = 0  # the emulator's process, for its CPU time (0: none)
+    authority: str = ""  # host:port in URLs, for servers whose paths start after it (FTP)
 
     def url(self, prefix: str) -> str:
         """The fsspec URL of a folder under this backend's root."""
         path = f"{self.root}/{prefix}".strip("/")
         if self.protocol == "file":
             return "/" + path
+        if self.authority:
+            return f"{self.protocol}://{self.authority}/{path}"
         return f"{self.protocol}://{path}"
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +142,8 @@ def _emulator(backend: str) -> Emulator:
         return MotoProcess()
     if backend == "gcs":
         return GCSServer()
+    if backend == "ftp":
+        return FTPServer()
     return AzureServer()
 
 
@@ -151,5 +164,8 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
                 options = dict(server.storage_options)
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
-                envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint, pid)
+                authority = str(getattr(server, "authority", ""))
+                envs[backend] = Env(
+                    backend, protocol, BUCKET, options, server.endpoint, pid, authority
+                )
         yield envs

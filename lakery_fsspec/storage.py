@@ -17,9 +17,9 @@ from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.backends import Backend, backend_class, backend_for
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
+from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
 from lakery_fsspec.paths import path_problem
@@ -343,10 +343,19 @@ class FsspecStorage(Storage[FsspecPointer]):
             return found
 
     def _open_backends(self, protocol: str) -> _Backends:
-        if protocol == self.location.protocol:
-            read_fs, target_fs = self.location.filesystems()
-        else:
-            read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
+        try:
+            if protocol == self.location.protocol:
+                read_fs, target_fs = self.location.filesystems()
+            else:
+                read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
+        except Exception as error:
+            # Some filesystems connect as they are made (FTP, paramiko's SFTP).
+            transient = backend_class(protocol).transient
+            if (wrapped := unavailable(error, transient)) is None:
+                raise
+            root = self.location.root if protocol == self.location.protocol else ""
+            wrapped.locate("connect", f"{protocol}://{root}")
+            raise wrapped from error
         target = backend_for(protocol, target_fs, self.timeout)
         if target.process_local and os.getpid() != self._origin_pid:
             _warn_process_local(target)

@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 import pytest
 from servers import AzureServer, Emulator, GCSServer, S3Server
+from servers_ftp import FTPServer
 from servers_sftp import SFTPServer
 
 DEFAULT_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
@@ -93,6 +94,8 @@ class BackendInfo:
     def fs(self) -> fsspec.AbstractFileSystem:
         """A sync-mode filesystem for assertions, independent of the code under test's
         instances and without a listings cache."""
+        if (factory := getattr(self.server, "filesystem", None)) is not None:
+            return factory()  # a new connection each time: it may have been restarted
         fs = self._fs
         if fs is None:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
@@ -108,10 +111,17 @@ class BackendInfo:
         if "://" not in url_or_key:
             return url_or_key.lstrip("/")
         path = url_or_key.split("://", 1)[1]
+        if authority := getattr(self.server, "authority", ""):  # ftp://user@host:port/bucket
+            path = path.removeprefix(authority).lstrip("/")
         bucket, _, key = path.partition("/")
         if bucket != self.root:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
         return key
+
+    @property
+    def keeps_metadata(self) -> bool:
+        """Whether objects carry content type and encoding (FTP, SFTP keep no metadata)."""
+        return self.name in ("s3", "gcs", "azure")
 
     @property
     def lists_uploads(self) -> bool:
@@ -143,7 +153,7 @@ class BackendInfo:
         if self.server is None:
             self.fs().pipe_file(path, data)
         else:
-            bucket, _, key = path.partition("/")
+            bucket, _, key = path.lstrip("/").partition("/")  # FTP paths start with /
             assert bucket == self.root, f"{path!r} is not in bucket {self.root!r}"
             self.server.put(key, data)
 
@@ -225,6 +235,12 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def sftp_server() -> Iterator[SFTPServer]:
     with SFTPServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ftp_server() -> Iterator[FTPServer]:
+    with FTPServer() as server:
         yield server
 
 

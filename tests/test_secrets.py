@@ -12,6 +12,8 @@ import pytest
 from conftest import BackendInfo
 from helpers import Stream, chunked, digest_of, payload
 from servers import AZURITE_KEY
+from servers_ftp import PASSWORD as FTP_PASSWORD
+from servers_ftp import READER as FTP_READER
 
 from lakery_fsspec import FsspecStorage
 
@@ -27,6 +29,8 @@ def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
         return {**backend.storage_options, "token": SENTINEL}, [SENTINEL]
     if backend.name == "azure":  # the account key inside the connection string
         return dict(backend.storage_options), [AZURITE_KEY, WRONG_AZURE_KEY]
+    if backend.name == "ftp":  # the user's password
+        return dict(backend.storage_options), [FTP_PASSWORD]
     return {"api_secret": SENTINEL}, [SENTINEL]  # memory and local take any option
 
 
@@ -77,6 +81,9 @@ async def provoked_errors(
     # The backend's own errors: a missing bucket, a server that does not answer.
     scheme = backend.schemes[0]
     missing = FsspecStorage(f"{scheme}://no-such-bucket-3d1f/x", storage_options=options)
+    if backend.name == "ftp":  # a folder that does not exist, and a user who cannot make it
+        reader = {**options, "username": FTP_READER}
+        missing = FsspecStorage(f"{backend.new_url()}/missing", storage_options=reader)
     await catch(missing.write_data(b"x", digest_of(b"x"), {}))
     stream = Stream(chunked(payload(1000), 100))
     await catch(missing.write_data_stream(stream, stream.get_digest, {}))
@@ -86,6 +93,8 @@ async def provoked_errors(
         k: v.replace(endpoint, "http://127.0.0.1:9") if isinstance(v, str) else v
         for k, v in options.items()
     }
+    if backend.name == "ftp":  # nothing listens on port 9
+        dead = {**options, "port": 9}
     unreachable = FsspecStorage(backend.new_url(), storage_options=dead, timeout=0.5)
     await catch(unreachable.write_data(b"x", digest_of(b"x"), {}))  # StorageUnavailableError
     if backend.name == "azure":  # a wrong key: the server refuses the signature

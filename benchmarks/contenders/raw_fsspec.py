@@ -10,10 +10,12 @@ async file for s3fs (one streamed GET).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import posixpath
+import threading
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.asyn import AsyncFileSystem
@@ -24,6 +26,8 @@ from benchmarks.workload import MiB, Stream
 from lakery_fsspec.backends.azure import detach_finalizers
 
 __all__ = ["RawFsspecFamily", "block_size", "close_async_fs"]
+
+T = TypeVar("T")
 
 
 def block_size(protocol: str, chunk_size: int) -> int:
@@ -86,10 +90,21 @@ class RawFsspec(Contender):
         self.afs = async_fs
         self.root = root
         self.local = protocol == "file"
+        self.needs_dirs = protocol in ("file", "ftp")
         self.chunk_size = chunk_size
         self.block_size = block_size(protocol, chunk_size)
-        if self.local:
+        # ftplib has one control connection: calls on it from several threads at once
+        # break it, so FTP's are made one at a time (the only correct use of one instance).
+        self.serial = threading.Lock() if protocol == "ftp" else contextlib.nullcontext()
+        if self.needs_dirs:
             self.fs.makedirs(root, exist_ok=True)
+
+    async def _sync(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            with self.serial:
+                return function(*args, **kwargs)
+
+        return await asyncio.to_thread(call)
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -99,31 +114,31 @@ class RawFsspec(Contender):
         if self.afs is not None:
             await self.afs._pipe_file(path, data)
         else:
-            await asyncio.to_thread(self.fs.pipe_file, path, data)
+            await self._sync(self.fs.pipe_file, path, data)
         return path
 
     async def read_blob(self, handle: str) -> bytes:
         if self.afs is not None:
             return await self.afs._cat_file(handle)
-        return await asyncio.to_thread(self.fs.cat_file, handle)
+        return await self._sync(self.fs.cat_file, handle)
 
     async def write_stream(self, stream: Stream) -> str:
         temp = self._path(f"tmp/{uuid.uuid4().hex}")
-        if self.local:
-            await asyncio.to_thread(self.fs.makedirs, posixpath.dirname(temp), exist_ok=True)
-        file: Any = await asyncio.to_thread(self.fs.open, temp, "wb", block_size=self.block_size)
+        if self.needs_dirs:
+            await self._sync(self.fs.makedirs, posixpath.dirname(temp), exist_ok=True)
+        file: Any = await self._sync(self.fs.open, temp, "wb", block_size=self.block_size)
         async for chunk in stream:
-            await asyncio.to_thread(file.write, chunk)
-        await asyncio.to_thread(file.close)
+            await self._sync(file.write, chunk)
+        await self._sync(file.close)
         final = self._path(stream.get_digest()["content_hash"])
-        await asyncio.to_thread(self.fs.mv, temp, final)
+        await self._sync(self.fs.mv, temp, final)
         return final
 
     async def read_stream(self, handle: str) -> AsyncIterator[bytes]:
         if self.afs is None:
-            file: Any = await asyncio.to_thread(self.fs.open, handle, "rb")
+            file: Any = await self._sync(self.fs.open, handle, "rb")
             try:
-                while chunk := await asyncio.to_thread(file.read, self.chunk_size):
+                while chunk := await self._sync(file.read, self.chunk_size):
                     yield chunk
             finally:
                 file.close()

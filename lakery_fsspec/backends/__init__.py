@@ -6,6 +6,7 @@ from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.backends.azure import AzureBackend
 from lakery_fsspec.backends.base import Backend, cleanup
+from lakery_fsspec.backends.ftp import FTPBackend
 from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
@@ -38,7 +39,7 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
     return backend
 
 
-for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend):
+for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend, FTPBackend):
     register_backend(_builtin)
 
 

@@ -1,0 +1,568 @@
+"""FTP, through fsspec's ``FTPFileSystem`` (ftplib).
+
+ftplib has one control connection per client and it carries one command (and one
+transfer) at a time: two calls at once on fsspec's filesystem break it for good. This
+backend therefore never uses the filesystem's own connection: each operation checks a
+connection out of a small pool (made like the filesystem's, from its options), runs on
+it in a worker thread, and gives it back. A connection that failed in any other way than
+a clean refusal (a 5xx reply) is closed, and an idle one the server has hung up on (a
+restart, an idle timeout) is noticed without a round trip and replaced; so a storage
+works again once its server is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import posixpath
+import select
+import socket
+import ssl
+import threading
+import weakref
+from collections.abc import Callable, Generator, Mapping
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lakery_fsspec.backends.base import Backend, Explanation
+from lakery_fsspec.backends.clock import Aged
+from lakery_fsspec.temp import temp_name
+
+if TYPE_CHECKING:
+    from labox.core.storage import Digest
+
+    from lakery_fsspec.bridge import Bridge
+    from lakery_fsspec.writers import Writer
+
+__all__ = ["FTPBackend"]
+
+T = TypeVar("T")
+
+_MAX_IDLE = 16
+"""Idle connections a pool keeps; more are opened while more calls run at once."""
+_RECEIVE = 256 * 2**10
+"""Bytes asked of a data connection per receive (larger ones cost more than they save)."""
+_KNOWN_FOLDERS = 100_000
+"""Folders a pool remembers as existing before it forgets them all."""
+_CLEAN = (ftplib.error_perm, FileNotFoundError, PermissionError)
+"""Failures after which the control connection is still in step (a complete 5xx reply)."""
+
+
+class FTPBackend(Backend):
+    """FTP: each operation on a pooled connection of its own, in one worker-thread hop.
+
+    A blob is stored (STOR) at a temp path and renamed into place (RNFR/RNTO, a
+    server-side move), so it is complete at its final path or absent. FTP cannot refuse
+    an existing name in the rename (pyftpdlib, like most servers, replaces it), so the
+    move checks first (SIZE): two writers of the same content can both rename, the
+    second over the first, with the same bytes. A stream is one STOR of its blocks on a
+    data connection of its own. Reads are RETR, ranged with REST; a range that ends
+    before the object does closes its data connection early.
+    """
+
+    protocols = ("ftp",)
+    filesystem = "fsspec.implementations.ftp.FTPFileSystem"
+    credentials_hint = (
+        "Give the user and password in the URL (ftp://USER:PASSWORD@HOST:PORT/folder) or "
+        "as storage options (-o username=USER -o password=PASSWORD)."
+    )
+    min_block_size = 2**20  # one worker-thread hop per block
+    min_range_size = 4 * 2**20  # each range is its own transfer
+
+    def __init__(self, protocol: str, bridge: Bridge) -> None:
+        super().__init__(protocol, bridge)
+        self._pool = _Pool(self.fs)
+
+    # --- what the protocol is -------------------------------------------------------------
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        # EOFError: ftplib's word for a control connection the server closed;
+        # error_temp: 4xx replies (421 closing, 425/426 data connection failed, 450/451).
+        return isinstance(error, EOFError | ftplib.error_temp)
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
+        reply = next((item for item in chain if isinstance(item, ftplib.Error)), None)
+        code = str(reply)[:3] if reply is not None else ""
+        if code in ("530", "332"):
+            return Explanation(
+                "bad-credentials",
+                f"The FTP server refused the login ({_first_line(reply)}): the user name or "
+                "password is wrong, or the account is disabled.",
+                cls.credentials_hint,
+            )
+        if any(isinstance(item, ConnectionRefusedError) for item in chain):
+            return Explanation(
+                "unreachable",
+                "Cannot connect to the FTP server: connection refused (nothing is listening "
+                "at that host and port).",
+                "Check the host and port in the URL (ftp://HOST:PORT/folder; FTP's default "
+                "port is 21) and that the FTP server is running.",
+            )
+        if isinstance(error, _MissingFolder) or any(isinstance(i, _MissingFolder) for i in chain):
+            return Explanation(
+                "no-bucket",
+                f"{_first_line(error)}.",
+                "Create the folder on the server, correct the path in the URL, or give the "
+                "FTP user permission to make folders there.",
+            )
+        if isinstance(error, PermissionError) and reply is not None:
+            return Explanation(
+                "permission-denied",
+                f"The FTP server refused to let this user write ({_first_line(reply)}).",
+                "Give the FTP user permission to store, rename and delete files and make "
+                "folders under the storage root, or use an account that has it.",
+            )
+        return None
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        if not options.get("host"):  # before fsspec's own TypeError (it connects at once)
+            msg = (
+                "An ftp:// storage needs the server's host: write the URL as "
+                "ftp://[USER[:PASSWORD]@]HOST[:PORT]/folder, or give the option host=HOST."
+            )
+            raise ValueError(msg)
+        return options
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        host = options.get("host")
+        return f"ftp://{host}:{options.get('port', 21)}" if host else None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return {**options, "timeout": min(float(options.get("timeout", 30)), timeout)}
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def size(self, path: str) -> int | None:
+        return await self._run(_size, path)
+
+    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        return await self._run(_retrieve, path, start or 0, end)
+
+    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
+        try:
+            return await self._run(_create, self._pool.folders, path, data, temp)
+        except BaseException:
+            await self.discard(temp)
+            raise
+
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
+        await self._run(_store, self._pool.folders, path, data)
+
+    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
+        return _StoreWriter(self._pool, path)
+
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        return await self._run(_move_new, self._pool.folders, source, destination)
+
+    async def list(self, folder: str) -> list[str]:
+        return await self._run(_files, folder)
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        return [Aged(path, age) for path, age in await self._run(_files_aged, folder)]
+
+    async def remove(self, path: str) -> None:
+        await self._run(_delete, path)
+
+    async def _run(self, operation: Callable[..., T], /, *args: Any) -> T:
+        """``operation(ftp, *args)`` on a pooled connection, in a worker thread."""
+        return await self.io.thread(partial(self._pool.run, operation, *args))
+
+
+class _Pool:
+    """Control connections to one server, each used by one operation at a time.
+
+    Connections are opened like the filesystem's own (a copy of it per connection, so
+    TLS and encoding options apply); the filesystem's own connection is never used (a
+    caching layer in front of it may use it). Up to ``_MAX_IDLE`` are kept idle, and
+    closed when the pool is collected. A pool belongs to one backend, which is made anew
+    in a forked child.
+    """
+
+    def __init__(self, fs: Any) -> None:
+        self._fs = fs
+        self._idle: list[_Connection] = []
+        self.folders = _Folders()
+        self._lock = threading.Lock()
+        # Closed explicitly: left to the garbage collector, a socket in a reference
+        # cycle may be finalized before the ftplib object that would close it (and warn).
+        weakref.finalize(self, _close_all, self._idle)
+
+    def run(self, operation: Callable[..., T], /, *args: Any) -> T:
+        with self.connection() as ftp:
+            return operation(ftp, *args)
+
+    @contextlib.contextmanager
+    def connection(self) -> Generator[ftplib.FTP]:
+        """A connection of this caller's own; given back unless it failed uncleanly."""
+        connection = self.take()
+        try:
+            yield connection.ftp
+        except _CLEAN:
+            self.give(connection)
+            raise
+        except BaseException:
+            connection.close()
+            raise
+        self.give(connection)
+
+    def take(self) -> _Connection:
+        """An idle connection the server has not hung up on, or a new one (blocking)."""
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                connection = _Connection(_copy(self._fs))
+            if connection.idle_and_alive():
+                try:
+                    connection.ready()
+                except BaseException:
+                    connection.close()
+                    raise
+                return connection
+            connection.close()
+
+    def give(self, connection: _Connection) -> None:
+        with self._lock:
+            if len(self._idle) < _MAX_IDLE:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+
+def _copy(fs: Any) -> Any:
+    """A copy of an FTP filesystem: its own control connection, logged in."""
+    try:
+        return type(fs)(*fs.storage_args, **fs.storage_options)
+    except ftplib.error_perm as error:  # 530: user or password refused
+        msg = f"FTP login refused for user {fs.cred[0]!r} ({_first_line(error)})"
+        raise PermissionError(msg) from error
+
+
+def _close_all(connections: list[_Connection]) -> None:
+    for connection in connections:
+        connection.close()
+    connections.clear()
+
+
+class _Connection:
+    """The logged-in control connection of one FTP filesystem (kept alive with it)."""
+
+    def __init__(self, fs: Any) -> None:
+        self._fs = fs
+        self.ftp: ftplib.FTP = fs.ftp
+        self._binary = False
+
+    def ready(self) -> None:
+        """Switch to binary transfers once, without Nagle's delays (blocking)."""
+        if not self._binary:
+            if self.ftp.sock is not None:
+                self.ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.ftp.voidcmd("TYPE I")
+            self._binary = True
+
+    def idle_and_alive(self) -> bool:
+        """Whether the server has said nothing since the last reply: on an idle control
+        connection, anything readable is the end of it (a hang-up, a 421 goodbye)."""
+        sock = self.ftp.sock
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ftp.close()
+
+
+class _Folders(set[str]):
+    """Folders known to exist (a folder deleted behind the storage's back is made again
+    when a write to it is refused)."""
+
+    def add(self, folder: str) -> None:
+        if len(self) >= _KNOWN_FOLDERS:
+            self.clear()
+        super().add(folder)
+
+
+class _MissingFolder(FileNotFoundError):
+    """A folder to write in does not exist, and making it was refused."""
+
+
+# --- the operations, each on one connection (blocking) -----------------------------------
+
+
+def _size(ftp: ftplib.FTP, path: str) -> int | None:
+    try:
+        return ftp.size(path)
+    except ftplib.error_perm:  # 550: no such file (or a folder)
+        return None
+
+
+def _retrieve(ftp: ftplib.FTP, path: str, start: int, end: int | None) -> bytes:
+    """The bytes of ``path`` from ``start`` to ``end`` (or its end), exactly."""
+    wanted = None if end is None else max(0, end - start)
+    if wanted == 0:
+        return b""
+    try:
+        data = ftp.transfercmd(f"RETR {path}", rest=start or None)
+    except ftplib.error_perm as error:
+        raise FileNotFoundError(path) from error
+    parts: list[bytes] = []
+    missing = wanted
+    with data:
+        while missing is None or missing > 0:
+            chunk = data.recv(_RECEIVE if missing is None else min(_RECEIVE, missing))
+            if not chunk:
+                break
+            parts.append(chunk)
+            if missing is not None:
+                missing -= len(chunk)
+        complete = missing is None or missing > 0
+        if complete:
+            _unwrap(data)
+    if complete:
+        ftp.voidresp()  # 226, or a 4xx if the transfer broke off
+    else:
+        _after_early_close(ftp)
+    return b"".join(parts)
+
+
+def _after_early_close(ftp: ftplib.FTP) -> None:
+    """Read the one reply a transfer closed early by us ends with: 226 if the server had
+    sent everything already, else 426/450/451 (aborted)."""
+    reply = ftp.getmultiline()
+    if reply[:1] != "2" and reply[:3] not in ("426", "450", "451"):
+        raise ftplib.error_reply(reply)
+
+
+def _store(ftp: ftplib.FTP, folders: _Folders | None, path: str, data: bytes) -> None:
+    """STOR ``data`` at ``path``, making its folder unless ``folders`` is None."""
+    store = partial(ftp.transfercmd, f"STOR {path}")
+    conn = store() if folders is None else _making_folder(ftp, folders, path, store)
+    with conn:
+        conn.sendall(data)
+        _unwrap(conn)
+    ftp.voidresp()
+
+
+def _create(ftp: ftplib.FTP, folders: _Folders, path: str, data: bytes, temp: str) -> bool:
+    """Store ``data`` at ``temp`` and rename it to ``path`` unless a file is there."""
+    if _size(ftp, path) is not None:
+        return False
+    try:
+        _store(ftp, folders, temp, data)
+        _making_folder(ftp, folders, path, partial(ftp.rename, temp, path))
+        return True
+    except _CLEAN:
+        _delete(ftp, temp)  # (saves the caller a connection for its own clean-up)
+        raise
+
+
+def _move_new(ftp: ftplib.FTP, folders: _Folders, source: str, destination: str) -> bool:
+    """Rename ``source`` to ``destination`` unless a file is there (checked first: FTP
+    renames replace); ``source`` is gone afterwards either way."""
+    if _size(ftp, destination) is not None:
+        _delete(ftp, source)
+        return False
+    _making_folder(ftp, folders, destination, partial(ftp.rename, source, destination))
+    return True
+
+
+def _files(ftp: ftplib.FTP, folder: str) -> list[str]:
+    """Full paths of the files directly in ``folder`` (fsspec's ``ls`` gives bare names)."""
+    folder = folder.rstrip("/")
+    entries = _listing(ftp, folder, ["type"])
+    return [f"{folder}/{name}" for name, facts in entries if facts.get("type") == "file"]
+
+
+def _files_aged(ftp: ftplib.FTP, folder: str) -> list[tuple[str, float | None]]:
+    """Full paths of the files directly in ``folder`` with their age by the server's clock.
+
+    FTP tells when a file was last written, but not the server's time now: an empty
+    probe stored in the folder for the listing tells it (named like a temp object, so a
+    probe left by a crash is cleaned up too). Without write permission, ages are None
+    (the writer's clock in the names decides).
+    """
+    folder = folder.rstrip("/")
+    probe = f"{folder}/{temp_name()}"
+    try:
+        _store(ftp, None, probe, b"")
+    except ftplib.error_perm:
+        probe = None
+    try:
+        entries = _listing(ftp, folder, ["type", "modify"])
+    finally:
+        if probe is not None:
+            _delete(ftp, probe)
+    times = {
+        f"{folder}/{name}": _timestamp(facts.get("modify", ""))
+        for name, facts in entries
+        if facts.get("type") == "file"
+    }
+    now = times.pop(probe, None) if probe is not None else None
+    return [
+        (path, None if now is None or then is None else max(0.0, now - then))
+        for path, then in times.items()
+    ]
+
+
+def _listing(ftp: ftplib.FTP, folder: str, facts: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """MLSD of ``folder``; FileNotFoundError if there is none. ftplib lists in ASCII
+    mode: the connection is switched back to binary, or every later transfer on it would
+    translate line ends (and change the bytes)."""
+    try:
+        return list(ftp.mlsd(folder, facts=facts))
+    except ftplib.error_perm as error:
+        raise FileNotFoundError(folder) from error
+    finally:
+        ftp.voidcmd("TYPE I")
+
+
+def _timestamp(modify: str) -> float | None:
+    """Seconds since the epoch of an MLSD ``modify`` fact (UTC ``YYYYMMDDHHMMSS[.fff]``)."""
+    try:
+        whole, _, fraction = modify.partition(".")
+        stamp = datetime.strptime(whole, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+        return stamp + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
+
+
+def _delete(ftp: ftplib.FTP, path: str) -> None:
+    """Delete ``path`` if it exists; PermissionError if it stays."""
+    try:
+        ftp.delete(path)
+    except ftplib.error_perm as error:
+        if _size(ftp, path) is not None:
+            msg = f"The FTP server refused to delete {path} ({_first_line(error)})"
+            raise PermissionError(msg) from error
+
+
+def _making_folder(ftp: ftplib.FTP, folders: _Folders, path: str, step: Callable[[], T]) -> T:
+    """``step()`` (a write to ``path``) once the folder of ``path`` exists.
+
+    A folder this pool has not seen yet is made first (MKD, refused if it exists: one
+    command per folder and process); if the step is still refused, the folder's missing
+    parents are made and the step tried once more.
+    """
+    folder = posixpath.dirname(path)
+    if folder not in folders:
+        with contextlib.suppress(ftplib.error_perm):
+            _make_folder(ftp, folder)
+    try:
+        result = step()
+    except ftplib.error_perm:
+        if not _make_folders(ftp, folder):
+            msg = (
+                f"The folder {folder} does not exist on the FTP server and this user cannot make it"
+            )
+            raise _MissingFolder(msg) from None
+        try:
+            result = step()
+        except ftplib.error_perm as error:  # the folder is there: the write is refused
+            msg = f"The FTP server refused to write {path} ({_first_line(error)})"
+            raise PermissionError(msg) from error
+    folders.add(folder)
+    return result
+
+
+def _make_folders(ftp: ftplib.FTP, folder: str) -> bool:
+    """Make ``folder`` and its missing parents; whether it exists afterwards."""
+    if folder in ("", "/"):
+        return True
+    try:
+        _make_folder(ftp, folder)
+        return True
+    except ftplib.error_perm:
+        pass  # there already (a concurrent writer), or its parent is missing
+    if _is_folder(ftp, folder):
+        return True
+    if not _make_folders(ftp, posixpath.dirname(folder)):
+        return False
+    with contextlib.suppress(ftplib.error_perm):
+        _make_folder(ftp, folder)
+    return _is_folder(ftp, folder)
+
+
+def _make_folder(ftp: ftplib.FTP, folder: str) -> None:
+    ftp.voidcmd(f"MKD {folder}")
+
+
+def _is_folder(ftp: ftplib.FTP, folder: str) -> bool:
+    try:
+        ftp.voidcmd(f"MLST {folder}")
+    except ftplib.error_perm:
+        return False
+    return True
+
+
+def _unwrap(conn: socket.socket) -> None:
+    """End TLS on a data connection before closing it, as ftplib does."""
+    if isinstance(conn, ssl.SSLSocket):
+        conn.unwrap()
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- streams ------------------------------------------------------------------------------
+
+
+class _StoreWriter:
+    """A stream written as one STOR on a connection of its own (blocking)."""
+
+    def __init__(self, pool: _Pool, path: str) -> None:
+        self._pool = pool
+        self._path = path
+        self._connection = pool.take()
+        ftp = self._connection.ftp
+        try:
+            store = partial(ftp.transfercmd, f"STOR {path}")
+            self._data = _making_folder(ftp, pool.folders, path, store)
+        except _CLEAN:
+            pool.give(self._connection)
+            raise
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        self._data.sendall(data)
+
+    def commit(self) -> None:
+        try:
+            with self._data:
+                _unwrap(self._data)
+            self._connection.ftp.voidresp()
+        except BaseException:
+            self._connection.close()
+            raise
+        self._pool.give(self._connection)
+
+    def abort(self) -> None:
+        """Close the transfer and delete what it stored; a dead connection is dropped
+        and the delete tried on a new one (the storage removes the temp again anyway)."""
+        self._data.close()
+        try:
+            _after_early_close(self._connection.ftp)
+        except BaseException:
+            self._connection.close()
+            self._pool.run(_delete, self._path)
+            return
+        try:
+            _delete(self._connection.ftp, self._path)
+        except BaseException:
+            self._connection.close()
+            raise
+        self._pool.give(self._connection)
