@@ -6,6 +6,7 @@ from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.backends.azure import AzureBackend
 from lakery_fsspec.backends.base import Backend, cleanup
+from lakery_fsspec.backends.cached import CacheBackend
 from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
@@ -13,7 +14,7 @@ from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
 
-__all__ = ["Backend", "backend_class", "backend_for", "cleanup", "register_backend"]
+__all__ = ["Backend", "backend_class", "backend_for", "cleanup", "reader_for", "register_backend"]
 
 _REGISTRY: dict[str, list[type[Backend]]] = {}
 """Every protocol name a registered backend serves -> those backends, newest first."""
@@ -40,6 +41,7 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
 
 for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend):
     register_backend(_builtin)
+register_backend(CacheBackend)  # the read side of simplecache::, filecache::, blockcache::
 
 
 def backend_class(
@@ -66,3 +68,11 @@ def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) ->
         instances = shared_loop_instances(fs, cls.connect, cls.disconnect, cls.copy_options)
     bridge = Bridge(fs, timeout=timeout, loop_instances=instances, transient=cls.transient)
     return cls(protocol, bridge)
+
+
+def reader_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) -> Backend:
+    """The backend that reads through ``fs``, the outer layer of a chained URL (a cache)
+    over a target whose canonical protocol is ``protocol``."""
+    names = fs.protocol
+    cls = backend_class(names if isinstance(names, str) else names[0], type(fs))
+    return cls(protocol, Bridge(fs, timeout=timeout, transient=cls.transient))
