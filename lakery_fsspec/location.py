@@ -196,6 +196,8 @@ def _dir_target(url: str, protocol: str, options: dict[str, Any]) -> tuple[str, 
         msg = f"{url!r}: unknown {protocol}:// options {sorted(options)}; give the wrapped "
         msg += "filesystem's options as target_options."
         raise ValueError(msg)
+    if "://" in path:  # a URL names its own protocol (and host: ftp://host:port/base)
+        return path, dict(target_options)
     cls = filesystem_class(target_protocol)
     return f"{target_protocol}://{cls._strip_protocol(path)}", dict(target_options)
 
