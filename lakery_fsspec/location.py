@@ -58,8 +58,8 @@ class Location:
             raise ValueError(msg)
         self.url = url
         layers = [layer for layer in url.split("::") if layer]
-        for layer in layers:
-            filesystem_class(_layer_protocol(layer))
+        for index, layer in enumerate(layers):
+            filesystem_class(_layer_protocol(layer, last=index == len(layers) - 1))
         # dir:: layers only prefix paths: folded into the URL they wrap, so that the root
         # is the real folder on the target and reads and writes skip DirFileSystem.
         self.layers, options = _without_dirs(url, layers, dict(storage_options))
@@ -122,9 +122,10 @@ def _innermost(fs: AbstractFileSystem) -> AbstractFileSystem:
     return fs
 
 
-def _layer_protocol(layer: str) -> str:
-    """The protocol of one layer of a chained URL (``simplecache`` or ``dir://sub``)."""
-    return split_protocol(layer)[0] or layer
+def _layer_protocol(layer: str, *, last: bool = False) -> str:
+    """The protocol of one layer of a chained URL: ``simplecache``, ``dir://sub``, or
+    the last one's (a URL, or a local path)."""
+    return split_protocol(layer)[0] or ("file" if last else layer)
 
 
 def _without_dirs(
@@ -139,7 +140,7 @@ def _without_dirs(
     index = len(layers) - 1
     while index >= 0:
         layer = layers[index]
-        protocol = _layer_protocol(layer)
+        protocol = _layer_protocol(layer, last=index == len(layers) - 1)
         if not issubclass(filesystem_class(protocol), DirFileSystem):
             index -= 1
             continue
