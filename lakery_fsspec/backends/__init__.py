@@ -10,6 +10,7 @@ from lakery_fsspec.backends.cached import CacheBackend
 from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
+from lakery_fsspec.backends.obstore import ObstoreBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
@@ -27,21 +28,31 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
     name is the one pointers record; the filesystem must answer to it in fsspec) and
     ``filesystem`` (the class it drives, if it needs one implementation of the protocol),
     override what that filesystem does differently, and register it once at import. It
-    replaces a backend registered before for the same protocol and filesystem. Usable as
-    a class decorator.
+    replaces a backend registered before for the same protocol and filesystem. A backend
+    with a ``filesystem`` and no ``protocols`` drives that class under whichever protocol
+    it is registered in fsspec (an adapter such as obstore's), where no backend of the
+    protocol serves the class. Usable as a class decorator.
     """
-    if not backend.protocols:
-        msg = f"{backend.__name__}.protocols names no protocol; set it, e.g. ('myfs',)."
+    if not backend.protocols and backend.filesystem is None:
+        msg = (
+            f"{backend.__name__} names no protocol and no filesystem class; set protocols, "
+            "e.g. ('myfs',), or filesystem, e.g. 'mypackage.MyFileSystem'."
+        )
         raise ValueError(msg)
-    for name in backend.protocols:
+    for name in backend.protocols or (_ANY_PROTOCOL,):
         others = [b for b in _REGISTRY.get(name, []) if b.filesystem != backend.filesystem]
         _REGISTRY[name] = [backend, *others]
     return backend
 
 
+_ANY_PROTOCOL = "*"
+"""Where backends of a filesystem class for any protocol are registered."""
+
+
 for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend):
     register_backend(_builtin)
 register_backend(CacheBackend)  # the read side of simplecache::, filecache::, blockcache::
+register_backend(ObstoreBackend)  # obstore's adapter, under any protocol it is registered for
 
 
 def backend_class(
@@ -52,11 +63,15 @@ def backend_class(
 
     Backends are chosen by what the filesystem is, not only by its protocol's name: with
     another implementation registered for ``s3`` (obstore's adapter, say), S3's backend
-    steps aside and the generic one serves it.
+    steps aside and a backend of that class for any protocol, or the generic one, serves it.
     """
     for backend in _REGISTRY.get(protocol, []):
         if filesystem is None or backend.serves(filesystem):
             return backend
+    if filesystem is not None:
+        for backend in _REGISTRY.get(_ANY_PROTOCOL, []):
+            if backend.serves(filesystem):
+                return backend
     return Backend
 
 
