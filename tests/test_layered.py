@@ -14,7 +14,7 @@ import pytest
 from conftest import BackendInfo
 from helpers import CHUNK, Stream, StreamBroke, chunked, payload, read, write
 
-from lakery_fsspec import FsspecPointer, FsspecStorage
+from lakery_fsspec import FsspecStorage
 from lakery_fsspec.temp import temp_name
 
 CACHES = ("simplecache", "filecache")
@@ -44,7 +44,9 @@ def _cache(kind: str) -> Callable[[BackendInfo, str, Path], Layered]:
 
 
 def _dir_chained(backend: BackendInfo, root_url: str, tmp: Path) -> Layered:
-    return Layered(f"dir://sub/folder::{root_url}", backend.storage_options, f"{root_url}/sub/folder", None)
+    return Layered(
+        f"dir://sub/folder::{root_url}", backend.storage_options, f"{root_url}/sub/folder", None
+    )
 
 
 def _dir_bare(backend: BackendInfo, root_url: str, tmp: Path) -> Layered:
@@ -78,12 +80,16 @@ LAYERS: dict[str, Callable[[BackendInfo, str, Path], Layered]] = {
 
 
 @pytest.fixture(params=list(LAYERS))
-def layered(request: pytest.FixtureRequest, backend: BackendInfo, root_url: str, tmp_path: Path) -> Layered:
+def layered(
+    request: pytest.FixtureRequest, backend: BackendInfo, root_url: str, tmp_path: Path
+) -> Layered:
     return LAYERS[request.param](backend, root_url, tmp_path)
 
 
 @pytest.fixture(params=CACHES)
-def cached(request: pytest.FixtureRequest, backend: BackendInfo, root_url: str, tmp_path: Path) -> Layered:
+def cached(
+    request: pytest.FixtureRequest, backend: BackendInfo, root_url: str, tmp_path: Path
+) -> Layered:
     return _cache(request.param)(backend, root_url, tmp_path)
 
 
@@ -133,7 +139,9 @@ async def test_a_failed_stream_leaves_nothing_and_cleanup_sees_the_target(
     assert not fs.exists(leftover)
 
 
-async def test_writes_skip_the_cache_and_reads_fill_it(backend: BackendInfo, cached: Layered) -> None:
+async def test_writes_skip_the_cache_and_reads_fill_it(
+    backend: BackendInfo, cached: Layered
+) -> None:
     storage = cached.storage()
     data = payload(3 * CHUNK + 1, seed=5)
     pointer = await write(storage, data, "stream")
@@ -174,11 +182,14 @@ async def test_concurrent_reads_through_a_cold_cache_return_every_byte(
     assert all(result == data for result in results)
 
 
-async def test_options_reach_their_layer(backend: BackendInfo, cached: Layered, tmp_path: Path) -> None:
+async def test_options_reach_their_layer(
+    backend: BackendInfo, cached: Layered, tmp_path: Path
+) -> None:
     storage = cached.storage()
     pointer = await write(storage, b"optioned", "blob")
     assert await storage.read_data(pointer) == b"optioned"
-    assert cached.cache is not None and cached.cache.is_relative_to(tmp_path)
+    assert cached.cache is not None
+    assert cached.cache.is_relative_to(tmp_path)
     assert len(cached_files(cached)) == 1  # the cache_storage option was used
 
 
@@ -192,9 +203,7 @@ def test_dir_spellings_name_the_same_folder(tmp_path: Path) -> None:
         FsspecStorage("dir://b", storage_options={"path": f"file://{base}/a"}),
         FsspecStorage(f"simplecache::dir://a/b::file://{base}"),
     ]
-    assert {(s.location.protocol, s.location.root) for s in spellings} == {
-        ("file", f"{base}/a/b")
-    }
+    assert {(s.location.protocol, s.location.root) for s in spellings} == {("file", f"{base}/a/b")}
 
 
 @pytest.mark.parametrize(
@@ -212,4 +221,3 @@ def test_a_dir_url_without_a_clear_folder_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         FsspecStorage(url, storage_options=options)
-

@@ -157,10 +157,16 @@ async def test_64_concurrent_tasks(backend: BackendInfo, obstore: str) -> None:
     storage = make(backend, obstore)
     datas = [payload(1000 + index, seed=index) for index in range(64)]
     pointers = await asyncio.gather(
-        *(write(storage, data, "stream" if index % 2 else "blob") for index, data in enumerate(datas))
+        *(
+            write(storage, data, "stream" if index % 2 else "blob")
+            for index, data in enumerate(datas)
+        )
     )
     results = await asyncio.gather(
-        *(read(storage, pointer, "stream" if index % 3 else "blob") for index, pointer in enumerate(pointers))
+        *(
+            read(storage, pointer, "stream" if index % 3 else "blob")
+            for index, pointer in enumerate(pointers)
+        )
     )
     assert results == datas
     assert len(objects(backend, storage)) == 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Generator, Hashable
 from functools import partial
 from typing import IO
 
@@ -53,7 +53,7 @@ class CacheBackend(Backend):
         # The cache folders and the path name the cache file, whichever filesystem
         # instance (one per storage options) fills it.
         key = (tuple(getattr(self.fs, "storage", ())), path)
-        with _FILLING.hold(key):
+        with _filling.hold(key):
             return self.fs.open(path, "rb")
 
 
@@ -65,7 +65,7 @@ class _KeyedLocks:
         self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
 
     @contextlib.contextmanager
-    def hold(self, key: Hashable) -> Iterator[None]:
+    def hold(self, key: Hashable) -> Generator[None]:
         with self._guard:
             lock, users = self._locks.get(key, (None, 0))
             lock = lock or threading.Lock()
@@ -82,13 +82,13 @@ class _KeyedLocks:
                     self._locks[key] = (lock, users - 1)
 
 
-_FILLING: _KeyedLocks
+_filling: _KeyedLocks
 
 
 def _forget_locks() -> None:
     """Start without locks: after a fork, a lock may be held by a thread the child lacks."""
-    global _FILLING
-    _FILLING = _KeyedLocks()
+    global _filling
+    _filling = _KeyedLocks()
 
 
 _forget_locks()
