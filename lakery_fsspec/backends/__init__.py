@@ -51,7 +51,7 @@ _ANY_PROTOCOL = "*"
 
 for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend):
     register_backend(_builtin)
-register_backend(CacheBackend)  # the read side of simplecache::, filecache::, blockcache::
+register_backend(CacheBackend)  # the read side of simplecache:: and filecache::
 register_backend(ObstoreBackend)  # obstore's adapter, under any protocol it is registered for
 
 

@@ -1,4 +1,4 @@
-"""Reads through fsspec's caching layers: ``simplecache::``, ``filecache::``, ``blockcache::``."""
+"""Reads through fsspec's whole-file caches: ``simplecache::`` and ``filecache::``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator, Generator, Hashable
 from functools import partial
 from typing import IO
 
-from lakery_fsspec.backends.base import Backend, cleanup
+from anyio import CancelScope
+
+from lakery_fsspec.backends.base import Backend
 
 __all__ = ["CacheBackend"]
 
 
 class CacheBackend(Backend):
-    """The read side of a chained URL whose outer layer is one of fsspec's caches.
+    """The read side of a chained URL whose outer layer is one of fsspec's whole-file caches.
 
     Writes never come here: a chained storage writes straight to its target. fsspec's
     whole-file caches download an object into its cache file in place, and a second
@@ -27,8 +29,8 @@ class CacheBackend(Backend):
     (served from the cache, with no request to the target for its size).
     """
 
-    protocols = ("simplecache", "filecache", "blockcache")
-    filesystem = "fsspec.implementations.cached.CachingFileSystem"
+    protocols = ("simplecache", "filecache")
+    filesystem = "fsspec.implementations.cached.WholeFileCacheFileSystem"
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return await self.io.thread(partial(self._read, path, start, end))
@@ -39,7 +41,8 @@ class CacheBackend(Backend):
             while chunk := await self.io.thread(partial(file.read, chunk_size)):
                 yield chunk
         finally:
-            await cleanup(self.io.thread(file.close), f"close the cached copy of {path}")
+            with CancelScope(shield=True):  # a local file: closed at once, even when cancelled
+                await self.io.thread(file.close)
 
     def _read(self, path: str, start: int | None, end: int | None) -> bytes:
         with self._open(path) as file:
