@@ -121,6 +121,16 @@ async def test_writes_land_in_the_real_folder_and_read_back(
     assert await plain.read_data(pointer) == data
 
 
+@pytest.mark.backends("s3", "gcs", "azure")
+@pytest.mark.parametrize("how", ["blob", "stream"])
+async def test_content_type_reaches_the_target(
+    backend: BackendInfo, layered: Layered, how: str
+) -> None:
+    pointer = await write(layered.storage(), b'{"a": 1}', how, content_type="application/json")
+    where = f"{backend.schemes[0]}://{pointer['root']}/{pointer['path']}"
+    assert backend.metadata(where)["content_type"] == "application/json"
+
+
 async def test_a_failed_stream_leaves_nothing_and_cleanup_sees_the_target(
     backend: BackendInfo, layered: Layered
 ) -> None:
