@@ -9,9 +9,11 @@ from typing import Any
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
+from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.backends import backend_class
+from lakery_fsspec.paths import path_problem
 
 __all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem", "redacted"]
 
@@ -55,10 +57,13 @@ class Location:
             msg = f"The storage URL must be a non-empty string or path, not {url!r}."
             raise ValueError(msg)
         self.url = url
-        self.layers = [layer for layer in url.split("::") if layer]
+        layers = [layer for layer in url.split("::") if layer]
+        for index, layer in enumerate(layers):
+            filesystem_class(_layer_protocol(layer, last=index == len(layers) - 1))
+        # dir:: layers only prefix paths: folded into the URL they wrap, so that the root
+        # is the real folder on the target and reads and writes skip DirFileSystem.
+        self.layers, options = _without_dirs(url, layers, dict(storage_options))
         inner = self.layers[-1]
-        for layer in self.layers[:-1]:
-            filesystem_class(split_protocol(layer)[0] or layer)
         scheme = split_protocol(inner)[0] or "file"
         self.protocol = canonical_protocol(scheme)
         self.root = str(filesystem_class(scheme)._strip_protocol(inner)).rstrip("/")
@@ -72,7 +77,7 @@ class Location:
         # What the URL itself says (host, port, user, password: sftp://user:pw@host/path)
         # counts, under the options given explicitly.
         from_url = {} if self.chained else filesystem_class(scheme)._get_kwargs_from_urls(inner)
-        self._options = {**from_url, **storage_options}
+        self._options = {**from_url, **options}
 
     @property
     def chained(self) -> bool:
@@ -89,11 +94,11 @@ class Location:
             target = open_filesystem(self._scheme, self._options)
             return target, target
         # Options keyed by a layer's protocol go to that layer, the rest to the target.
-        layer_names = {split_protocol(layer)[0] or layer for layer in self.layers[:-1]}
+        layer_names = {_layer_protocol(layer) for layer in self.layers[:-1]}
         options = {k: v for k, v in self._options.items() if k in layer_names}
         target_options = {k: v for k, v in self._options.items() if k not in layer_names}
         options[self._scheme] = _backend_options(self._scheme, target_options)
-        read_fs, _ = url_to_fs(self.url, **options)
+        read_fs, _ = url_to_fs("::".join(self.layers), **options)
         return read_fs, _innermost(read_fs)
 
     def __repr__(self) -> str:
@@ -115,6 +120,87 @@ def _innermost(fs: AbstractFileSystem) -> AbstractFileSystem:
     while isinstance(inner := getattr(fs, "fs", None), AbstractFileSystem):
         fs = inner
     return fs
+
+
+def _layer_protocol(layer: str, *, last: bool = False) -> str:
+    """The protocol of one layer of a chained URL: ``simplecache``, ``dir://sub``, or
+    the last one's (a URL, or a local path)."""
+    return split_protocol(layer)[0] or ("file" if last else layer)
+
+
+def _without_dirs(
+    url: str, layers: list[str], options: dict[str, Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """``layers`` and ``options`` with every DirFileSystem layer folded into the URL it
+    wraps: ``dir://sub::s3://bucket/base`` is ``s3://bucket/base/sub``, and ``dir::X`` is
+    ``X``. The last layer, ``dir://sub`` alone or at the end of a chain, wraps the
+    folder its options name: ``{"path": "bucket/base", "target_protocol": "s3",
+    "target_options": {...}}``, which become the target's URL and options."""
+    layers = list(layers)
+    index = len(layers) - 1
+    while index >= 0:
+        layer = layers[index]
+        protocol = _layer_protocol(layer, last=index == len(layers) - 1)
+        if not issubclass(filesystem_class(protocol), DirFileSystem):
+            index -= 1
+            continue
+        sub = _dir_subfolder(url, layer)
+        if index == len(layers) - 1:  # the innermost: the target is in its options
+            names = {_layer_protocol(other) for other in layers[:index]}
+            layered = {k: v for k, v in options.items() if k in names}
+            own = {k: v for k, v in options.items() if k not in names}
+            target, options = _dir_target(url, protocol, own)
+            options.update(layered)
+            layers[index] = f"{target}/{sub}" if sub else target
+        else:
+            if options.pop(protocol, None):
+                msg = (
+                    f"In {url!r} the {protocol}:: layer wraps the URL after it; give its "
+                    f"folder in that URL, not in storage_options[{protocol!r}]."
+                )
+                raise ValueError(msg)
+            wrapped = layers[index + 1]
+            if sub:
+                layers[index + 1] = f"{wrapped.rstrip('/')}/{sub}"
+            del layers[index]
+        index -= 1
+    return layers, options
+
+
+def _dir_subfolder(url: str, layer: str) -> str:
+    """The folder a ``dir://sub`` layer names below the folder it wraps ("" for ``dir::``)."""
+    if "://" not in layer:
+        return ""
+    sub = str(DirFileSystem._strip_protocol(layer)).strip("/")
+    if sub and (problem := path_problem(sub)):
+        msg = f"The folder {sub!r} in {url!r} must be a relative path, but {problem}."
+        raise ValueError(msg)
+    return sub
+
+
+def _dir_target(url: str, protocol: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The URL of the folder an innermost ``dir://`` layer wraps, from its options, and
+    the options of the filesystem it wraps."""
+    options = dict(options)
+    path = options.pop("path", None) or options.pop("fo", None)
+    target_protocol = options.pop("target_protocol", None) or "file"
+    target_options = options.pop("target_options", None) or {}
+    if "fs" in options or not isinstance(path, str) or not path.strip("/"):
+        msg = (
+            f"{url!r}: a {protocol}:// storage needs the folder it wraps as a URL, "
+            f"e.g. {protocol}://sub::s3://bucket/base (or storage_options={{'path': "
+            "'bucket/base', 'target_protocol': 's3', 'target_options': {...}}); a "
+            "filesystem instance (fs=...) cannot be stored in a pointer or pickled."
+        )
+        raise ValueError(msg)
+    if options:
+        msg = f"{url!r}: unknown {protocol}:// options {sorted(options)}; give the wrapped "
+        msg += "filesystem's options as target_options."
+        raise ValueError(msg)
+    if "://" in path:  # a URL names its own protocol (and host: ftp://host:port/base)
+        return path, dict(target_options)
+    cls = filesystem_class(target_protocol)
+    return f"{target_protocol}://{cls._strip_protocol(path)}", dict(target_options)
 
 
 def redacted(url: str) -> str:

@@ -17,8 +17,7 @@ from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_class, backend_for
-from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.backends import Backend, backend_class, backend_for, reader_for
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
@@ -361,7 +360,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             _warn_process_local(target)
         if read_fs is target_fs:
             return _Backends(target, target)
-        return _Backends(Backend(protocol, Bridge(read_fs, timeout=self.timeout)), target)
+        return _Backends(reader_for(protocol, read_fs, self.timeout), target)
 
     def _pointer(self, path: str, digest: Digest) -> FsspecPointer:
         return {

@@ -65,3 +65,33 @@ def test_a_backend_without_protocols_is_refused() -> None:
 
     with pytest.raises(ValueError, match="names no protocol"):
         register_backend(Nameless)
+
+
+class AdaptedMemory(MemoryFileSystem):
+    """Another implementation of an existing protocol (as obstore's adapter is of s3)."""
+
+    protocol = "memory"
+
+
+class AdaptedBackend(Backend):
+    """A backend for that class under whichever protocol it is registered for."""
+
+    filesystem = f"{__name__}.AdaptedMemory"
+    atomic_put = True
+    needs_dirs = False
+
+
+def test_a_backend_of_a_class_serves_it_under_any_protocol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lakery_fsspec.backends import _REGISTRY, backend_class  # pyright: ignore[reportPrivateUsage]
+    from lakery_fsspec.backends.memory import MemoryBackend
+
+    monkeypatch.setitem(_REGISTRY, "*", list(_REGISTRY.get("*", [])))
+    register_backend(AdaptedBackend)
+    # Registered for s3, it is not what S3's backend drives: its own backend serves it.
+    assert backend_class("s3", AdaptedMemory) is AdaptedBackend
+    assert backend_class("s3") is not AdaptedBackend  # what names the protocol in pointers
+    # A protocol's own backend comes first where it drives the class (subclasses included).
+    assert backend_class("memory", AdaptedMemory) is MemoryBackend
+    assert backend_class("gcs", MemoryFileSystem) is Backend

@@ -4,10 +4,10 @@ The adapter is registered under the backend's own protocol just long enough for 
 storage to build its filesystem; then the previous implementation (s3fs, gcsfs, adlfs,
 fsspec's local one) is restored, so the other contenders in this process are unaffected.
 
-FsspecStorage picks its per-backend behaviour by protocol, and its S3/Azure/local/memory
-backends call s3fs/adlfs/local/memory internals (``split_path``, ``fs.store``, …) that the
-adapter lacks. So this contender installs the generic `Backend` (plain fsspec calls) for
-the adapter: what the package would do if it chose backends by filesystem class.
+FsspecStorage chooses its backend by the filesystem's class: S3's, Azure's, local and
+memory backends call their usual clients' internals, so they step aside for the adapter,
+and the storage drives it through its obstore backend (the generic one, plus aborting a
+failed stream's upload), as it would for any user who registered obstore.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from benchmarks.contenders.base import Contender, Family, LaboxContender
 from benchmarks.contenders.obstore_api import GCS_UNAVAILABLE, obstore_config
 from benchmarks.envs import Env
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends import Backend
-from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.storage import _Backends  # pyright: ignore[reportPrivateUsage]
 
 __all__ = ["ObstoreFsspecFamily", "obstore_registered"]
 
@@ -60,9 +57,7 @@ class ObstoreFsspecFamily(Family):
             storage = FsspecStorage(
                 self.env.url(prefix), storage_options=options, chunk_size=self.chunk_size
             )
-            _, fs = storage.location.filesystems()  # build it now, while obstore is registered
-        protocol = storage.location.protocol
-        generic = Backend(protocol, Bridge(fs))
-        backends = storage._process.backends  # pyright: ignore[reportPrivateUsage]
-        backends[protocol] = _Backends(generic, generic)
+            # Its first call builds its filesystem and backend, which it keeps: make it
+            # while obstore is registered.
+            await storage.list_temp()
         return LaboxContender(storage)

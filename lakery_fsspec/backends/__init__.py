@@ -6,18 +6,22 @@ from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec.backends.azure import AzureBackend
 from lakery_fsspec.backends.base import Backend, cleanup
+from lakery_fsspec.backends.cached import CacheBackend
 from lakery_fsspec.backends.ftp import FTPBackend
 from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
+from lakery_fsspec.backends.obstore import ObstoreBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
 
-__all__ = ["Backend", "backend_class", "backend_for", "cleanup", "register_backend"]
+__all__ = ["Backend", "backend_class", "backend_for", "cleanup", "reader_for", "register_backend"]
 
 _REGISTRY: dict[str, list[type[Backend]]] = {}
 """Every protocol name a registered backend serves -> those backends, newest first."""
+_ANY_PROTOCOL = "*"
+"""Where backends of a filesystem class for any protocol are registered."""
 
 
 def register_backend(backend: type[Backend]) -> type[Backend]:
@@ -27,13 +31,18 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
     name is the one pointers record; the filesystem must answer to it in fsspec) and
     ``filesystem`` (the class it drives, if it needs one implementation of the protocol),
     override what that filesystem does differently, and register it once at import. It
-    replaces a backend registered before for the same protocol and filesystem. Usable as
-    a class decorator.
+    replaces a backend registered before for the same protocol and filesystem. A backend
+    with a ``filesystem`` and no ``protocols`` drives that class under whichever protocol
+    it is registered in fsspec (an adapter such as obstore's), where no backend of the
+    protocol serves the class. Usable as a class decorator.
     """
-    if not backend.protocols:
-        msg = f"{backend.__name__}.protocols names no protocol; set it, e.g. ('myfs',)."
+    if not backend.protocols and backend.filesystem is None:
+        msg = (
+            f"{backend.__name__} names no protocol and no filesystem class; set protocols, "
+            "e.g. ('myfs',), or filesystem, e.g. 'mypackage.MyFileSystem'."
+        )
         raise ValueError(msg)
-    for name in backend.protocols:
+    for name in backend.protocols or (_ANY_PROTOCOL,):
         others = [b for b in _REGISTRY.get(name, []) if b.filesystem != backend.filesystem]
         _REGISTRY[name] = [backend, *others]
     return backend
@@ -41,6 +50,8 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
 
 for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend, FTPBackend):
     register_backend(_builtin)
+register_backend(CacheBackend)  # the read side of simplecache:: and filecache::
+register_backend(ObstoreBackend)  # obstore's adapter, under any protocol it is registered for
 
 
 def backend_class(
@@ -51,11 +62,15 @@ def backend_class(
 
     Backends are chosen by what the filesystem is, not only by its protocol's name: with
     another implementation registered for ``s3`` (obstore's adapter, say), S3's backend
-    steps aside and the generic one serves it.
+    steps aside and a backend of that class for any protocol, or the generic one, serves it.
     """
     for backend in _REGISTRY.get(protocol, []):
         if filesystem is None or backend.serves(filesystem):
             return backend
+    if filesystem is not None:
+        for backend in _REGISTRY.get(_ANY_PROTOCOL, []):
+            if backend.serves(filesystem):
+                return backend
     return Backend
 
 
@@ -67,3 +82,11 @@ def backend_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) ->
         instances = shared_loop_instances(fs, cls.connect, cls.disconnect, cls.copy_options)
     bridge = Bridge(fs, timeout=timeout, loop_instances=instances, transient=cls.transient)
     return cls(protocol, bridge)
+
+
+def reader_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) -> Backend:
+    """The backend that reads through ``fs``, the outer layer of a chained URL (a cache)
+    over a target whose canonical protocol is ``protocol``."""
+    names = fs.protocol
+    cls = backend_class(names if isinstance(names, str) else names[0], type(fs))
+    return cls(protocol, Bridge(fs, timeout=timeout, transient=cls.transient))

@@ -1,0 +1,98 @@
+"""Reads through fsspec's whole-file caches: ``simplecache::`` and ``filecache::``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Generator, Hashable
+from functools import partial
+from typing import IO
+
+from anyio import CancelScope
+
+from lakery_fsspec.backends.base import Backend
+
+__all__ = ["CacheBackend"]
+
+
+class CacheBackend(Backend):
+    """The read side of a chained URL whose outer layer is one of fsspec's whole-file caches.
+
+    Writes never come here: a chained storage writes straight to its target. fsspec's
+    whole-file caches download an object into its cache file in place, and a second
+    reader that finds the file already there reads it as it is, half-filled: a stream
+    read, whose next range is read while the first one downloads the object, came back
+    12 of 20 MiB long without an error. So each object is opened once per read, the
+    first opening of a path (which fills its cache file) is serialised with every other
+    opening of it in this process, and a stream's chunks are read from that one open file
+    (served from the cache, with no request to the target for its size).
+    """
+
+    protocols = ("simplecache", "filecache")
+    filesystem = "fsspec.implementations.cached.WholeFileCacheFileSystem"
+
+    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        return await self.io.thread(partial(self._read, path, start, end))
+
+    async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
+        file = await self.io.thread(partial(self._open, path))
+        try:
+            while chunk := await self.io.thread(partial(file.read, chunk_size)):
+                yield chunk
+        finally:
+            with CancelScope(shield=True):  # a local file: closed at once, even when cancelled
+                await self.io.thread(file.close)
+
+    def _read(self, path: str, start: int | None, end: int | None) -> bytes:
+        with self._open(path) as file:
+            if start:
+                file.seek(start)
+            return file.read(-1 if end is None else max(end - (start or 0), 0))
+
+    def _open(self, path: str) -> IO[bytes]:
+        """Open ``path`` through the cache (blocking), filling its cache file if needed
+        while no other reader of this process opens the same path."""
+        # The cache folders and the path name the cache file, whichever filesystem
+        # instance (one per storage options) fills it.
+        key = (tuple(getattr(self.fs, "storage", ())), path)
+        with _filling.hold(key):
+            return self.fs.open(path, "rb")
+
+
+class _KeyedLocks:
+    """A lock per key, kept only while a thread holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: Hashable) -> Generator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (None, 0))
+            lock = lock or threading.Lock()
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                _, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+_filling: _KeyedLocks
+
+
+def _forget_locks() -> None:
+    """Start without locks: after a fork, a lock may be held by a thread the child lacks."""
+    global _filling
+    _filling = _KeyedLocks()
+
+
+_forget_locks()
+os.register_at_fork(after_in_child=_forget_locks)
