@@ -310,7 +310,7 @@ class FsspecStorage(Storage[FsspecPointer]):
 
     def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
         check_pointer(pointer)
-        protocol = pointer["protocol"]
+        protocol = _spelled_as_ours(pointer["protocol"])
         if protocol != self.location.protocol and protocol not in self._read_options:
             msg = (
                 f"{self!r} refuses to read a {protocol!r} pointer: it reads only its own "
@@ -421,6 +421,16 @@ def _located(operation: str, backend: Backend, path: str) -> Generator[None]:
     except StorageUnavailableError as error:
         error.locate(operation, f"{backend.protocol}://{path}")
         raise
+
+
+def _spelled_as_ours(protocol: str) -> str:
+    """A pointer's protocol by its canonical name (``ssh`` -> ``sftp``), so that a storage
+    reads its own pointers whichever spelling wrote them; unknown names stay as they are
+    (and are refused)."""
+    try:
+        return canonical_protocol(protocol)
+    except ValueError:
+        return protocol
 
 
 def _is_timeout(value: object) -> bool:

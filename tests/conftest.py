@@ -98,9 +98,10 @@ class BackendInfo:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
             # A server named in URLs (host, port, user) is named here too.
             options = {**getattr(self.server, "connect_options", {}), **options}
-            fs = self._fs = fsspec.filesystem(
-                self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
-            )
+            # sshfs keeps no listings cache, and hands unknown options to asyncssh.
+            if self.name != "sshfs":
+                options["use_listings_cache"] = False
+            fs = self._fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
         return fs
 
     def key(self, url_or_key: str) -> str:
@@ -228,9 +229,28 @@ def sftp_server() -> Iterator[SFTPServer]:
         yield server
 
 
+class SSHFSServer:
+    """The SFTP server as sshfs reaches it: host keys are checked, so its options name
+    the server's ``known_hosts`` file (everything else is the server's)."""
+
+    def __init__(self, server: SFTPServer) -> None:
+        self.server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {**self.server.storage_options, "known_hosts": str(self.server.known_hosts)}
+
+    @property
+    def connect_options(self) -> dict[str, Any]:
+        return {**self.server.connect_options, "known_hosts": str(self.server.known_hosts)}
+
+
 @pytest.fixture(scope="session")
-def sshfs_server(sftp_server: SFTPServer) -> SFTPServer:
-    return sftp_server
+def sshfs_server(sftp_server: SFTPServer) -> SSHFSServer:
+    return SSHFSServer(sftp_server)
 
 
 def _choose_sftp_client(names: list[str]) -> None:
