@@ -17,11 +17,16 @@ from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.backends import Backend, backend_class, backend_for
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
+from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
 from lakery_fsspec.integrity import Checker
-from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
+from lakery_fsspec.location import (
+    Location,
+    canonical_protocol,
+    filesystem_class,
+    open_filesystem,
+)
 from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
@@ -343,10 +348,19 @@ class FsspecStorage(Storage[FsspecPointer]):
             return found
 
     def _open_backends(self, protocol: str) -> _Backends:
-        if protocol == self.location.protocol:
-            read_fs, target_fs = self.location.filesystems()
-        else:
-            read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
+        try:
+            if protocol == self.location.protocol:
+                read_fs, target_fs = self.location.filesystems()
+            else:
+                read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
+        except Exception as error:
+            # Clients that connect when made (SFTP, FTP) fail here while the server is down.
+            transient = backend_class(protocol, filesystem_class(protocol)).transient
+            if (wrapped := unavailable(error, transient)) is None:
+                raise
+            root = self.location.root if protocol == self.location.protocol else ""
+            wrapped.locate("connect", f"{protocol}://{root}")
+            raise wrapped from error
         target = backend_for(protocol, target_fs, self.timeout)
         if target.process_local and os.getpid() != self._origin_pid:
             _warn_process_local(target)

@@ -109,7 +109,9 @@ class BackendInfo:
         if "://" not in url_or_key:
             return url_or_key.lstrip("/")
         path = url_or_key.split("://", 1)[1]
-        bucket, _, key = path.partition("/")
+        if authority := getattr(self.server, "authority", ""):  # sftp://user@host:port/bucket
+            path = path.removeprefix(authority)
+        bucket, _, key = path.lstrip("/").partition("/")
         if bucket != self.root:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
         return key
@@ -132,7 +134,7 @@ class BackendInfo:
         return [f"{self.root}/{key}" for key in keys]
 
     def _in_bucket(self, path: str) -> str:
-        bucket, _, key = path.partition("/")
+        bucket, _, key = path.lstrip("/").partition("/")  # SFTP roots are absolute
         if bucket != self.root:
             raise ValueError(f"{path!r} is not in bucket {self.root!r}")
         return key
@@ -144,7 +146,7 @@ class BackendInfo:
         if self.server is None:
             self.fs().pipe_file(path, data)
         else:
-            bucket, _, key = path.partition("/")
+            bucket, _, key = path.lstrip("/").partition("/")  # SFTP roots are absolute
             assert bucket == self.root, f"{path!r} is not in bucket {self.root!r}"
             self.server.put(key, data)
 

@@ -40,8 +40,10 @@ SMALL = ["--size", "256KiB"]  # check's stream: keep it light where the size doe
 
 
 def options(backend: BackendInfo, flag: str = "-o", **override: Any) -> list[str]:
-    """The backend's storage options as command-line flags."""
-    merged = {**backend.storage_options, **override}
+    """The backend's storage options as command-line flags; for a pointer's storage
+    (``-s``), with the server's host too, which a pointer never names (SFTP)."""
+    server = getattr(backend.server, "connect_options", {}) if flag == "-s" else {}
+    merged = {**server, **backend.storage_options, **override}
     args: list[str] = []
     for key, value in merged.items():
         args += [flag, f"{key}={value if isinstance(value, str) else json.dumps(value)}"]

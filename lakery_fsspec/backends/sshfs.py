@@ -89,6 +89,13 @@ class SSHFSBackend(Backend):
     @classmethod
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """Check host keys as asyncssh does (sshfs would pass ``known_hosts=None``)."""
+        if not options.get("host"):
+            msg = (
+                "An SFTP storage needs the server's host: write the URL as "
+                "sftp://user@host:port/path, or give host (and port, username) in the "
+                "storage options (a pointer names no server)."
+            )
+            raise ValueError(msg)
         return {"known_hosts": (), **options}
 
     @classmethod
@@ -96,7 +103,7 @@ class SSHFSBackend(Backend):
         host = options.get("host")
         if not isinstance(host, str) or not host:
             return None
-        return f"{host}:{options.get('port') or _DEFAULT_PORT}"
+        return f"sftp://{host}:{options.get('port') or _DEFAULT_PORT}"
 
     @classmethod
     def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
