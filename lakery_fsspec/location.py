@@ -75,9 +75,9 @@ class Location:
             )
             raise ValueError(msg)
         self._scheme = scheme
-        # What the URL itself says (host, port, user, password: sftp://user:pw@host/path)
-        # counts, under the options given explicitly.
-        from_url = {} if self.chained else filesystem_class(scheme)._get_kwargs_from_urls(inner)
+        # What the target's URL itself says (host, port, user, password:
+        # sftp://user:pw@host/path) counts, under the options given explicitly.
+        from_url = filesystem_class(scheme)._get_kwargs_from_urls(inner)
         self._options = {**from_url, **storage_options}
 
     @property

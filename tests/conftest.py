@@ -117,6 +117,11 @@ class BackendInfo:
         return key
 
     @property
+    def keeps_content_type(self) -> bool:
+        """Whether objects carry content type and encoding as metadata (SFTP has none)."""
+        return self.name in ("s3", "gcs", "azure")
+
+    @property
     def lists_uploads(self) -> bool:
         """Whether the service keeps unfinished uploads that can be listed (S3, Azure)."""
         return self.name in ("s3", "azure")
