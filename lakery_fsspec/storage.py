@@ -19,7 +19,12 @@ from labox.core.storage import Digest, GetStreamDigest, Storage
 
 from lakery_fsspec.backends import Backend, backend_class, backend_for
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
+from lakery_fsspec.errors import (
+    ReadOnlyStorageError,
+    StorageUnavailableError,
+    exception_chain,
+    unavailable,
+)
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import (
     Location,
@@ -355,8 +360,10 @@ class FsspecStorage(Storage[FsspecPointer]):
                 read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
         except Exception as error:
             # Clients that connect when made (SFTP, FTP) fail here while the server is down.
-            transient = backend_class(protocol, filesystem_class(protocol)).transient
-            if (wrapped := unavailable(error, transient)) is None:
+            cls = backend_class(protocol, filesystem_class(protocol))
+            if (wrapped := unavailable(error, cls.transient)) is None:
+                if why := cls.explain(error, list(exception_chain(error))):
+                    error.add_note(f"{why.message} Fix: {why.fix}")  # an unknown host key
                 raise
             root = self.location.root if protocol == self.location.protocol else ""
             wrapped.locate("connect", f"{protocol}://{root}")

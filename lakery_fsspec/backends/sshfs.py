@@ -156,8 +156,7 @@ class SSHFSBackend(Backend):
                 "no-bucket",
                 "A folder on the path to the storage root does not exist on the SFTP server "
                 "and could not be made.",
-                "Check the path in the URL (it is relative to the account's home unless it "
-                "starts with a second slash on some servers), or create the folder first.",
+                "Check the path in the URL, or create the missing folder on the server first.",
             )
         return None
 
