@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ __all__ = [
 
 BACKENDS = ("local", "memory", "s3", "gcs", "azure")
 _PROTOCOLS = {"local": "file", "memory": "memory", "s3": "s3", "gcs": "gs", "azure": "abfs"}
+# SFTP through sshfs (asyncssh), on the tests' asyncssh server (tests/servers_sftp.py).
+BACKENDS += ("sshfs",)
+_PROTOCOLS["sshfs"] = "sftp"
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,15 @@ class Env:
     storage_options: dict[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the emulator's base URL ("" for local and memory)
     server_pid: int = 0  # the emulator's process, for its CPU time (0: none)
+    authority: str = ""  # user@host:port put in URLs (SFTP), "" for none
 
     def url(self, prefix: str) -> str:
         """The fsspec URL of a folder under this backend's root."""
         path = f"{self.root}/{prefix}".strip("/")
         if self.protocol == "file":
             return "/" + path
+        if self.authority:
+            return f"{self.protocol}://{self.authority}/{path}"
         return f"{self.protocol}://{path}"
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +128,10 @@ def boto3_client(endpoint: str) -> Any:
 
 
 def _emulator(backend: str) -> Emulator:
+    if backend == "sshfs":
+        from servers_sftp import SFTPServer
+
+        return SFTPServer()
     if backend == "s3":
         os.environ.update(
             AWS_ACCESS_KEY_ID=AWS_KEY,
@@ -152,4 +162,17 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
                 envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint, pid)
+                if backend == "sshfs":
+                    envs[backend] = _sshfs_env(envs[backend], server)
         yield envs
+
+
+def _sshfs_env(env: Env, server: Any) -> Env:
+    """The SFTP server as sshfs reaches it: the host (for raw fsspec, which has no URL) and
+    the server's host key in the options, ``user@host:port`` in URLs."""
+    options = {
+        **server.connect_options,
+        **env.storage_options,
+        "known_hosts": str(server.known_hosts),
+    }
+    return replace(env, storage_options=options, authority=server.authority)

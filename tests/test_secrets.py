@@ -125,7 +125,9 @@ async def server_errors(
     no_password = {k: v for k, v in options.items() if k != "password"}
     secret = options["password"]
     # The password in the URL itself, for a working storage and a read-only user.
-    in_url = FsspecStorage(f"{scheme}://{user}:{secret}@{address}{path}", storage_options=no_password)
+    in_url = FsspecStorage(
+        f"{scheme}://{user}:{secret}@{address}{path}", storage_options=no_password
+    )
     pointer = await in_url.write_data(b"in url", digest_of(b"in url"), {})
     assert await in_url.read_data(pointer) == b"in url"
     errors.append(RuntimeError(repr(in_url)))  # its repr is checked with the messages

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.backends("sshfs")
 
 
 def storage_at(backend: BackendInfo, url: str | None = None, **kwargs: Any) -> FsspecStorage:
-    return FsspecStorage(url or backend.new_url(), storage_options=backend.storage_options, **kwargs)
+    return FsspecStorage(
+        url or backend.new_url(), storage_options=backend.storage_options, **kwargs
+    )
 
 
 async def test_a_stream_reads_back_exactly_its_bytes(backend: BackendInfo) -> None:
@@ -76,12 +78,16 @@ async def test_an_unknown_host_key_is_refused_by_default(
     assert not isinstance(caught.value, StorageUnavailableError)  # not worth retrying
     assert any("known_hosts" in note for note in getattr(caught.value, "__notes__", []))
     # The user's own known_hosts file is what asyncssh reads by default.
-    (tmp_path / ".ssh").mkdir()
-    known = Path(backend.storage_options["known_hosts"]).read_text()
-    (tmp_path / ".ssh" / "known_hosts").write_text(known)
+    trust(Path(backend.storage_options["known_hosts"]), tmp_path)
     trusted = FsspecStorage(backend.new_url(), storage_options=options)
     pointer = await trusted.write_data(b"x", digest_of(b"x"), {})
     assert await trusted.read_data(pointer) == b"x"
+
+
+def trust(known_hosts: Path, home: Path) -> None:
+    """Make ``known_hosts`` the user's own (``home``/.ssh/known_hosts)."""
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "known_hosts").write_text(known_hosts.read_text())
 
 
 async def test_known_hosts_none_accepts_any_key(
@@ -159,7 +165,8 @@ def test_check_bad_password(backend: BackendInfo, capsys: pytest.CaptureFixture[
     options = {**backend.storage_options, "password": "wrong"}
     out = check(backend.new_url(), options, capsys)
     assert "refused to log in" in out
-    assert "fix: " in out and "password" in out
+    assert "fix: " in out
+    assert "password" in out
 
 
 def test_check_unknown_host_key(
@@ -179,7 +186,8 @@ def test_check_missing_folder(backend: BackendInfo, capsys: pytest.CaptureFixtur
     blocker = f"{backend.fs()._strip_protocol(url)}"
     backend.fs().pipe_file(blocker, b"a file where the storage's folder should be")
     out = check(f"{url}/lake", backend.storage_options, capsys)
-    assert "folder" in out and "does not exist" in out
+    assert "folder" in out
+    assert "does not exist" in out
     assert "fix: " in out
 
 
@@ -187,5 +195,6 @@ def test_check_permission_denied(backend: BackendInfo, capsys: pytest.CaptureFix
     authority = backend.server.authority  # type: ignore[union-attr]
     url = backend.new_url().replace(authority, f"{READER}@{authority.partition('@')[2]}")
     out = check(url, backend.storage_options, capsys)
-    assert "denied" in out and "read-only" in out
+    assert "denied" in out
+    assert "read-only" in out
     assert "fix: " in out

@@ -44,7 +44,8 @@ class RawFsspecFamily(Family):
         if not hasattr(self, "sync_fs"):
             self.sync_fs = fsspec.filesystem(self.env.protocol, **self.env.storage_options)
             self.async_fs: AsyncFileSystem | None = None
-            if self.sync_fs.async_impl:
+            # sshfs connects in its constructor, on fsspec's loop: its sync API it is.
+            if self.sync_fs.async_impl and self.env.backend != "sshfs":
                 self.async_fs = fsspec.filesystem(
                     self.env.protocol,
                     asynchronous=True,
@@ -86,6 +87,7 @@ class RawFsspec(Contender):
         self.afs = async_fs
         self.root = root
         self.local = protocol == "file"
+        self.sshfs = type(sync_fs).__name__ == "SSHFileSystem"  # its open makes no folders
         self.chunk_size = chunk_size
         self.block_size = block_size(protocol, chunk_size)
         if self.local:
@@ -109,7 +111,7 @@ class RawFsspec(Contender):
 
     async def write_stream(self, stream: Stream) -> str:
         temp = self._path(f"tmp/{uuid.uuid4().hex}")
-        if self.local:
+        if self.local or self.sshfs:
             await asyncio.to_thread(self.fs.makedirs, posixpath.dirname(temp), exist_ok=True)
         file: Any = await asyncio.to_thread(self.fs.open, temp, "wb", block_size=self.block_size)
         async for chunk in stream:

@@ -7,6 +7,7 @@ directly for writes, moves and reads, and uses sshfs for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import posixpath
 import threading
@@ -232,10 +233,8 @@ class SSHFSBackend(Backend):
         await self._sftp(lambda sftp: _rename_over(sftp, source, destination))
 
     async def remove(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             await self._sftp(lambda sftp: sftp.remove(path))
-        except FileNotFoundError:
-            pass
 
     async def discard(self, temp: str) -> None:
         async def remove() -> None:
@@ -290,7 +289,7 @@ class SSHFSBackend(Backend):
         SFTP errors as the builtin OSErrors (missing, denied, exists)."""
 
         async def on_channel(fs: Any) -> T:
-            async with fs._pool.get() as sftp:  # noqa: SLF001 (sshfs's channel pool)
+            async with fs._pool.get() as sftp:
                 return await _mapped(work(sftp))
 
         return await self.io.run(on_channel)
@@ -356,7 +355,7 @@ async def _open_new(sftp: Any, path: str) -> Any:
     try:
         return await sftp.open(path, "wb", block_size=-1)
     except asyncssh.SFTPNoSuchFile:
-        await sftp.makedirs(posixpath.dirname(path), exist_ok=True)
+        await _makedirs(sftp, posixpath.dirname(path))
         return await sftp.open(path, "wb", block_size=-1)
 
 
@@ -388,22 +387,48 @@ async def _rename_new(sftp: Any, source: str, destination: str) -> bool:
                 return False
             if attempt or not isinstance(refused, asyncssh.SFTPNoSuchFile):
                 raise
-            await sftp.makedirs(posixpath.dirname(destination), exist_ok=True)
+            await _makedirs(sftp, posixpath.dirname(destination))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def _makedirs(sftp: Any, folder: str) -> None:
+    """Make ``folder`` and any missing parents: one request when only the last is missing
+    (asyncssh's own ``makedirs`` asks about every level)."""
+    import asyncssh
+
+    try:
+        await sftp.mkdir(folder)
+    except asyncssh.SFTPNoSuchFile:
+        parent = posixpath.dirname(folder)
+        if parent == folder:
+            raise
+        await _makedirs(sftp, parent)
+        await _mkdir_quietly(sftp, folder)
+    except asyncssh.SFTPError:
+        if not await sftp.isdir(folder):  # "exists" is fine, anything else is not
+            raise
+
+
+async def _mkdir_quietly(sftp: Any, folder: str) -> None:
+    import asyncssh
+
+    try:
+        await sftp.mkdir(folder)
+    except asyncssh.SFTPError:
+        if not await sftp.isdir(folder):  # another writer made it meanwhile
+            raise
+
+
 async def _rename_over(sftp: Any, source: str, destination: str) -> None:
-    await sftp.makedirs(posixpath.dirname(destination), exist_ok=True)
+    await _makedirs(sftp, posixpath.dirname(destination))
     await sftp.posix_rename(source, destination)
 
 
 async def _remove_quietly(sftp: Any, path: str) -> None:
     import asyncssh
 
-    try:
+    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
         await sftp.remove(path)
-    except asyncssh.SFTPNoSuchFile:
-        pass
 
 
 async def _server_now(sftp: Any, probe: str) -> float | None:
@@ -420,4 +445,3 @@ async def _server_now(sftp: Any, probe: str) -> float | None:
     finally:
         await _remove_quietly(sftp, probe)
     return None if mtime is None else float(mtime)
-
