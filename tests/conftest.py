@@ -94,7 +94,8 @@ class BackendInfo:
         """A sync-mode filesystem for assertions, independent of the code under test's
         instances and without a listings cache."""
         fs = self._fs
-        if fs is None:
+        client = getattr(fs, "_client", None)  # sshfs: its connection died with the server
+        if fs is None or (client is not None and client.is_closed()):
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
             # A server named in URLs (host, port, user) is named here too.
             options = {**getattr(self.server, "connect_options", {}), **options}
