@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ __all__ = [
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp")
+BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sshfs")
 _PROTOCOLS = {
     "local": "file",
     "memory": "memory",
@@ -54,6 +54,7 @@ _PROTOCOLS = {
     "gcs": "gs",
     "azure": "abfs",
     "ftp": "ftp",
+    "sshfs": "sftp",  # SFTP through sshfs, on the tests' asyncssh server
 }
 
 
@@ -67,7 +68,7 @@ class Env:
     storage_options: dict[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the emulator's base URL ("" for local and memory)
     server_pid: int = 0  # the emulator's process, for its CPU time (0: none)
-    authority: str = ""  # host:port in URLs, for servers whose paths start after it (FTP)
+    authority: str = ""  # [user@]host:port put in URLs (FTP, SFTP), "" for none
 
     def url(self, prefix: str) -> str:
         """The fsspec URL of a folder under this backend's root."""
@@ -133,6 +134,10 @@ def boto3_client(endpoint: str) -> Any:
 
 
 def _emulator(backend: str) -> Emulator:
+    if backend == "sshfs":
+        from servers_sftp import SFTPServer
+
+        return SFTPServer()
     if backend == "s3":
         os.environ.update(
             AWS_ACCESS_KEY_ID=AWS_KEY,
@@ -168,4 +173,17 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
                 envs[backend] = Env(
                     backend, protocol, BUCKET, options, server.endpoint, pid, authority
                 )
+                if backend == "sshfs":
+                    envs[backend] = _sshfs_env(envs[backend], server)
         yield envs
+
+
+def _sshfs_env(env: Env, server: Any) -> Env:
+    """The SFTP server as sshfs reaches it: the host (for raw fsspec, which has no URL) and
+    the server's host key in the options, ``user@host:port`` in URLs."""
+    options = {
+        **server.connect_options,
+        **env.storage_options,
+        "known_hosts": str(server.known_hosts),
+    }
+    return replace(env, storage_options=options, authority=server.authority)

@@ -38,8 +38,14 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
 
 def canonical_protocol(protocol: str) -> str:
     """The one name recorded in pointers for every spelling of a protocol (gs -> gcs):
-    the first name of its backend, else the first name of its filesystem class."""
-    names = filesystem_class(protocol).protocol
+    the first name of its backend, else the first name of its filesystem class.
+
+    The backend is looked up by the name given first: a class that names no protocol of
+    its own (sshfs) is stamped by fsspec with whichever name loaded it first."""
+    cls = filesystem_class(protocol)
+    if own := backend_class(protocol, cls).protocols:
+        return own[0]
+    names = cls.protocol
     first = names if isinstance(names, str) else names[0]
     return (backend_class(first).protocols or (first,))[0]
 
@@ -74,10 +80,16 @@ class Location:
             )
             raise ValueError(msg)
         self._scheme = scheme
-        # What the URL itself says (host, port, user, password: sftp://user:pw@host/path)
-        # counts, under the options given explicitly.
-        from_url = {} if self.chained else filesystem_class(scheme)._get_kwargs_from_urls(inner)
+        # What the target's URL itself says (host, port, user, password:
+        # sftp://user:pw@host/path) counts, under the options given explicitly.
+        from_url = filesystem_class(scheme)._get_kwargs_from_urls(inner)
         self._options = {**from_url, **options}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The target's options: what the URL says (host, port, user, password) under the
+        storage options given explicitly."""
+        return dict(self._options)
 
     @property
     def chained(self) -> bool:

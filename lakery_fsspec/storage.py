@@ -18,9 +18,19 @@ from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
 from lakery_fsspec.backends import Backend, backend_class, backend_for, reader_for
-from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
+from lakery_fsspec.errors import (
+    ReadOnlyStorageError,
+    StorageUnavailableError,
+    exception_chain,
+    unavailable,
+)
 from lakery_fsspec.integrity import Checker
-from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
+from lakery_fsspec.location import (
+    Location,
+    canonical_protocol,
+    filesystem_class,
+    open_filesystem,
+)
 from lakery_fsspec.paths import path_problem
 from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
@@ -309,7 +319,7 @@ class FsspecStorage(Storage[FsspecPointer]):
 
     def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
         check_pointer(pointer)
-        protocol = pointer["protocol"]
+        protocol = _spelled_as_ours(pointer["protocol"])
         if protocol != self.location.protocol and protocol not in self._read_options:
             msg = (
                 f"{self!r} refuses to read a {protocol!r} pointer: it reads only its own "
@@ -348,9 +358,11 @@ class FsspecStorage(Storage[FsspecPointer]):
             else:
                 read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
         except Exception as error:
-            # Some filesystems connect as they are made (FTP, paramiko's SFTP).
-            transient = backend_class(protocol).transient
-            if (wrapped := unavailable(error, transient)) is None:
+            # Clients that connect when made (SFTP, FTP) fail here while the server is down.
+            cls = backend_class(protocol, filesystem_class(protocol))
+            if (wrapped := unavailable(error, cls.transient)) is None:
+                if why := cls.explain(error, list(exception_chain(error))):
+                    error.add_note(f"{why.message} Fix: {why.fix}")  # an unknown host key
                 raise
             root = self.location.root if protocol == self.location.protocol else ""
             wrapped.locate("connect", f"{protocol}://{root}")
@@ -429,6 +441,16 @@ def _located(operation: str, backend: Backend, path: str) -> Generator[None]:
     except StorageUnavailableError as error:
         error.locate(operation, f"{backend.protocol}://{path}")
         raise
+
+
+def _spelled_as_ours(protocol: str) -> str:
+    """A pointer's protocol by its canonical name (``ssh`` -> ``sftp``), so that a storage
+    reads its own pointers whichever spelling wrote them; unknown names stay as they are
+    (and are refused)."""
+    try:
+        return canonical_protocol(protocol)
+    except ValueError:
+        return protocol
 
 
 def _is_timeout(value: object) -> bool:

@@ -97,13 +97,15 @@ class BackendInfo:
         if (factory := getattr(self.server, "filesystem", None)) is not None:
             return factory()  # a new connection each time: it may have been restarted
         fs = self._fs
-        if fs is None:
+        client = getattr(fs, "_client", None)  # sshfs: its connection died with the server
+        if fs is None or (client is not None and client.is_closed()):
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
             # A server named in URLs (host, port, user) is named here too.
             options = {**getattr(self.server, "connect_options", {}), **options}
-            fs = self._fs = fsspec.filesystem(
-                self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
-            )
+            # sshfs keeps no listings cache, and hands unknown options to asyncssh.
+            if self.name != "sshfs":
+                options["use_listings_cache"] = False
+            fs = self._fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
         return fs
 
     def key(self, url_or_key: str) -> str:
@@ -111,16 +113,16 @@ class BackendInfo:
         if "://" not in url_or_key:
             return url_or_key.lstrip("/")
         path = url_or_key.split("://", 1)[1]
-        if authority := getattr(self.server, "authority", ""):  # ftp://user@host:port/bucket
-            path = path.removeprefix(authority).lstrip("/")
-        bucket, _, key = path.partition("/")
+        if authority := getattr(self.server, "authority", ""):  # sftp://user@host:port/bucket
+            path = path.removeprefix(authority)
+        bucket, _, key = path.lstrip("/").partition("/")
         if bucket != self.root:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
         return key
 
     @property
-    def keeps_metadata(self) -> bool:
-        """Whether objects carry content type and encoding (FTP, SFTP keep no metadata)."""
+    def keeps_content_type(self) -> bool:
+        """Whether objects carry content type and encoding as metadata (FTP, SFTP have none)."""
         return self.name in ("s3", "gcs", "azure")
 
     @property
@@ -141,7 +143,7 @@ class BackendInfo:
         return [f"{self.root}/{key}" for key in keys]
 
     def _in_bucket(self, path: str) -> str:
-        bucket, _, key = path.partition("/")
+        bucket, _, key = path.lstrip("/").partition("/")  # SFTP roots are absolute
         if bucket != self.root:
             raise ValueError(f"{path!r} is not in bucket {self.root!r}")
         return key
@@ -153,7 +155,7 @@ class BackendInfo:
         if self.server is None:
             self.fs().pipe_file(path, data)
         else:
-            bucket, _, key = path.lstrip("/").partition("/")  # FTP paths start with /
+            bucket, _, key = path.lstrip("/").partition("/")  # SFTP roots are absolute
             assert bucket == self.root, f"{path!r} is not in bucket {self.root!r}"
             self.server.put(key, data)
 
@@ -238,6 +240,25 @@ def sftp_server() -> Iterator[SFTPServer]:
         yield server
 
 
+class SSHFSServer:
+    """The SFTP server as sshfs reaches it: host keys are checked, so its options name
+    the server's ``known_hosts`` file (everything else is the server's)."""
+
+    def __init__(self, server: SFTPServer) -> None:
+        self.server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {**self.server.storage_options, "known_hosts": str(self.server.known_hosts)}
+
+    @property
+    def connect_options(self) -> dict[str, Any]:
+        return {**self.server.connect_options, "known_hosts": str(self.server.known_hosts)}
+
+
 @pytest.fixture(scope="session")
 def ftp_server() -> Iterator[FTPServer]:
     with FTPServer() as server:
@@ -245,8 +266,8 @@ def ftp_server() -> Iterator[FTPServer]:
 
 
 @pytest.fixture(scope="session")
-def sshfs_server(sftp_server: SFTPServer) -> SFTPServer:
-    return sftp_server
+def sshfs_server(sftp_server: SFTPServer) -> SSHFSServer:
+    return SSHFSServer(sftp_server)
 
 
 def _choose_sftp_client(names: list[str]) -> None:

@@ -40,8 +40,10 @@ SMALL = ["--size", "256KiB"]  # check's stream: keep it light where the size doe
 
 
 def options(backend: BackendInfo, flag: str = "-o", **override: Any) -> list[str]:
-    """The backend's storage options as command-line flags."""
-    merged = {**backend.storage_options, **override}
+    """The backend's storage options as command-line flags; for a pointer's storage
+    (``-s``), with the server's host too, which a pointer never names (SFTP)."""
+    server = getattr(backend.server, "connect_options", {}) if flag == "-s" else {}
+    merged = {**server, **backend.storage_options, **override}
     args: list[str] = []
     for key, value in merged.items():
         args += [flag, f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
@@ -456,7 +458,7 @@ def test_put_then_get_round_trip(
         assert pointer["content_size"] == len(data)
     assert pointers[0]["path"].endswith(".json")
     assert not any(".lakery-tmp" in path for path in leftovers(backend, root_url))
-    if backend.keeps_metadata:
+    if backend.keeps_content_type:
         url = f"{backend.schemes[0]}://{pointers[0]['root']}/{pointers[0]['path']}"
         assert backend.metadata(url) == {
             "content_type": "application/json",

@@ -162,7 +162,7 @@ async def test_cancelling_a_write_stuck_on_a_silent_server_returns(backend: Back
 # --- a server that dies mid-stream and comes back ------------------------------------------
 
 
-@pytest.mark.backends(*CLOUDS, "ftp")
+@pytest.mark.backends(*CLOUDS, "ftp", "sshfs")
 async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url: str) -> None:
     server = backend.server
     assert server is not None
@@ -189,7 +189,7 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         assert message.startswith(f"write_data_stream {backend.protocol}://")
         assert f"{backend.root}/" in message
         assert caught.value.__cause__ is not None
-        if backend.name in ("s3", "ftp"):  # (once is enough: each costs a timeout)
+        if backend.name in ("s3", "ftp", "sshfs"):  # (once a kind is enough: each costs a timeout)
             # While the server is down, other operations fail the same way, a read
             # never as a missing object.
             with pytest.raises(StorageUnavailableError, match=r"^write_data \w+://"):
@@ -202,7 +202,7 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         if backend.name != "s3":  # subprocess emulators come back empty
             server.create_bucket()
     assert server.port == port
-    if backend.name == "ftp":
+    if backend.name in ("ftp", "sshfs"):
         # The server wrote the stream's first blocks into the temp file as they came, and
         # was gone before it could be deleted: a temp left for cleanup_temp, nothing else.
         [left] = objects(backend, root_url)

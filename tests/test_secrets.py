@@ -14,6 +14,8 @@ from helpers import Stream, chunked, digest_of, payload
 from servers import AZURITE_KEY
 from servers_ftp import PASSWORD as FTP_PASSWORD
 from servers_ftp import READER as FTP_READER
+from servers_sftp import PASSWORD as SFTP_PASSWORD
+from servers_sftp import READER
 
 from lakery_fsspec import FsspecStorage
 
@@ -31,6 +33,8 @@ def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
         return dict(backend.storage_options), [AZURITE_KEY, WRONG_AZURE_KEY]
     if backend.name == "ftp":  # the user's password
         return dict(backend.storage_options), [FTP_PASSWORD]
+    if backend.name in ("sftp", "sshfs"):  # the server's only password
+        return dict(backend.storage_options), [SFTP_PASSWORD]
     return {"api_secret": SENTINEL}, [SENTINEL]  # memory and local take any option
 
 
@@ -78,6 +82,8 @@ async def provoked_errors(
     await catch(checked.read_data(pointer))  # IntegrityError
     if backend.server is None:
         return errors
+    if backend.name in ("sftp", "sshfs"):
+        return errors + await server_errors(backend, backend.server.authority, options)
     # The backend's own errors: a missing bucket, a server that does not answer.
     scheme = backend.schemes[0]
     missing = FsspecStorage(f"{scheme}://no-such-bucket-3d1f/x", storage_options=options)
@@ -103,6 +109,44 @@ async def provoked_errors(
         }
         refused = FsspecStorage(backend.new_url(), storage_options=wrong)
         await catch(refused.write_data(b"x", digest_of(b"x"), {}))
+    return errors
+
+
+async def server_errors(
+    backend: BackendInfo, authority: str, options: dict[str, Any]
+) -> list[BaseException]:
+    """The errors of a server named in URLs (SFTP), the password in the URL or in options:
+    permission denied (a read-only user), a wrong password, a dead port."""
+    errors: list[BaseException] = []
+
+    async def failing(url: str, opts: dict[str, Any], **kwargs: Any) -> None:
+        storage = FsspecStorage(url, storage_options=opts, **kwargs)
+        try:
+            await storage.write_data(b"x", digest_of(b"x"), {})
+        except Exception as error:
+            errors.append(error)
+            return
+        raise AssertionError(f"writing to {url} did not fail")
+
+    user, _, address = authority.partition("@")
+    path = backend.new_url().split(authority, 1)[1]
+    scheme = backend.schemes[0]
+    no_password = {k: v for k, v in options.items() if k != "password"}
+    secret = options["password"]
+    # The password in the URL itself, for a working storage and a read-only user.
+    in_url = FsspecStorage(
+        f"{scheme}://{user}:{secret}@{address}{path}", storage_options=no_password
+    )
+    pointer = await in_url.write_data(b"in url", digest_of(b"in url"), {})
+    assert await in_url.read_data(pointer) == b"in url"
+    errors.append(RuntimeError(repr(in_url)))  # its repr is checked with the messages
+    await failing(f"{scheme}://{READER}:{secret}@{address}{path}", no_password)
+    await failing(f"{scheme}://{user}@{address}{path}", {**no_password, "password": secret + "x"})
+    dead = f"{scheme}://{user}:{secret}@127.0.0.1:9{path}"
+    await failing(dead, no_password, timeout=0.5)
+    assert "StorageUnavailableError" in {type(e).__name__ for e in errors} or any(
+        isinstance(e, OSError) for e in errors
+    )
     return errors
 
 

@@ -21,9 +21,11 @@ SIZED = "{tags[team]}/{content_hash:.2}/{content_hash}-{content_size}{extension}
 
 
 def options(backend: BackendInfo, **override: Any) -> list[str]:
-    """The backend's storage options as command-line flags."""
+    """The backend's storage options as command-line flags, with a server's host (SFTP),
+    which pointers never name (`verify --pointers` has no URL)."""
+    server = getattr(backend.server, "connect_options", {})
     args: list[str] = []
-    for key, value in {**backend.storage_options, **override}.items():
+    for key, value in {**server, **backend.storage_options, **override}.items():
         args += ["-o", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
     return args
 

@@ -48,7 +48,8 @@ class RawFsspecFamily(Family):
         if not hasattr(self, "sync_fs"):
             self.sync_fs = fsspec.filesystem(self.env.protocol, **self.env.storage_options)
             self.async_fs: AsyncFileSystem | None = None
-            if self.sync_fs.async_impl:
+            # sshfs connects in its constructor, on fsspec's loop: its sync API it is.
+            if self.sync_fs.async_impl and self.env.backend != "sshfs":
                 self.async_fs = fsspec.filesystem(
                     self.env.protocol,
                     asynchronous=True,
@@ -90,7 +91,8 @@ class RawFsspec(Contender):
         self.afs = async_fs
         self.root = root
         self.local = protocol == "file"
-        self.needs_dirs = protocol in ("file", "ftp")
+        # ftplib and sshfs make no folders when a file is opened for writing.
+        self.needs_dirs = protocol in ("file", "ftp") or type(sync_fs).__name__ == "SSHFileSystem"
         self.chunk_size = chunk_size
         self.block_size = block_size(protocol, chunk_size)
         # ftplib has one control connection: calls on it from several threads at once

@@ -13,6 +13,7 @@ from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.obstore import ObstoreBackend
 from lakery_fsspec.backends.s3 import S3Backend
+from lakery_fsspec.backends.sshfs import SSHFSBackend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
 
@@ -50,6 +51,7 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
 
 for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend, FTPBackend):
     register_backend(_builtin)
+register_backend(SSHFSBackend)
 register_backend(CacheBackend)  # the read side of simplecache:: and filecache::
 register_backend(ObstoreBackend)  # obstore's adapter, under any protocol it is registered for
 

@@ -1,0 +1,447 @@
+"""SFTP through sshfs (asyncssh): renames that refuse to overwrite, exact ranges, reconnects.
+
+sshfs's own ``_cp_file`` runs a shell ``cp`` (refused on SFTP-only accounts) and its
+``_cat_file`` ignores ``start``/``end``; this backend talks SFTP to sshfs's channels
+directly for writes, moves and reads, and uses sshfs for the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import posixpath
+import threading
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from anyio import to_thread
+
+from lakery_fsspec.backends.base import Backend, Explanation, cleanup
+from lakery_fsspec.backends.clock import Aged, age
+from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.errors import StorageUnavailableError
+from lakery_fsspec.temp import temp_name
+
+if TYPE_CHECKING:
+    from labox.core.storage import Digest
+
+__all__ = ["SSHFSBackend"]
+
+T = TypeVar("T")
+
+_DEFAULT_PORT = 22
+_PRECHECK_SIZE = 2**20
+"""Blobs at least this large are looked for before they are uploaded (a stat is cheaper
+than uploading a copy the rename then refuses)."""
+
+# asyncssh's exceptions that mean the connection or the server went away (matched by
+# name: asyncssh is imported only where sshfs is used).
+_GONE = frozenset(
+    {
+        "ConnectionLost",  # the TCP connection closed under us
+        "ServiceNotAvailable",
+        "ChannelOpenError",  # no new SFTP channel: the connection is closed or full
+        "SFTPConnectionLost",
+        "SFTPNoConnection",
+    }
+)
+
+
+class SSHFSBackend(Backend):
+    """SFTP through sshfs (``sshfs.spec.SSHFileSystem``, asyncssh), on fsspec's IO loop.
+
+    - Writes go to a temp file and are published with a plain SFTP ``rename``, which
+      (SFTP v3) refuses an existing target in the same request: a refusal is "already
+      stored", so concurrent writers of one content end with one intact object. No shell
+      command is ever run (SFTP-only accounts work).
+    - Reads are exact byte ranges of an SFTP file handle.
+    - Host keys are checked as asyncssh does by default (``~/.ssh/known_hosts`` and the
+      SSH config), unless the storage options give ``known_hosts`` (a file, or None to
+      accept any key).
+    - A connection that closed (server restart) is replaced on the next call, in fsspec's
+      instance cache too, so the same storage and new ones work again.
+    """
+
+    protocols = ("sftp", "ssh")
+    filesystem = "sshfs.spec.SSHFileSystem"
+    extra = "sshfs"
+    endpoint_option = "host"
+    credentials_hint = (
+        "Give the user in the URL (sftp://user@host:port/path) and the password "
+        "(-o password=...) or a key (-o client_keys='[\"~/.ssh/id_ed25519\"]')."
+    )
+    needs_dirs = True
+    min_block_size = 2**20
+
+    known_hosts_fix: ClassVar[str] = (
+        "Add the server's key to ~/.ssh/known_hosts (ssh-keyscan -p PORT HOST >> "
+        "~/.ssh/known_hosts, after checking its fingerprint), or give a known_hosts file "
+        "(-o known_hosts=/path/to/known_hosts); -o known_hosts=null accepts any key (unsafe)."
+    )
+
+    def __init__(self, protocol: str, bridge: Bridge) -> None:
+        super().__init__(protocol, _Reconnecting(bridge.fs, bridge.timeout, self.transient))
+        self._orphans: set[str] = set()
+        """Temps a failed clean-up could not remove (the server was down), removed once
+        the server answers again."""
+
+    # --- options and errors ---------------------------------------------------------------
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Check host keys as asyncssh does (sshfs would pass ``known_hosts=None``)."""
+        if not options.get("host"):
+            msg = (
+                "An SFTP storage needs the server's host: write the URL as "
+                "sftp://user@host:port/path, or give host (and port, username) in the "
+                "storage options (a pointer names no server)."
+            )
+            raise ValueError(msg)
+        return {"known_hosts": (), **options}
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        host = options.get("host")
+        if not isinstance(host, str) or not host:
+            return None
+        return f"sftp://{host}:{options.get('port') or _DEFAULT_PORT}"
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # sshfs bounds its connection set-up with ``timeout``; asyncssh's own login
+        # timeout is two minutes.
+        return {"timeout": timeout, **options}
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        name = type(error).__name__
+        if name == "DisconnectError" or name in _GONE:
+            return True
+        # asyncssh ends calls in flight on a closed connection with this OSError.
+        return isinstance(error, BrokenPipeError)
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
+        names = {kind.__name__ for item in chain for kind in type(item).__mro__}
+        if "HostKeyNotVerifiable" in names:
+            return Explanation(
+                "bad-credentials",
+                "The SFTP server's host key is not known, so the connection was refused "
+                "(it could be another machine posing as the server).",
+                cls.known_hosts_fix,
+            )
+        if "PermissionDenied" in names and "SFTPPermissionDenied" not in names:
+            return Explanation(
+                "bad-credentials",
+                "The SFTP server refused to log in with this user and password or key.",
+                cls.credentials_hint,
+            )
+        if "SFTPPermissionDenied" in names or any(isinstance(e, PermissionError) for e in chain):
+            return Explanation(
+                "permission-denied",
+                "The SFTP server denied this user access to the storage folder "
+                "(the account may be read-only there).",
+                "Use an account that may write under the storage root, or ask the server's "
+                "administrator to grant write access to that folder.",
+            )
+        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+            return Explanation(
+                "unreachable",
+                "Cannot connect to the SFTP server: connection refused (nothing is "
+                "listening at that host and port).",
+                "Check the host and port in the URL (sftp://user@host:port/path) and that "
+                "the SSH server is running.",
+            )
+        if "SFTPNoSuchFile" in names or any(isinstance(e, FileNotFoundError) for e in chain):
+            return Explanation(
+                "no-bucket",
+                "A folder on the path to the storage root does not exist on the SFTP server "
+                "and could not be made.",
+                "Check the path in the URL, or create the missing folder on the server first.",
+            )
+        return None
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def size(self, path: str) -> int | None:
+        try:
+            attrs = await self._sftp(lambda sftp: sftp.stat(path))
+        except FileNotFoundError:
+            return None
+        return int(attrs.size)
+
+    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        async def read(sftp: Any) -> bytes:
+            async with sftp.open(path, "rb", block_size=-1) as file:
+                first, last = start or 0, end
+                if first < 0 or (last is not None and last < 0):
+                    size = int((await file.stat()).size)
+                    first = max(0, size + first) if first < 0 else first
+                    last = max(0, size + last) if last is not None and last < 0 else last
+                if last is None:
+                    return await file.read(-1, first)
+                return await file.read(max(0, last - first), first) if last > first else b""
+
+        return await self._sftp(read)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
+        """A temp file renamed into place: the rename refuses an existing object."""
+        await self._sweep()
+        if len(data) >= _PRECHECK_SIZE and await self.exists(path):
+            return False
+        try:
+            await self._sftp(lambda sftp: _write_file(sftp, temp, data))
+            return await self._sftp(lambda sftp: _rename_new(sftp, temp, path))
+        except BaseException:
+            await self.discard(temp)
+            raise
+
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
+        await self._sftp(lambda sftp: _write_file(sftp, path, data))
+
+    async def upload(
+        self, path: str, stream: AsyncIterable[bytes], digest: Digest, chunk_size: int
+    ) -> None:
+        """Write a stream to an SFTP file handle block by block (one block in memory)."""
+        await self._sweep()
+        block_size = self.block_size(chunk_size)
+        file = await self._sftp(lambda sftp: _open_new(sftp, path))
+        try:
+            pending: list[bytes] = []
+            pending_size = offset = 0
+            async for chunk in stream:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= block_size:
+                    block = b"".join(pending)
+                    pending, pending_size = [], 0
+                    await self._sftp(_writing(file, block, offset))
+                    offset += len(block)
+            if pending:
+                await self._sftp(_writing(file, b"".join(pending), offset))
+        finally:
+            # On failure the caller removes the temp file; close it first either way.
+            await cleanup(self._sftp(lambda _: file.close()), f"close sftp://{path}")
+
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        """An SFTP rename, refused (and the source removed) if ``destination`` exists."""
+        return await self._sftp(lambda sftp: _rename_new(sftp, source, destination))
+
+    async def _move_over(self, source: str, destination: str) -> None:
+        await self._sftp(lambda sftp: _rename_over(sftp, source, destination))
+
+    async def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await self._sftp(lambda sftp: sftp.remove(path))
+
+    async def discard(self, temp: str) -> None:
+        async def remove() -> None:
+            try:
+                await self.remove(temp)
+            except StorageUnavailableError:
+                self._orphans.add(temp)  # removed by the next write, once the server is back
+                raise
+
+        await cleanup(remove(), f"remove the temp object sftp://{temp}")
+
+    async def _sweep(self) -> None:
+        """Remove temps left by clean-ups that failed while the server was down."""
+        while self._orphans:
+            temp = self._orphans.pop()
+            try:
+                await self.remove(temp)
+            except BaseException:
+                self._orphans.add(temp)
+                raise
+
+    # --- listing and clean-up -------------------------------------------------------------
+
+    async def list(self, folder: str) -> list[str]:
+        names = await self._sftp(lambda sftp: sftp.listdir(folder))
+        return [posixpath.join(folder, name) for name in names if name not in (".", "..")]
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        """Temps aged by the server's clock: a probe file's modification time is its "now"
+        (the probe is named like a temp, so a crash between its steps leaves nothing that
+        clean-up misses). A read-only account gets the writer's clock in the names."""
+
+        async def listing(sftp: Any) -> list[Aged]:
+            entries = [e for e in await sftp.readdir(folder) if e.filename not in (".", "..")]
+            if not entries:
+                return []
+            now = await _server_now(sftp, posixpath.join(folder, temp_name()))
+            return [
+                Aged(
+                    posixpath.join(folder, e.filename),
+                    None if now is None or e.attrs.mtime is None else age(now, e.attrs.mtime),
+                )
+                for e in entries
+            ]
+
+        return await self._sftp(listing)
+
+    # --- the SFTP channel -----------------------------------------------------------------
+
+    async def _sftp(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Await ``work(sftp)`` with one of sshfs's SFTP channels, on its loop, with
+        SFTP errors as the builtin OSErrors (missing, denied, exists)."""
+
+        async def on_channel(fs: Any) -> T:
+            async with fs._pool.get() as sftp:
+                return await _mapped(work(sftp))
+
+        return await self.io.run(on_channel)
+
+
+class _Reconnecting(Bridge):
+    """A bridge to an sshfs filesystem that replaces it once its connection has closed.
+
+    sshfs connects when constructed and never again; fsspec's instance cache would hand
+    the dead instance to every storage with the same options. The replacement is made in
+    a worker thread (sshfs connects with a blocking call) and put into the cache.
+    """
+
+    def __init__(
+        self, fs: Any, timeout: float | None, transient: Callable[[BaseException], bool]
+    ) -> None:
+        super().__init__(fs, timeout=timeout, transient=transient)
+        self._lock = threading.Lock()
+
+    async def _run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        if _closed(self.fs):
+            await to_thread.run_sync(self._reconnect, self.fs, abandon_on_cancel=True)
+        return await super()._run(work)
+
+    def _reconnect(self, dead: Any) -> None:
+        with self._lock:
+            if self.fs is dead:
+                self.fs = _fresh(dead)
+
+
+def _closed(fs: Any) -> bool:
+    client = getattr(fs, "_client", None)
+    return client is not None and bool(client.is_closed())
+
+
+def _fresh(dead: Any) -> Any:
+    """A connected copy of ``dead``, also the one fsspec's cache hands out from now on."""
+    cls = type(dead)
+    token = getattr(dead, "_fs_token", None)
+    cached = cls._cache.get(token)
+    if cached is not None and cached is not dead and not _closed(cached):
+        return cached  # another storage reconnected first
+    cls._cache.pop(token, None)
+    return cls(*dead.storage_args, **dead.storage_options)
+
+
+async def _mapped(step: Awaitable[T]) -> T:
+    """``step`` with asyncssh's SFTP errors as FileNotFoundError/PermissionError."""
+    import asyncssh
+
+    try:
+        return await step
+    except asyncssh.SFTPNoSuchFile as error:
+        raise FileNotFoundError(errno.ENOENT, error.reason) from error
+    except (asyncssh.SFTPPermissionDenied, asyncssh.PermissionDenied) as error:
+        raise PermissionError(errno.EACCES, error.reason) from error
+
+
+async def _open_new(sftp: Any, path: str) -> Any:
+    """Open ``path`` for writing, making its folder if missing."""
+    import asyncssh
+
+    try:
+        return await sftp.open(path, "wb", block_size=-1)
+    except asyncssh.SFTPNoSuchFile:
+        await _makedirs(sftp, posixpath.dirname(path))
+        return await sftp.open(path, "wb", block_size=-1)
+
+
+async def _write_file(sftp: Any, path: str, data: bytes) -> None:
+    file = await _open_new(sftp, path)
+    try:
+        if data:
+            await file.write(data, 0)
+    finally:
+        await file.close()
+
+
+def _writing(file: Any, block: bytes, offset: int) -> Callable[[Any], Awaitable[int]]:
+    return lambda _: file.write(block, offset)
+
+
+async def _rename_new(sftp: Any, source: str, destination: str) -> bool:
+    """Rename unless ``destination`` exists (SFTP v3 ``rename`` refuses it in the same
+    request); whether it moved. The source is gone afterwards either way."""
+    import asyncssh
+
+    for attempt in range(2):
+        try:
+            await sftp.rename(source, destination)
+            return True
+        except asyncssh.SFTPError as refused:
+            if await sftp.exists(destination):
+                await _remove_quietly(sftp, source)
+                return False
+            if attempt or not isinstance(refused, asyncssh.SFTPNoSuchFile):
+                raise
+            await _makedirs(sftp, posixpath.dirname(destination))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _makedirs(sftp: Any, folder: str) -> None:
+    """Make ``folder`` and any missing parents: one request when only the last is missing
+    (asyncssh's own ``makedirs`` asks about every level)."""
+    import asyncssh
+
+    try:
+        await sftp.mkdir(folder)
+    except asyncssh.SFTPNoSuchFile:
+        parent = posixpath.dirname(folder)
+        if parent == folder:
+            raise
+        await _makedirs(sftp, parent)
+        await _mkdir_quietly(sftp, folder)
+    except asyncssh.SFTPError:
+        if not await sftp.isdir(folder):  # "exists" is fine, anything else is not
+            raise
+
+
+async def _mkdir_quietly(sftp: Any, folder: str) -> None:
+    import asyncssh
+
+    try:
+        await sftp.mkdir(folder)
+    except asyncssh.SFTPError:
+        if not await sftp.isdir(folder):  # another writer made it meanwhile
+            raise
+
+
+async def _rename_over(sftp: Any, source: str, destination: str) -> None:
+    await _makedirs(sftp, posixpath.dirname(destination))
+    await sftp.posix_rename(source, destination)
+
+
+async def _remove_quietly(sftp: Any, path: str) -> None:
+    import asyncssh
+
+    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+        await sftp.remove(path)
+
+
+async def _server_now(sftp: Any, probe: str) -> float | None:
+    """The server's time: the modification time of a file written just now (None if the
+    account may not write there)."""
+    import asyncssh
+
+    try:
+        await _write_file(sftp, probe, b"")
+    except asyncssh.SFTPError:
+        return None
+    try:
+        mtime = (await sftp.stat(probe)).mtime
+    finally:
+        await _remove_quietly(sftp, probe)
+    return None if mtime is None else float(mtime)
