@@ -13,13 +13,14 @@ from collections.abc import AsyncGenerator, AsyncIterable, Generator, Iterable, 
 from datetime import timedelta
 from typing import Any, NamedTuple, Unpack
 
+import anyio
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for
+from lakery_fsspec.backends import Backend, backend_class, backend_for
 from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError
+from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
 from lakery_fsspec.paths import path_problem
@@ -119,7 +120,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         """Write ``data`` at its routed path unless an object is already there."""
         started = time.perf_counter()
         path = route(self._writable_router(), digest, tags)
-        backend = self._backends_for(self.location.protocol).target
+        backend = (await self._opened("write_data")).target
         final = self._join(self.location.root, path)
         with _located("write_data", backend, final):
             written = await backend.create(final, data, digest, self._temp_path())
@@ -130,6 +131,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()
+        await self._opened("read_data", config)
         backend, path = self._reader(config)
         try:
             with _located("read_data", backend, path):
@@ -156,7 +158,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
             router(initial, tags)  # refuse bad tags before writing anything
-        backend = self._backends_for(self.location.protocol).target
+        backend = (await self._opened("write_data_stream")).target
         temp = self._temp_path()
         try:
             with _located("write_data_stream", backend, temp):
@@ -177,6 +179,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
         """Yield the object's bytes in chunks of at most ``chunk_size``."""
         started = time.perf_counter()
+        await self._opened("read_data_stream", config)
         backend, path = self._reader(config)
         checker = Checker(config, _where(config)) if self.verify_reads else None
         size = 0
@@ -207,7 +210,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         container raises FileNotFoundError.
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        backend = self._backends_for(self.location.protocol).target
+        backend = (await self._opened("list_temp")).target
         folder = self._join(self.location.root, self.temp_prefix)
         try:
             with _located("list_temp", backend, folder):
@@ -328,6 +331,36 @@ class FsspecStorage(Storage[FsspecPointer]):
             return self._backends_for(self.location.protocol).target, self.location.root
         _, path = self._reader(pointer)
         return self._backends_for(pointer["protocol"]).target, path
+
+    async def _opened(self, operation: str, pointer: FsspecPointer | None = None) -> _Backends:
+        """The backends for the storage's protocol, or a readable pointer's.
+
+        The first time in a process they are built in a worker thread: making a
+        filesystem may connect to its server (SFTP, FTP), which must not block the loop.
+        A failure to connect is a StorageUnavailableError like any other.
+        """
+        protocol = self.location.protocol
+        if pointer is not None:
+            check_pointer(pointer)
+            protocol = pointer["protocol"]
+            if protocol != self.location.protocol and protocol not in self._read_options:
+                self._reader(pointer)  # raises: a protocol this storage does not read
+        process = self._process
+        if process.pid == os.getpid() and (found := process.backends.get(protocol)):
+            return found
+        try:
+            with anyio.fail_after(self.timeout):
+                return await anyio.to_thread.run_sync(
+                    self._backends_for, protocol, abandon_on_cancel=True
+                )
+        except Exception as error:
+            failed = unavailable(error, backend_class(protocol).transient)
+            if failed is None:
+                raise
+            if isinstance(error, TimeoutError):
+                failed = StorageUnavailableError(f"no answer within the {self.timeout:g} s timeout")
+            failed.locate(operation, f"{protocol}://{self.location.root}")
+            raise failed from error
 
     def _backends_for(self, protocol: str) -> _Backends:
         """The backends for a protocol, built on first use in each process."""

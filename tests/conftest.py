@@ -14,6 +14,7 @@ import os
 # and against fake-gcs-server every call waits for a 60 s timeout. Must precede any gcsfs import.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,9 +99,11 @@ class BackendInfo:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
             # A server named in URLs (host, port, user) is named here too.
             options = {**getattr(self.server, "connect_options", {}), **options}
-            fs = self._fs = fsspec.filesystem(
-                self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
-            )
+            options.pop("known_hosts", None)  # the storage's option, not paramiko's
+            # paramiko hands every option to SSHClient.connect, and keeps no listings cache.
+            caches = {} if self.name == "sftp" else {"use_listings_cache": False}
+            cls = _sftp_making_folders() if self.name == "sftp" else fsspec.get_filesystem_class(self.protocol)
+            fs = self._fs = cls(skip_instance_cache=True, **caches, **options)
         return fs
 
     def key(self, url_or_key: str) -> str:
@@ -153,6 +156,21 @@ class BackendInfo:
         if self.server is None:
             raise NotImplementedError(f"{self.name} keeps no content metadata")
         return self.server.metadata(self.key(path_in_bucket))
+
+
+@functools.cache
+def _sftp_making_folders() -> type[fsspec.AbstractFileSystem]:
+    """fsspec's paramiko filesystem that makes the parent folders of what it writes (as
+    local's ``auto_mkdir``): the tests write nested paths behind the storage's back."""
+    from fsspec.implementations.sftp import SFTPFileSystem
+
+    class MakingFolders(SFTPFileSystem):
+        def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+            if "w" in mode:
+                self.makedirs(self._parent(path), exist_ok=True)
+            return super()._open(path, mode, **kwargs)
+
+    return MakingFolders
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
@@ -272,7 +290,10 @@ def backend(
         root: Path = tmp_path_factory.mktemp("local-backend")
         return BackendInfo(name, {}, str(root.resolve()))
     server: Emulator = request.getfixturevalue(f"{name}_server")
-    return BackendInfo(name, server.storage_options, server.bucket, server)
+    options = dict(server.storage_options)
+    if name == "sftp":  # host keys are checked: the server's is in its known_hosts file
+        options["known_hosts"] = str(server.known_hosts)  # type: ignore[attr-defined]
+    return BackendInfo(name, options, server.bucket, server)
 
 
 @pytest.fixture
