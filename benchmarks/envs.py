@@ -22,6 +22,7 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import fsspec
 from servers import (
     AWS_KEY,
     AWS_REGION,
@@ -45,8 +46,22 @@ __all__ = [
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure")
-_PROTOCOLS = {"local": "file", "memory": "memory", "s3": "s3", "gcs": "gs", "azure": "abfs"}
+BACKENDS = ("local", "memory", "s3", "gcs", "azure", "sftp")
+_PROTOCOLS = {
+    "local": "file",
+    "memory": "memory",
+    "s3": "s3",
+    "gcs": "gs",
+    "azure": "abfs",
+    "sftp": "sftp",
+}
+
+
+# The sftp row measures fsspec's paramiko client; sshfs, when installed, claims sftp://.
+for _name in ("sftp", "ssh"):
+    fsspec.register_implementation(
+        _name, "fsspec.implementations.sftp.SFTPFileSystem", clobber=True
+    )
 
 
 @dataclass(frozen=True)
@@ -59,12 +74,15 @@ class Env:
     storage_options: dict[str, Any] = field(default_factory=dict)
     endpoint: str = ""  # the emulator's base URL ("" for local and memory)
     server_pid: int = 0  # the emulator's process, for its CPU time (0: none)
+    authority: str = ""  # user@host:port of a server named in URLs (SFTP), else ""
 
     def url(self, prefix: str) -> str:
         """The fsspec URL of a folder under this backend's root."""
         path = f"{self.root}/{prefix}".strip("/")
         if self.protocol == "file":
             return "/" + path
+        if self.authority:
+            return f"{self.protocol}://{self.authority}/{path}"
         return f"{self.protocol}://{path}"
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +149,10 @@ def _emulator(backend: str) -> Emulator:
         return MotoProcess()
     if backend == "gcs":
         return GCSServer()
+    if backend == "sftp":  # asyncssh in its own process (tests/servers_sftp.py)
+        from servers_sftp import SFTPServer
+
+        return SFTPServer()
     return AzureServer()
 
 
@@ -149,7 +171,12 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
             else:
                 server = stack.enter_context(_emulator(backend))
                 options = dict(server.storage_options)
+                authority = str(getattr(server, "authority", ""))
+                if known_hosts := getattr(server, "known_hosts", None):  # host keys checked
+                    options["known_hosts"] = str(known_hosts)
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
-                envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint, pid)
+                envs[backend] = Env(
+                    backend, protocol, BUCKET, options, server.endpoint, pid, authority
+                )
         yield envs

@@ -75,6 +75,11 @@ class Location:
         self._options = {**from_url, **storage_options}
 
     @property
+    def options(self) -> dict[str, Any]:
+        """The target's options: what the URL says (host, port, user), under those given."""
+        return dict(self._options)
+
+    @property
     def chained(self) -> bool:
         """Whether the URL chains caching or other layers in front of the target."""
         return len(self.layers) > 1

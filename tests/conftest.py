@@ -110,11 +110,20 @@ class BackendInfo:
         """The object key within the bucket for a URL of this backend (or a key as is)."""
         if "://" not in url_or_key:
             return url_or_key.lstrip("/")
-        path = url_or_key.split("://", 1)[1]
-        bucket, _, key = path.partition("/")
+        if getattr(self.server, "authority", ""):  # user@host:port before the path
+            path = fsspec.get_filesystem_class(self.protocol)._strip_protocol(url_or_key)
+        else:
+            path = url_or_key.split("://", 1)[1]
+        bucket, _, key = path.lstrip("/").partition("/")
         if bucket != self.root:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
         return key
+
+    @property
+    def keeps_metadata(self) -> bool:
+        """Whether objects carry a content type and encoding (S3, GCS, Azure; SFTP has
+        no such thing)."""
+        return self.name in ("s3", "gcs", "azure")
 
     @property
     def lists_uploads(self) -> bool:
@@ -134,7 +143,7 @@ class BackendInfo:
         return [f"{self.root}/{key}" for key in keys]
 
     def _in_bucket(self, path: str) -> str:
-        bucket, _, key = path.partition("/")
+        bucket, _, key = path.lstrip("/").partition("/")  # SFTP paths are absolute
         if bucket != self.root:
             raise ValueError(f"{path!r} is not in bucket {self.root!r}")
         return key
@@ -146,14 +155,14 @@ class BackendInfo:
         if self.server is None:
             self.fs().pipe_file(path, data)
         else:
-            bucket, _, key = path.partition("/")
+            bucket, _, key = path.lstrip("/").partition("/")  # SFTP paths are absolute
             assert bucket == self.root, f"{path!r} is not in bucket {self.root!r}"
             self.server.put(key, data)
 
     def metadata(self, path_in_bucket: str) -> dict[str, str | None]:
         """`content_type` and `content_encoding` of an object, read with the cloud's own API.
         Takes a key in the bucket or a full URL."""
-        if self.server is None:
+        if self.server is None or not self.keeps_metadata:
             raise NotImplementedError(f"{self.name} keeps no content metadata")
         return self.server.metadata(self.key(path_in_bucket))
 
@@ -291,8 +300,11 @@ def backend(
         return BackendInfo(name, {}, str(root.resolve()))
     server: Emulator = request.getfixturevalue(f"{name}_server")
     options = dict(server.storage_options)
-    if name == "sftp":  # host keys are checked: the server's is in its known_hosts file
+    if name == "sftp":
+        # Host keys are checked: the server's is in its known_hosts file. A pointer names
+        # no server, so commands that read one need host, port and user as options.
         options["known_hosts"] = str(server.known_hosts)  # type: ignore[attr-defined]
+        options.update(server.connect_options)  # type: ignore[attr-defined]
     return BackendInfo(name, options, server.bucket, server)
 
 

@@ -109,7 +109,7 @@ class SFTPBackend(Backend):
         host = options.get("host")
         if not host:
             return None
-        return f"{host}:{options.get('port', 22)}"
+        return f"sftp://{host}:{options.get('port', 22)}"
 
     @classmethod
     def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -528,38 +528,34 @@ def _remove(sftp: Any, path: str) -> None:
 
 
 class _FileWriter:
-    """A stream written to one SFTP file on a channel of its own (pipelined writes)."""
+    """A stream written block by block to one SFTP file, each block on whichever channel
+    is free: a channel is never held while the stream waits for its next chunk (writers
+    holding every channel while their tasks wait for worker threads busy waiting for a
+    channel would deadlock)."""
 
     def __init__(self, channels: Channels, path: str) -> None:
         self._channels = channels
         self._path = path
-        self._channel = channels._take()
-        try:
-            self._file = _making_folder(
-                self._channel, posixpath.dirname(path), partial(self._channel.open, path, "wb")
-            )
-            self._file.set_pipelined(True)
-        except BaseException:
-            channels._release(self._channel)
-            raise
+        self._written = 0
+        channels.run(_write, path, b"")
 
     def write(self, data: bytes | memoryview, /) -> None:
-        self._file.write(data)
+        self._channels.run(_write_at, self._path, self._written, data)
+        self._written += len(data)
 
     def commit(self) -> None:
-        try:
-            self._file.close()
-        finally:
-            self._channels._release(self._channel)
+        """Nothing to do: each block was closed (acknowledged) as it was written."""
 
     def abort(self) -> None:
-        try:
-            with contextlib.suppress(Exception):
-                self._file.close()
-            with contextlib.suppress(Exception):
-                _remove(self._channel, self._path)
-        finally:
-            self._channels._release(self._channel)
+        with contextlib.suppress(Exception):
+            self._channels.run(_remove, self._path)
+
+
+def _write_at(sftp: Any, path: str, offset: int, data: bytes | memoryview) -> None:
+    with sftp.open(path, "r+b") as file:
+        file.set_pipelined(True)
+        file.seek(offset)
+        file.write(data)
 
 
 # --- host keys ----------------------------------------------------------------------------

@@ -174,7 +174,7 @@ class Doctor:
             temp_prefix=self.temp_prefix,
             timeout=self._data_timeout,  # each backend call, probes' removal included
         )
-        self._endpoint = backend.endpoint(self.options)
+        self._endpoint = backend.endpoint(self.storage.location.options)  # the URL's host too
         target = self.storage.location.filesystems()[1]
         kind = f"{type(target).__module__.split('.')[0]}.{type(target).__name__}"
         template = f", template {self.template!r} valid" if self.template else ""
