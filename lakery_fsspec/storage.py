@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Generator, Iterable, Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Any, NamedTuple, Unpack
 
 import anyio
@@ -19,7 +20,7 @@ from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
 from lakery_fsspec.backends import Backend, backend_class, backend_for
-from lakery_fsspec.bridge import Bridge
+from lakery_fsspec.bridge import Bridge, in_daemon_thread
 from lakery_fsspec.errors import ReadOnlyStorageError, StorageUnavailableError, unavailable
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import Location, canonical_protocol, open_filesystem
@@ -120,8 +121,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         """Write ``data`` at its routed path unless an object is already there."""
         started = time.perf_counter()
         path = route(self._writable_router(), digest, tags)
-        backend = (await self._opened("write_data")).target
         final = self._join(self.location.root, path)
+        backend = (await self._opened("write_data", final)).target
         with _located("write_data", backend, final):
             written = await backend.create(final, data, digest, self._temp_path())
         operation = "write_data" if written else "write_data (exists)"
@@ -131,7 +132,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()
-        await self._opened("read_data", config)
+        await self._opened("read_data", pointer=config)
         backend, path = self._reader(config)
         try:
             with _located("read_data", backend, path):
@@ -158,8 +159,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
             router(initial, tags)  # refuse bad tags before writing anything
-        backend = (await self._opened("write_data_stream")).target
         temp = self._temp_path()
+        backend = (await self._opened("write_data_stream", temp)).target
         try:
             with _located("write_data_stream", backend, temp):
                 await backend.upload(temp, data_stream, initial, self.chunk_size)
@@ -179,7 +180,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
         """Yield the object's bytes in chunks of at most ``chunk_size``."""
         started = time.perf_counter()
-        await self._opened("read_data_stream", config)
+        await self._opened("read_data_stream", pointer=config)
         backend, path = self._reader(config)
         checker = Checker(config, _where(config)) if self.verify_reads else None
         size = 0
@@ -210,8 +211,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         container raises FileNotFoundError.
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        backend = (await self._opened("list_temp")).target
         folder = self._join(self.location.root, self.temp_prefix)
+        backend = (await self._opened("list_temp", folder)).target
         try:
             with _located("list_temp", backend, folder):
                 objects = await backend.list_aged(folder)
@@ -332,8 +333,11 @@ class FsspecStorage(Storage[FsspecPointer]):
         _, path = self._reader(pointer)
         return self._backends_for(pointer["protocol"]).target, path
 
-    async def _opened(self, operation: str, pointer: FsspecPointer | None = None) -> _Backends:
-        """The backends for the storage's protocol, or a readable pointer's.
+    async def _opened(
+        self, operation: str, path: str = "", pointer: FsspecPointer | None = None
+    ) -> _Backends:
+        """The backends for the storage's protocol, or a readable pointer's; errors name
+        ``operation`` and ``path`` (or the pointer's).
 
         The first time in a process they are built in a worker thread: making a
         filesystem may connect to its server (SFTP, FTP), which must not block the loop.
@@ -345,21 +349,22 @@ class FsspecStorage(Storage[FsspecPointer]):
             protocol = pointer["protocol"]
             if protocol != self.location.protocol and protocol not in self._read_options:
                 self._reader(pointer)  # raises: a protocol this storage does not read
+            path = self._join(pointer["root"], pointer["path"])
         process = self._process
         if process.pid == os.getpid() and (found := process.backends.get(protocol)):
             return found
         try:
+            # A thread of its own, not a pool's: connects stuck on one server must not
+            # hold the threads other storages need.
             with anyio.fail_after(self.timeout):
-                return await anyio.to_thread.run_sync(
-                    self._backends_for, protocol, abandon_on_cancel=True
-                )
+                return await in_daemon_thread(partial(self._backends_for, protocol))
         except Exception as error:
             failed = unavailable(error, backend_class(protocol).transient)
             if failed is None:
                 raise
             if isinstance(error, TimeoutError):
                 failed = StorageUnavailableError(f"no answer within the {self.timeout:g} s timeout")
-            failed.locate(operation, f"{protocol}://{self.location.root}")
+            failed.locate(operation, f"{protocol}://{path or self.location.root}")
             raise failed from error
 
     def _backends_for(self, protocol: str) -> _Backends:

@@ -95,6 +95,8 @@ class BackendInfo:
         """A sync-mode filesystem for assertions, independent of the code under test's
         instances and without a listings cache."""
         fs = self._fs
+        if fs is not None and self.name == "sftp" and not fs.client.get_transport().is_active():
+            fs = None  # the server was restarted: paramiko does not reconnect by itself
         if fs is None:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
             # A server named in URLs (host, port, user) is named here too.
@@ -271,6 +273,15 @@ def _choose_sftp_client(names: list[str]) -> None:
         cls = "sshfs.spec.SSHFileSystem"
     else:
         return
+    os.environ[SFTP_CLIENT_VARIABLE] = cls  # for child processes: see processes.py
+    use_sftp_client(cls)
+
+
+SFTP_CLIENT_VARIABLE = "LAKERY_TEST_SFTP_CLIENT"
+
+
+def use_sftp_client(cls: str) -> None:
+    """Serve sftp:// and ssh:// with the fsspec class named ``cls``."""
     for protocol in ("sftp", "ssh"):
         fsspec.register_implementation(protocol, cls, clobber=True)
 

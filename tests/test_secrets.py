@@ -12,6 +12,8 @@ import pytest
 from conftest import BackendInfo
 from helpers import Stream, chunked, digest_of, payload
 from servers import AZURITE_KEY
+from servers_sftp import PASSWORD as SFTP_PASSWORD
+from servers_sftp import READER
 
 from lakery_fsspec import FsspecStorage
 
@@ -27,6 +29,8 @@ def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
         return {**backend.storage_options, "token": SENTINEL}, [SENTINEL]
     if backend.name == "azure":  # the account key inside the connection string
         return dict(backend.storage_options), [AZURITE_KEY, WRONG_AZURE_KEY]
+    if backend.name == "sftp":  # the server checks the password: the real one is the secret
+        return dict(backend.storage_options), [SFTP_PASSWORD]
     return {"api_secret": SENTINEL}, [SENTINEL]  # memory and local take any option
 
 
@@ -77,6 +81,9 @@ async def provoked_errors(
     # The backend's own errors: a missing bucket, a server that does not answer.
     scheme = backend.schemes[0]
     missing = FsspecStorage(f"{scheme}://no-such-bucket-3d1f/x", storage_options=options)
+    if backend.name == "sftp":  # a missing folder is made: a refused write instead
+        refused = {**options, "username": READER}
+        missing = FsspecStorage(backend.new_url(), storage_options=refused)
     await catch(missing.write_data(b"x", digest_of(b"x"), {}))
     stream = Stream(chunked(payload(1000), 100))
     await catch(missing.write_data_stream(stream, stream.get_digest, {}))
@@ -86,6 +93,8 @@ async def provoked_errors(
         k: v.replace(endpoint, "http://127.0.0.1:9") if isinstance(v, str) else v
         for k, v in options.items()
     }
+    if backend.name == "sftp":  # nothing listens on port 9
+        dead["port"] = 9
     unreachable = FsspecStorage(backend.new_url(), storage_options=dead, timeout=0.5)
     await catch(unreachable.write_data(b"x", digest_of(b"x"), {}))  # StorageUnavailableError
     if backend.name == "azure":  # a wrong key: the server refuses the signature
@@ -94,6 +103,13 @@ async def provoked_errors(
         }
         refused = FsspecStorage(backend.new_url(), storage_options=wrong)
         await catch(refused.write_data(b"x", digest_of(b"x"), {}))
+    if backend.name == "sftp":  # passwords in the URL: a read-only user's, a wrong one
+        user = f"{backend.server.authority.split('@')[0]}@"  # type: ignore[union-attr]
+        in_url = {k: v for k, v in options.items() if k not in ("password", "username")}
+        for login in (f"{READER}:{SFTP_PASSWORD}@", f"{user[:-1]}:{SFTP_PASSWORD}-wrong@"):
+            url = backend.new_url().replace(user, login, 1)
+            stored = FsspecStorage(url, storage_options=in_url)
+            await catch(stored.write_data(b"x", digest_of(b"x"), {}))
     return errors
 
 
