@@ -174,6 +174,8 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
                 authority = str(getattr(server, "authority", ""))
                 if known_hosts := getattr(server, "known_hosts", None):  # host keys checked
                     options["known_hosts"] = str(known_hosts)
+                # host, port, user as options too: harness clients open the bare protocol
+                options.update(getattr(server, "connect_options", {}))
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
                 envs[backend] = Env(

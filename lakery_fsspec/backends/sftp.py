@@ -47,7 +47,12 @@ if TYPE_CHECKING:
     from lakery_fsspec.bridge import Bridge
     from lakery_fsspec.writers import Writer
 
-__all__ = ["Channels", "SFTPBackend", "UnknownHostKeyError", "channels_for"]
+__all__ = [
+    "Channels",
+    "SFTPBackend",
+    "UnknownHostKeyError",
+    "channels_for",
+]
 
 T = TypeVar("T")
 
@@ -151,6 +156,14 @@ class SFTPBackend(Backend):
                     f"The SFTP server refused the login ({item}).",
                     "Check the user name and password (or key_filename) in the URL or the "
                     "storage options.",
+                )
+            if isinstance(item, PermissionError):
+                return Explanation(
+                    "permission-denied",
+                    f"The SFTP server refused this user the operation (permission denied: "
+                    f"{item.filename or item.strerror or item}).",
+                    "Use an account that may write there (or read-only commands), or point "
+                    "the URL at a folder this user owns.",
                 )
             if isinstance(item, paramiko.ssh_exception.NoValidConnectionsError):
                 return Explanation(
