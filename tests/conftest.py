@@ -104,7 +104,11 @@ class BackendInfo:
             options.pop("known_hosts", None)  # the storage's option, not paramiko's
             # paramiko hands every option to SSHClient.connect, and keeps no listings cache.
             caches = {} if self.name == "sftp" else {"use_listings_cache": False}
-            cls = _sftp_making_folders() if self.name == "sftp" else fsspec.get_filesystem_class(self.protocol)
+            cls = (
+                _sftp_making_folders()
+                if self.name == "sftp"
+                else fsspec.get_filesystem_class(self.protocol)
+            )
             fs = self._fs = cls(skip_instance_cache=True, **caches, **options)
         return fs
 

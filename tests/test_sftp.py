@@ -204,7 +204,9 @@ async def test_a_server_that_never_answers_starves_no_other_storage(
         silent.listen(128)
         port = silent.getsockname()[1]
         options = {**backend.storage_options, "port": port}
-        stuck_storage = FsspecStorage(f"sftp://{USER}@127.0.0.1:{port}/lake", storage_options=options)
+        stuck_storage = FsspecStorage(
+            f"sftp://{USER}@127.0.0.1:{port}/lake", storage_options=options
+        )
         stuck = [
             asyncio.create_task(stuck_storage.write_data(b"%d" % i, digest_of(b"%d" % i), {}))
             for i in range(60)

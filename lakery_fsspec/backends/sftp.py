@@ -33,7 +33,7 @@ import stat
 import threading
 import time
 from base64 import b64encode
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -124,20 +124,22 @@ class SFTPBackend(Backend):
     @staticmethod
     def transient(error: BaseException) -> bool:
         import paramiko
+        from paramiko.ssh_exception import IncompatiblePeer, NoValidConnectionsError
 
-        if isinstance(error, EOFError | paramiko.ssh_exception.NoValidConnectionsError):
+        if isinstance(error, EOFError | NoValidConnectionsError):
             return True
         refusals = (
             paramiko.AuthenticationException,
             paramiko.BadHostKeyException,
             paramiko.ChannelException,
-            paramiko.ssh_exception.IncompatiblePeer,
+            IncompatiblePeer,
         )
         return isinstance(error, paramiko.SSHException) and not isinstance(error, refusals)
 
     @classmethod
     def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
         import paramiko
+        from paramiko.ssh_exception import NoValidConnectionsError
 
         for item in chain:
             if isinstance(item, UnknownHostKeyError):
@@ -165,7 +167,7 @@ class SFTPBackend(Backend):
                     "Use an account that may write there (or read-only commands), or point "
                     "the URL at a folder this user owns.",
                 )
-            if isinstance(item, paramiko.ssh_exception.NoValidConnectionsError):
+            if isinstance(item, NoValidConnectionsError):
                 return Explanation(
                     "unreachable",
                     f"Nothing accepts SSH connections there ({item}).",
@@ -242,7 +244,7 @@ class Channels:
             return step(channel, *args)
 
     @contextlib.contextmanager
-    def borrow(self) -> Iterator[Any]:
+    def borrow(self) -> Generator[Any]:
         """A channel for this thread alone until the block ends."""
         channel = self._take()
         try:
@@ -308,7 +310,7 @@ class Channels:
                     continue
                 if self._open < self._limit:
                     self._open += 1
-                    transport = self._transport
+                    transport: Any = self._transport
                     break
                 self._cond.wait()
         try:
@@ -461,7 +463,9 @@ def _move_new(sftp: Any, source: str, destination: str) -> bool:
     """Rename unless ``destination`` exists (SFTP v3 rename refuses it in the same
     request); whether it moved. ``source`` is gone afterwards either way."""
     try:
-        _making_folder(sftp, posixpath.dirname(destination), partial(sftp.rename, source, destination))
+        _making_folder(
+            sftp, posixpath.dirname(destination), partial(sftp.rename, source, destination)
+        )
     except OSError:
         if _size(sftp, destination) is None:
             raise
