@@ -339,9 +339,10 @@ class FsspecStorage(Storage[FsspecPointer]):
         """The backends for the storage's protocol, or a readable pointer's; errors name
         ``operation`` and ``path`` (or the pointer's).
 
-        The first time in a process they are built in a worker thread: making a
-        filesystem may connect to its server (SFTP, FTP), which must not block the loop.
-        A failure to connect is a StorageUnavailableError like any other.
+        Where making the filesystem connects to its server (``connects_on_init``: SFTP)
+        they are built the first time in a thread of their own, not on the loop (fsspec
+        caches sync instances per thread, so such a storage gets its own connection). A
+        failure to connect is a StorageUnavailableError like any other.
         """
         protocol = self.location.protocol
         if pointer is not None:
@@ -353,6 +354,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         process = self._process
         if process.pid == os.getpid() and (found := process.backends.get(protocol)):
             return found
+        if not backend_class(protocol).connects_on_init:
+            return self._backends_for(protocol)
         try:
             # A thread of its own, not a pool's: connects stuck on one server must not
             # hold the threads other storages need.

@@ -89,6 +89,7 @@ class SFTPBackend(Backend):
         "storage options username=, password= (or key_filename= for a private key)."
     )
     min_range_size = 4 * 2**20
+    connects_on_init = True
     host_key_option: ClassVar[str] = "known_hosts"
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
