@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.contenders import FAMILIES
 from benchmarks.data import Data
-from benchmarks.envs import BACKENDS, running_envs
+from benchmarks.envs import BACKENDS, DEFAULT_BACKENDS, running_envs
 from benchmarks.report import machine, tables, targets, targets_table
 from benchmarks.results import GROUPS, Result
 from benchmarks.run import Progress, run_backend
@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backends",
         type=lambda text: _names(text, BACKENDS, "backends"),
-        default=list(BACKENDS),
-        help=f"comma-separated, from {','.join(BACKENDS)} (default: all)",
+        default=list(DEFAULT_BACKENDS),
+        help=f"comma-separated, from {','.join(BACKENDS)} (default: all but sshfs)",
     )
     parser.add_argument(
         "--ops",

@@ -22,6 +22,7 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import fsspec
 from servers import (
     AWS_KEY,
     AWS_REGION,
@@ -40,13 +41,16 @@ __all__ = [
     "AZURITE_ACCOUNT",
     "AZURITE_KEY",
     "BACKENDS",
+    "DEFAULT_BACKENDS",
     "Env",
     "boto3_client",
     "cpu_seconds",
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sshfs")
+BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sftp", "sshfs")
+DEFAULT_BACKENDS = BACKENDS[:-1]
+"""sshfs claims sftp:// from paramiko's client and is not in the bench extra: name it."""
 _PROTOCOLS = {
     "local": "file",
     "memory": "memory",
@@ -54,8 +58,21 @@ _PROTOCOLS = {
     "gcs": "gs",
     "azure": "abfs",
     "ftp": "ftp",
-    "sshfs": "sftp",  # SFTP through sshfs, on the tests' asyncssh server
+    "sftp": "sftp",  # fsspec's paramiko client
+    "sshfs": "sftp",  # SFTP through sshfs; both on the tests' asyncssh server
 }
+_SFTP_CLIENTS = {
+    "sftp": "fsspec.implementations.sftp.SFTPFileSystem",
+    "sshfs": "sshfs.spec.SSHFileSystem",
+}
+
+
+def use_client(backend: str) -> None:
+    """Serve sftp:// with the client the backend measures (sshfs, once installed, claims
+    it from paramiko; this process and the measuring subprocesses must agree)."""
+    if (cls := _SFTP_CLIENTS.get(backend)) is not None:
+        for name in ("sftp", "ssh"):
+            fsspec.register_implementation(name, cls, clobber=True)
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,9 @@ class Env:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Env:
-        return cls(**data)
+        env = cls(**data)
+        use_client(env.backend)  # in a measuring subprocess: the client of its backend
+        return env
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,12 +168,21 @@ def _emulator(backend: str) -> Emulator:
         return GCSServer()
     if backend == "ftp":
         return FTPServer()
+    if backend == "sftp":  # asyncssh in its own process (tests/servers_sftp.py)
+        from servers_sftp import SFTPServer
+
+        return SFTPServer()
     return AzureServer()
 
 
 @contextlib.contextmanager
 def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
     """Start the emulators the selected backends need; yield an `Env` per backend."""
+    clients = [backend for backend in backends if backend in _SFTP_CLIENTS]
+    if len(clients) > 1:
+        raise SystemExit(f"--backends: {' and '.join(clients)} both claim sftp://; run them apart")
+    for backend in clients:
+        use_client(backend)
     with contextlib.ExitStack() as stack:
         envs: dict[str, Env] = {}
         for backend in backends:
@@ -167,6 +195,11 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
             else:
                 server = stack.enter_context(_emulator(backend))
                 options = dict(server.storage_options)
+                authority = str(getattr(server, "authority", ""))
+                if known_hosts := getattr(server, "known_hosts", None):  # host keys checked
+                    options["known_hosts"] = str(known_hosts)
+                # host, port, user as options too: harness clients open the bare protocol
+                options.update(getattr(server, "connect_options", {}))
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
                 authority = str(getattr(server, "authority", ""))

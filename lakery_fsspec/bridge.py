@@ -22,7 +22,7 @@ from lakery_fsspec.errors import StorageUnavailableError, unavailable
 if TYPE_CHECKING:
     from lakery_fsspec.loops import LoopInstances
 
-__all__ = ["Bridge"]
+__all__ = ["Bridge", "in_daemon_thread"]
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ class Bridge:
             # timeout; only the deadline abandons it.
             with CancelScope(shield=True), move_on_after(self.timeout):
                 async with limiter:
-                    return await _in_daemon_thread(function)
+                    return await in_daemon_thread(function)
         except Exception as error:
             await checkpoint_if_cancelled()  # the caller's cancellation comes first
             if (wrapped := unavailable(error, self._transient)) is None:
@@ -163,7 +163,7 @@ async def _in_worker_thread(pool: ThreadPoolExecutor, function: Callable[[], T])
         raise
 
 
-async def _in_daemon_thread(function: Callable[[], T]) -> T:
+async def in_daemon_thread(function: Callable[[], T]) -> T:
     """Run ``function`` in a new daemon thread and await its outcome.
 
     A thread abandoned at a timeout may stay blocked for as long as its client retries

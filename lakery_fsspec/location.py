@@ -12,10 +12,17 @@ from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from lakery_fsspec.backends import backend_class
+from lakery_fsspec.backends import Backend, backend_class
 from lakery_fsspec.paths import path_problem
 
-__all__ = ["Location", "canonical_protocol", "filesystem_class", "open_filesystem", "redacted"]
+__all__ = [
+    "Location",
+    "backend_of",
+    "canonical_protocol",
+    "filesystem_class",
+    "open_filesystem",
+    "redacted",
+]
 
 
 def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
@@ -123,9 +130,18 @@ def open_filesystem(protocol: str, options: Mapping[str, Any]) -> AbstractFileSy
     return fsspec.filesystem(protocol, **_backend_options(protocol, options))
 
 
+def backend_of(protocol: str) -> type[Backend]:
+    """The backend of the filesystem class fsspec hands out for ``protocol`` now (SFTP:
+    paramiko's or sshfs's), or the one registered for the name if fsspec has none."""
+    try:
+        cls = filesystem_class(protocol)
+    except ValueError:
+        return backend_class(protocol)
+    return backend_class(canonical_protocol(protocol), cls)
+
+
 def _backend_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    backend = backend_class(canonical_protocol(protocol), filesystem_class(protocol))
-    return backend.filesystem_options(dict(options))
+    return backend_of(protocol).filesystem_options(dict(options))
 
 
 def _innermost(fs: AbstractFileSystem) -> AbstractFileSystem:

@@ -11,13 +11,16 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Generator, Iterable, Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Any, NamedTuple, Unpack
 
+import anyio
 from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_class, backend_for, reader_for
+from lakery_fsspec.backends import Backend, backend_for, reader_for
+from lakery_fsspec.bridge import in_daemon_thread
 from lakery_fsspec.errors import (
     ReadOnlyStorageError,
     StorageUnavailableError,
@@ -27,8 +30,8 @@ from lakery_fsspec.errors import (
 from lakery_fsspec.integrity import Checker
 from lakery_fsspec.location import (
     Location,
+    backend_of,
     canonical_protocol,
-    filesystem_class,
     open_filesystem,
 )
 from lakery_fsspec.paths import path_problem
@@ -128,8 +131,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         """Write ``data`` at its routed path unless an object is already there."""
         started = time.perf_counter()
         path = route(self._writable_router(), digest, tags)
-        backend = self._backends_for(self.location.protocol).target
         final = self._join(self.location.root, path)
+        backend = (await self._opened("write_data", final)).target
         with _located("write_data", backend, final):
             written = await backend.create(final, data, digest, self._temp_path())
         operation = "write_data" if written else "write_data (exists)"
@@ -139,6 +142,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()
+        await self._opened("read_data", pointer=config)
         backend, path = self._reader(config)
         try:
             with _located("read_data", backend, path):
@@ -165,8 +169,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
             router(initial, tags)  # refuse bad tags before writing anything
-        backend = self._backends_for(self.location.protocol).target
         temp = self._temp_path()
+        backend = (await self._opened("write_data_stream", temp)).target
         try:
             with _located("write_data_stream", backend, temp):
                 await backend.upload(temp, data_stream, initial, self.chunk_size)
@@ -186,6 +190,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
         """Yield the object's bytes in chunks of at most ``chunk_size``."""
         started = time.perf_counter()
+        await self._opened("read_data_stream", pointer=config)
         backend, path = self._reader(config)
         checker = Checker(config, _where(config)) if self.verify_reads else None
         size = 0
@@ -216,8 +221,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         container raises FileNotFoundError.
         """
         limit = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        backend = self._backends_for(self.location.protocol).target
         folder = self._join(self.location.root, self.temp_prefix)
+        backend = (await self._opened("list_temp", folder)).target
         try:
             with _located("list_temp", backend, folder):
                 objects = await backend.list_aged(folder)
@@ -317,7 +322,9 @@ class FsspecStorage(Storage[FsspecPointer]):
             raise ReadOnlyStorageError(msg)
         return self.router
 
-    def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
+    def _readable(self, pointer: FsspecPointer) -> tuple[str, str]:
+        """A pointer's protocol as this storage names it, and the object's full path;
+        ValueError for a pointer of a protocol this storage does not read."""
         check_pointer(pointer)
         protocol = _spelled_as_ours(pointer["protocol"])
         if protocol != self.location.protocol and protocol not in self._read_options:
@@ -328,15 +335,51 @@ class FsspecStorage(Storage[FsspecPointer]):
                 "to allow it."
             )
             raise ValueError(msg)
-        return self._backends_for(protocol).reader, self._join(pointer["root"], pointer["path"])
+        return protocol, self._join(pointer["root"], pointer["path"])
+
+    def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
+        protocol, path = self._readable(pointer)
+        return self._backends_for(protocol).reader, path
 
     def _target(self, pointer: FsspecPointer | None = None) -> tuple[Backend, str]:
         """The backend of the target filesystem (no cache layers) and the full path of
         ``pointer``, or of the root; ValueError for a pointer ``_reader`` refuses."""
         if pointer is None:
             return self._backends_for(self.location.protocol).target, self.location.root
-        _, path = self._reader(pointer)
-        return self._backends_for(pointer["protocol"]).target, path
+        protocol, path = self._readable(pointer)
+        return self._backends_for(protocol).target, path
+
+    async def _opened(
+        self, operation: str, path: str = "", pointer: FsspecPointer | None = None
+    ) -> _Backends:
+        """The backends for the storage's protocol, or a readable pointer's; errors name
+        ``operation`` and ``path`` (or the pointer's).
+
+        Where making the filesystem connects to its server (``connects_on_init``: SFTP,
+        FTP) they are built the first time in a thread of their own, not on the loop, and
+        within the storage's timeout (fsspec caches sync instances per thread, so such a
+        storage gets its own connection).
+        """
+        protocol = self.location.protocol
+        if pointer is not None:
+            protocol, path = self._readable(pointer)
+        process = self._process
+        if process.pid == os.getpid() and (found := process.backends.get(protocol)):
+            return found
+        try:
+            if not backend_of(protocol).connects_on_init:
+                return self._backends_for(protocol)
+            # A thread of its own, not a pool's: connects stuck on one server must not
+            # hold the threads other storages need.
+            with anyio.fail_after(self.timeout):
+                return await in_daemon_thread(partial(self._backends_for, protocol))
+        except TimeoutError as error:
+            failed = StorageUnavailableError(f"no answer within the {self.timeout:g} s timeout")
+            failed.locate(operation, f"{protocol}://{path or self.location.root}")
+            raise failed from error
+        except StorageUnavailableError as error:
+            error.locate(operation, f"{protocol}://{path or self.location.root}")
+            raise
 
     def _backends_for(self, protocol: str) -> _Backends:
         """The backends for a protocol, built on first use in each process."""
@@ -359,13 +402,11 @@ class FsspecStorage(Storage[FsspecPointer]):
                 read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
         except Exception as error:
             # Clients that connect when made (SFTP, FTP) fail here while the server is down.
-            cls = backend_class(protocol, filesystem_class(protocol))
+            cls = backend_of(protocol)
             if (wrapped := unavailable(error, cls.transient)) is None:
                 if why := cls.explain(error, list(exception_chain(error))):
                     error.add_note(f"{why.message} Fix: {why.fix}")  # an unknown host key
                 raise
-            root = self.location.root if protocol == self.location.protocol else ""
-            wrapped.locate("connect", f"{protocol}://{root}")
             raise wrapped from error
         target = backend_for(protocol, target_fs, self.timeout)
         if target.process_local and os.getpid() != self._origin_pid:

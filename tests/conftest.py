@@ -14,6 +14,7 @@ import os
 # and against fake-gcs-server every call waits for a 60 s timeout. Must precede any gcsfs import.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,23 +99,31 @@ class BackendInfo:
             return factory()  # a new connection each time: it may have been restarted
         fs = self._fs
         client = getattr(fs, "_client", None)  # sshfs: its connection died with the server
+        if fs is not None and self.name == "sftp" and not fs.client.get_transport().is_active():
+            fs = None  # the server was restarted: paramiko does not reconnect by itself
         if fs is None or (client is not None and client.is_closed()):
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
             # A server named in URLs (host, port, user) is named here too.
             options = {**getattr(self.server, "connect_options", {}), **options}
-            # sshfs keeps no listings cache, and hands unknown options to asyncssh.
-            if self.name != "sshfs":
-                options["use_listings_cache"] = False
-            fs = self._fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
+            # paramiko hands every option to SSHClient.connect, sshfs to asyncssh; neither
+            # keeps a listings cache.
+            caches = {} if self.name in ("sftp", "sshfs") else {"use_listings_cache": False}
+            if self.name == "sftp":
+                options.pop("known_hosts", None)  # the storage's option, not paramiko's
+                cls = _sftp_making_folders()
+            else:
+                cls = fsspec.get_filesystem_class(self.protocol)
+            fs = self._fs = cls(skip_instance_cache=True, **caches, **options)
         return fs
 
     def key(self, url_or_key: str) -> str:
         """The object key within the bucket for a URL of this backend (or a key as is)."""
         if "://" not in url_or_key:
             return url_or_key.lstrip("/")
-        path = url_or_key.split("://", 1)[1]
-        if authority := getattr(self.server, "authority", ""):  # sftp://user@host:port/bucket
-            path = path.removeprefix(authority)
+        if getattr(self.server, "authority", ""):  # user@host:port before the path
+            path = fsspec.get_filesystem_class(self.protocol)._strip_protocol(url_or_key)
+        else:
+            path = url_or_key.split("://", 1)[1]
         bucket, _, key = path.lstrip("/").partition("/")
         if bucket != self.root:
             raise ValueError(f"{url_or_key!r} is not in bucket {self.root!r}")
@@ -162,9 +171,24 @@ class BackendInfo:
     def metadata(self, path_in_bucket: str) -> dict[str, str | None]:
         """`content_type` and `content_encoding` of an object, read with the cloud's own API.
         Takes a key in the bucket or a full URL."""
-        if self.server is None:
+        if self.server is None or not self.keeps_content_type:
             raise NotImplementedError(f"{self.name} keeps no content metadata")
         return self.server.metadata(self.key(path_in_bucket))
+
+
+@functools.cache
+def _sftp_making_folders() -> type[fsspec.AbstractFileSystem]:
+    """fsspec's paramiko filesystem that makes the parent folders of what it writes (as
+    local's ``auto_mkdir``): the tests write nested paths behind the storage's back."""
+    from fsspec.implementations.sftp import SFTPFileSystem
+
+    class MakingFolders(SFTPFileSystem):
+        def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+            if "w" in mode:
+                self.makedirs(self._parent(path), exist_ok=True)
+            return super()._open(path, mode, **kwargs)
+
+    return MakingFolders
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
@@ -281,6 +305,15 @@ def _choose_sftp_client(names: list[str]) -> None:
         cls = "sshfs.spec.SSHFileSystem"
     else:
         return
+    os.environ[SFTP_CLIENT_VARIABLE] = cls  # for child processes: see processes.py
+    use_sftp_client(cls)
+
+
+SFTP_CLIENT_VARIABLE = "LAKERY_TEST_SFTP_CLIENT"
+
+
+def use_sftp_client(cls: str) -> None:
+    """Serve sftp:// and ssh:// with the fsspec class named ``cls``."""
     for protocol in ("sftp", "ssh"):
         fsspec.register_implementation(protocol, cls, clobber=True)
 
@@ -309,7 +342,13 @@ def backend(
         root: Path = tmp_path_factory.mktemp("local-backend")
         return BackendInfo(name, {}, str(root.resolve()))
     server: Emulator = request.getfixturevalue(f"{name}_server")
-    return BackendInfo(name, server.storage_options, server.bucket, server)
+    options = dict(server.storage_options)
+    if name == "sftp":
+        # Host keys are checked: the server's is in its known_hosts file. A pointer names
+        # no server, so commands that read one need host, port and user as options.
+        options["known_hosts"] = str(server.known_hosts)  # type: ignore[attr-defined]
+        options.update(server.connect_options)  # type: ignore[attr-defined]
+    return BackendInfo(name, options, server.bucket, server)
 
 
 @pytest.fixture

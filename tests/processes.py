@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,12 @@ from labox.common.types import TagMap
 from labox.core.storage import Digest
 
 from lakery_fsspec import FsspecStorage
+
+if _sftp_client := os.environ.get("LAKERY_TEST_SFTP_CLIENT"):
+    # A spawned child gets the SFTP client under test, as conftest chose it in the parent.
+    from conftest import use_sftp_client
+
+    use_sftp_client(_sftp_client)
 
 CHILD_SIZE = 200_000
 """Bytes a child writes: several chunks of the storages under test."""

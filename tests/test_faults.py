@@ -28,6 +28,8 @@ from lakery_fsspec.errors import unavailable
 from lakery_fsspec.writers import SerialWriter
 
 CLOUDS = ("s3", "gcs", "azure")
+SERVERS = (*CLOUDS, "sftp")
+"""Backends on a server of their own, which a test can silence, stop and restart."""
 BLOCK = 256 * 1024
 """chunk_size of the storages here; the clouds round their upload blocks up (5-8 MiB)."""
 
@@ -90,6 +92,8 @@ def black_hole() -> Iterator[str]:
 def options_at(backend: BackendInfo, endpoint: str) -> dict[str, Any]:
     """The backend's storage options pointed at another endpoint."""
     assert backend.endpoint is not None
+    if backend.name == "sftp":  # the server is host and port options
+        return {**backend.storage_options, "port": int(endpoint.rsplit(":", 1)[1])}
     return {
         key: value.replace(backend.endpoint, endpoint) if isinstance(value, str) else value
         for key, value in backend.storage_options.items()
@@ -104,21 +108,24 @@ async def silent_storage(backend: BackendInfo, endpoint: str, seconds: float) ->
     used once: its client is made on first use, CPU work that no request's timeout bounds
     (and that takes longer than a timeout on a loaded machine)."""
     url = f"{backend.schemes[0]}://{backend.root}/silent"
+    if backend.name == "sftp":  # user@host:port, the port replaced by the options
+        url = f"sftp://{backend.server.authority}/{backend.root}/silent"  # type: ignore[union-attr]
     storage = FsspecStorage(
         url, storage_options=options_at(backend, endpoint), chunk_size=BLOCK, timeout=seconds
     )
-    pointer = {"protocol": backend.protocol, "root": f"{backend.root}/silent", "path": "warm/up"}
+    pointer = {"protocol": backend.protocol, "root": storage.location.root, "path": "warm/up"}
     with pytest.raises(StorageUnavailableError):
         await storage.read_data(pointer)  # type: ignore[arg-type]
     return storage
 
 
-@pytest.mark.backends(*CLOUDS)
+@pytest.mark.backends(*SERVERS)
 async def test_silent_server_fails_within_the_timeout(backend: BackendInfo) -> None:
     timeout = 0.3
     with black_hole() as endpoint:
         storage = await silent_storage(backend, endpoint, timeout)
-        pointer = {"protocol": backend.protocol, "root": f"{backend.root}/silent", "path": "a/b"}
+        root = storage.location.root
+        pointer = {"protocol": backend.protocol, "root": root, "path": "a/b"}
         data = payload(3 * block_size(backend))
         stream = Stream(chunked(data, BLOCK))
         operations: dict[str, Callable[[], Any]] = {
@@ -136,12 +143,12 @@ async def test_silent_server_fails_within_the_timeout(backend: BackendInfo) -> N
             limit = (3 if operation == "write_data_stream" else 1) * timeout + 1.0
             assert elapsed < limit, f"{operation} took {elapsed:.1f} s"
             message = str(caught.value)
-            assert message.startswith(f"{operation} {backend.protocol}://{backend.root}/silent/")
+            assert message.startswith(f"{operation} {backend.protocol}://{root}/")
             assert "0.3 s timeout" in message
             assert isinstance(caught.value.__cause__, TimeoutError)
 
 
-@pytest.mark.backends(*CLOUDS)
+@pytest.mark.backends(*SERVERS)
 async def test_cancelling_a_write_stuck_on_a_silent_server_returns(backend: BackendInfo) -> None:
     timeout = 0.3
     with black_hole() as endpoint:
@@ -162,7 +169,7 @@ async def test_cancelling_a_write_stuck_on_a_silent_server_returns(backend: Back
 # --- a server that dies mid-stream and comes back ------------------------------------------
 
 
-@pytest.mark.backends(*CLOUDS, "ftp", "sshfs")
+@pytest.mark.backends(*SERVERS, "ftp", "sshfs")
 async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url: str) -> None:
     server = backend.server
     assert server is not None
@@ -189,7 +196,7 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         assert message.startswith(f"write_data_stream {backend.protocol}://")
         assert f"{backend.root}/" in message
         assert caught.value.__cause__ is not None
-        if backend.name in ("s3", "ftp", "sshfs"):  # (once a kind is enough: each costs a timeout)
+        if backend.name in ("s3", "ftp", "sftp"):  # (once per kind: each costs a timeout)
             # While the server is down, other operations fail the same way, a read
             # never as a missing object.
             with pytest.raises(StorageUnavailableError, match=r"^write_data \w+://"):
@@ -199,12 +206,12 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
                 await storage.read_data(pointer)
     finally:
         server.start()
-        if backend.name != "s3":  # subprocess emulators come back empty
+        if backend.name not in ("s3", "sftp"):  # these subprocess emulators come back empty
             server.create_bucket()
     assert server.port == port
-    if backend.name in ("ftp", "sshfs"):
-        # The server wrote the stream's first blocks into the temp file as they came, and
-        # was gone before it could be deleted: a temp left for cleanup_temp, nothing else.
+    if backend.name in ("ftp", "sftp", "sshfs"):
+        # The temp file stayed on the stopped server's disk, out of the failed discard's
+        # reach: a crash leftover, which cleanup_temp finds and removes.
         [left] = objects(backend, root_url)
         assert left.startswith(".lakery-tmp/")
         assert await storage.cleanup_temp(older_than=0) == [f"{storage.location.root}/{left}"]

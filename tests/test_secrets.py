@@ -109,6 +109,13 @@ async def provoked_errors(
         }
         refused = FsspecStorage(backend.new_url(), storage_options=wrong)
         await catch(refused.write_data(b"x", digest_of(b"x"), {}))
+    if backend.name == "sftp":  # passwords in the URL: a read-only user's, a wrong one
+        user = f"{backend.server.authority.split('@')[0]}@"  # type: ignore[union-attr]
+        in_url = {k: v for k, v in options.items() if k not in ("password", "username")}
+        for login in (f"{READER}:{SFTP_PASSWORD}@", f"{user[:-1]}:{SFTP_PASSWORD}-wrong@"):
+            url = backend.new_url().replace(user, login, 1)
+            stored = FsspecStorage(url, storage_options=in_url)
+            await catch(stored.write_data(b"x", digest_of(b"x"), {}))
     return errors
 
 
@@ -131,7 +138,9 @@ async def server_errors(
     user, _, address = authority.partition("@")
     path = backend.new_url().split(authority, 1)[1]
     scheme = backend.schemes[0]
-    no_password = {k: v for k, v in options.items() if k != "password"}
+    # What the URL names (user, host, port, password) must not be overridden by options.
+    named = ("password", "username", "host", "port")
+    no_password = {k: v for k, v in options.items() if k not in named}
     secret = options["password"]
     # The password in the URL itself, for a working storage and a read-only user.
     in_url = FsspecStorage(

@@ -96,7 +96,9 @@ def cleanup_fs(env: Env, prefix: str) -> None:
     if env.protocol == "memory":
         fs = fsspec.filesystem("memory")
     else:
-        fs = fsspec.filesystem(env.protocol, skip_instance_cache=True, **env.storage_options)
+        options = dict(env.storage_options)
+        options.pop("known_hosts", None)  # FsspecStorage's SFTP option, not paramiko's
+        fs = fsspec.filesystem(env.protocol, skip_instance_cache=True, **options)
     url = env.url(prefix)
     with contextlib.suppress(FileNotFoundError):
         fs.rm(url, recursive=True)

@@ -13,6 +13,7 @@ from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.obstore import ObstoreBackend
 from lakery_fsspec.backends.s3 import S3Backend
+from lakery_fsspec.backends.sftp import SFTPBackend
 from lakery_fsspec.backends.sshfs import SSHFSBackend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
@@ -49,7 +50,15 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
     return backend
 
 
-for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend, FTPBackend):
+for _builtin in (
+    LocalBackend,
+    MemoryBackend,
+    S3Backend,
+    GCSBackend,
+    AzureBackend,
+    FTPBackend,
+    SFTPBackend,
+):
     register_backend(_builtin)
 register_backend(SSHFSBackend)
 register_backend(CacheBackend)  # the read side of simplecache:: and filecache::

@@ -71,6 +71,9 @@ class Backend:
     larger requests where each one costs a round trip)."""
     process_local: ClassVar[bool] = False
     """Whether the store lives in the process's own memory, unseen by other processes."""
+    connects_on_init: ClassVar[bool] = False
+    """Whether making the filesystem connects to its server (SFTP, FTP): storages then
+    make it in a thread of its own, never on the event loop."""
     loop_native: ClassVar[bool] = False
     """Whether async calls run on the caller's loop, through a copy of the filesystem
     per loop opened with ``connect`` and closed with ``disconnect``."""

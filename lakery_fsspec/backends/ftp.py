@@ -63,6 +63,7 @@ class FTPBackend(Backend):
 
     protocols = ("ftp",)
     filesystem = "fsspec.implementations.ftp.FTPFileSystem"
+    connects_on_init = True
     credentials_hint = (
         "Give the user and password in the URL (ftp://USER:PASSWORD@HOST:PORT/folder) or "
         "as storage options (-o username=USER -o password=PASSWORD)."

@@ -64,6 +64,7 @@ class SSHFSBackend(Backend):
 
     protocols = ("sftp", "ssh")
     filesystem = "sshfs.spec.SSHFileSystem"
+    connects_on_init = True
     extra = "sshfs"
     endpoint_option = "host"
     credentials_hint = (

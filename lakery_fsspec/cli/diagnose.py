@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lakery_fsspec.backends import backend_class
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.errors import exception_chain
+from lakery_fsspec.location import backend_of
 
 __all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
 
@@ -87,7 +87,7 @@ def diagnose(
     chain = list(exception_chain(error))
     names = {cls.__name__ for item in chain for cls in type(item).__mro__}
     codes = [code for item in chain if (code := _code(item))]
-    backend = backend_class(protocol)
+    backend = backend_of(protocol)
     operation = next((op for item in chain if (op := getattr(item, "operation_name", None))), "")
     if isinstance(operation, str):  # botocore names the S3 operation that failed
         action = S3Backend.operations.get(operation, action)
@@ -159,7 +159,7 @@ def _codes_in(codes: list[str], wanted: set[str]) -> bool:
 
 def endpoint_of(protocol: str, options: Mapping[str, Any]) -> str | None:
     """The server URL a storage was explicitly pointed at (options or environment), if any."""
-    return backend_class(protocol).endpoint(options)
+    return backend_of(protocol).endpoint(options)
 
 
 # --- the kinds --------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def _no_bucket(kind: str, bucket: str, where: str) -> Diagnosis:
 def _bad_credentials(
     codes: list[str], chain: list[BaseException], protocol: str, where: str
 ) -> Diagnosis | None:
-    fix = backend_class(protocol).credentials_hint
+    fix = backend_of(protocol).credentials_hint
     if _codes_in(codes, _BAD_KEY_CODES):
         message = f"The access key id is not known to the server{where} ({_pick(codes)})."
         return Diagnosis("bad-credentials", message, fix)
@@ -233,7 +233,7 @@ def _denied(
             "Choose a directory you can write to, or fix its permissions.",
         )
     code = _pick(codes)
-    backend = backend_class(protocol)
+    backend = backend_of(protocol)
     if backend is S3Backend and not code:
         # A HEAD request carries no error body: the key, the secret or the policy is wrong.
         return Diagnosis(
@@ -255,7 +255,7 @@ def _denied(
 def _unreachable(chain: list[BaseException], endpoint: str | None, protocol: str) -> Diagnosis:
     target = endpoint or f"the {protocol or 'storage'} service"
     fix = "Check the endpoint URL and that the server is running"
-    option = backend_class(protocol).endpoint_option
+    option = backend_of(protocol).endpoint_option
     fix += f" (-o {option}=http://HOST:PORT)." if option else "."
     if any(isinstance(item, socket.gaierror) or "DNS" in type(item).__name__ for item in chain):
         message = f"Cannot connect to {target}: its host name does not resolve (DNS lookup failed)."

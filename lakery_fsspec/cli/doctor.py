@@ -14,11 +14,10 @@ from urllib.parse import urlsplit
 
 from labox.core.storage import Digest
 
-from lakery_fsspec.backends import backend_class
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
 from lakery_fsspec.cli.filestream import FileStream
 from lakery_fsspec.cli.progress import human_size
-from lakery_fsspec.location import redacted
+from lakery_fsspec.location import backend_of, redacted
 from lakery_fsspec.pointer import FsspecPointer
 from lakery_fsspec.storage import FsspecStorage
 
@@ -163,7 +162,7 @@ class Doctor:
 
     def _build(self) -> str:
         self._protocol = FsspecStorage(self.url, storage_options=self.options).location.protocol
-        backend = backend_class(self._protocol)
+        backend = backend_of(self._protocol)
         options = backend.fail_fast(dict(self.options), self.timeout)
         if self.template is not None:
             FsspecStorage(self.url, router=self.template, storage_options=self.options)
