@@ -61,7 +61,14 @@ class Location:
             filesystem_class(split_protocol(layer)[0] or layer)
         scheme = split_protocol(inner)[0] or "file"
         self.protocol = canonical_protocol(scheme)
-        self.root = str(filesystem_class(scheme)._strip_protocol(inner)).rstrip("/")
+        fs_class = filesystem_class(scheme)
+        if self.chained:
+            self.root, from_url = str(fs_class._strip_protocol(inner)).rstrip("/"), {}
+        else:
+            # What the URL itself says (host, port, user, password: sftp://user:pw@host/path)
+            # counts, under the options given explicitly.
+            backend = backend_class(self.protocol, fs_class)
+            self.root, from_url = backend.split_url(fs_class, inner, storage_options)
         if not self.root.strip("/"):
             msg = (
                 f"The storage URL {url!r} names no root folder or bucket; "
@@ -69,9 +76,6 @@ class Location:
             )
             raise ValueError(msg)
         self._scheme = scheme
-        # What the URL itself says (host, port, user, password: sftp://user:pw@host/path)
-        # counts, under the options given explicitly.
-        from_url = {} if self.chained else filesystem_class(scheme)._get_kwargs_from_urls(inner)
         self._options = {**from_url, **storage_options}
 
     @property

@@ -95,9 +95,9 @@ class BackendInfo:
         fs = self._fs
         if fs is None:
             options = {"auto_mkdir": True} if self.name == "local" else self.storage_options
-            fs = self._fs = fsspec.filesystem(
-                self.protocol, skip_instance_cache=True, use_listings_cache=False, **options
-            )
+            if self.name != "webdav":  # webdav4 keeps no listings (and passes it to httpx)
+                options = {**options, "use_listings_cache": False}
+            fs = self._fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
         return fs
 
     def key(self, url_or_key: str) -> str:
@@ -227,6 +227,14 @@ def gcs_server() -> Iterator[GCSServer]:
 @pytest.fixture(scope="session")
 def azure_server() -> Iterator[AzureServer]:
     with AzureServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def webdav_server() -> Iterator[Emulator]:
+    from servers_webdav import WebdavServer
+
+    with WebdavServer() as server:
         yield server
 
 

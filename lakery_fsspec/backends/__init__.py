@@ -10,6 +10,7 @@ from lakery_fsspec.backends.gcs import GCSBackend
 from lakery_fsspec.backends.local import LocalBackend
 from lakery_fsspec.backends.memory import MemoryBackend
 from lakery_fsspec.backends.s3 import S3Backend
+from lakery_fsspec.backends.webdav import WebdavBackend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
 
@@ -38,7 +39,14 @@ def register_backend(backend: type[Backend]) -> type[Backend]:
     return backend
 
 
-for _builtin in (LocalBackend, MemoryBackend, S3Backend, GCSBackend, AzureBackend):
+for _builtin in (
+    LocalBackend,
+    MemoryBackend,
+    S3Backend,
+    GCSBackend,
+    AzureBackend,
+    WebdavBackend,
+):
     register_backend(_builtin)
 
 
