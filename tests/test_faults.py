@@ -28,6 +28,7 @@ from lakery_fsspec.errors import unavailable
 from lakery_fsspec.writers import SerialWriter
 
 CLOUDS = ("s3", "gcs", "azure")
+SERVERS = (*CLOUDS, "webdav")
 BLOCK = 256 * 1024
 """chunk_size of the storages here; the clouds round their upload blocks up (5-8 MiB)."""
 
@@ -113,7 +114,7 @@ async def silent_storage(backend: BackendInfo, endpoint: str, seconds: float) ->
     return storage
 
 
-@pytest.mark.backends(*CLOUDS)
+@pytest.mark.backends(*SERVERS)
 async def test_silent_server_fails_within_the_timeout(backend: BackendInfo) -> None:
     timeout = 0.3
     with black_hole() as endpoint:
@@ -141,7 +142,7 @@ async def test_silent_server_fails_within_the_timeout(backend: BackendInfo) -> N
             assert isinstance(caught.value.__cause__, TimeoutError)
 
 
-@pytest.mark.backends(*CLOUDS)
+@pytest.mark.backends(*SERVERS)
 async def test_cancelling_a_write_stuck_on_a_silent_server_returns(backend: BackendInfo) -> None:
     timeout = 0.3
     with black_hole() as endpoint:
@@ -162,7 +163,7 @@ async def test_cancelling_a_write_stuck_on_a_silent_server_returns(backend: Back
 # --- a server that dies mid-stream and comes back ------------------------------------------
 
 
-@pytest.mark.backends(*CLOUDS)
+@pytest.mark.backends(*SERVERS)
 async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url: str) -> None:
     server = backend.server
     assert server is not None
@@ -202,6 +203,12 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         if backend.name != "s3":  # subprocess emulators come back empty
             server.create_bucket()
     assert server.port == port
+    if backend.name == "webdav":
+        # wsgidav keeps what arrived of a PUT cut off: a temp object, which the failed
+        # stream could not delete while the server was down. cleanup_temp removes it.
+        leftovers = objects(backend, root_url)
+        assert all(path.startswith(".lakery-tmp/") for path in leftovers), leftovers
+        await storage.cleanup_temp(older_than=0)
     # moto kept its data: nothing was committed at the final path or left at a temp one.
     assert objects(backend, root_url) == []
     # The same write succeeds now.

@@ -27,6 +27,8 @@ def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
         return {**backend.storage_options, "token": SENTINEL}, [SENTINEL]
     if backend.name == "azure":  # the account key inside the connection string
         return dict(backend.storage_options), [AZURITE_KEY, WRONG_AZURE_KEY]
+    if backend.name == "webdav":  # the user's password, which the server checks
+        return dict(backend.storage_options), [backend.storage_options["auth"][1]]
     return {"api_secret": SENTINEL}, [SENTINEL]  # memory and local take any option
 
 
