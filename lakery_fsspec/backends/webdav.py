@@ -342,16 +342,16 @@ class WebdavBackend(Backend):
         for item in chain:
             if isinstance(item, WebdavError):
                 return _explain_status(item)
-        for item in chain:
-            if isinstance(item, ConnectionRefusedError):
-                server = next((found for link in chain if (found := _request_server(link))), "")
-                where = f"the WebDAV server at {server}" if server else "the WebDAV server"
-                return Explanation(
-                    "unreachable",
-                    f"Cannot connect to {where}: connection refused (nothing is listening there).",
-                    "Check the host and port in the URL (webdav://HOST:PORT/folder) or in "
-                    "base_url, and that the server is running.",
-                )
+        refused = any(isinstance(item, ConnectionRefusedError) for item in chain)
+        server = next((found for item in chain if (found := _request_server(item))), None)
+        if refused and server:  # (the generic words name a server given as base_url)
+            return Explanation(
+                "unreachable",
+                f"Cannot connect to the WebDAV server at {server}: connection refused "
+                "(nothing is listening there).",
+                "Check the host and port in the URL (webdav://HOST:PORT/folder) or in "
+                "base_url, and that the server is running.",
+            )
         return None
 
 
