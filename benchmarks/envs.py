@@ -28,7 +28,6 @@ from servers import (
     AWS_SECRET,
     AZURITE_ACCOUNT,
     AZURITE_KEY,
-    BUCKET,
     AzureServer,
     Emulator,
     GCSServer,
@@ -45,8 +44,15 @@ __all__ = [
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure")
-_PROTOCOLS = {"local": "file", "memory": "memory", "s3": "s3", "gcs": "gs", "azure": "abfs"}
+BACKENDS = ("local", "memory", "s3", "gcs", "azure", "webdav")
+_PROTOCOLS = {
+    "local": "file",
+    "memory": "memory",
+    "s3": "s3",
+    "gcs": "gs",
+    "azure": "abfs",
+    "webdav": "webdav",
+}
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,10 @@ def _emulator(backend: str) -> Emulator:
         return MotoProcess()
     if backend == "gcs":
         return GCSServer()
+    if backend == "webdav":
+        from servers_webdav import WebdavServer  # wsgidav under cheroot, in a subprocess
+
+        return WebdavServer()
     return AzureServer()
 
 
@@ -151,5 +161,6 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
                 options = dict(server.storage_options)
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
-                envs[backend] = Env(backend, protocol, BUCKET, options, server.endpoint, pid)
+                bucket = server.bucket  # BUCKET, or the WebDAV server's top folder
+                envs[backend] = Env(backend, protocol, bucket, options, server.endpoint, pid)
         yield envs

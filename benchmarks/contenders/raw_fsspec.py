@@ -42,7 +42,10 @@ class RawFsspecFamily(Family):
 
     async def open(self, prefix: str) -> Contender:
         if not hasattr(self, "sync_fs"):
-            self.sync_fs = fsspec.filesystem(self.env.protocol, **self.env.storage_options)
+            options = dict(self.env.storage_options)
+            if isinstance(options.get("auth"), list):  # webdav4 (httpx) wants a tuple
+                options["auth"] = tuple(options["auth"])
+            self.sync_fs = fsspec.filesystem(self.env.protocol, **options)
             self.async_fs: AsyncFileSystem | None = None
             if self.sync_fs.async_impl:
                 self.async_fs = fsspec.filesystem(
@@ -88,8 +91,10 @@ class RawFsspec(Contender):
         self.local = protocol == "file"
         self.chunk_size = chunk_size
         self.block_size = block_size(protocol, chunk_size)
-        if self.local:
+        if self.local or protocol == "webdav":  # folders must exist before files go in
             self.fs.makedirs(root, exist_ok=True)
+        if protocol == "webdav":  # webdav4's files upload into an existing folder only
+            self.fs.makedirs(f"{root}/tmp", exist_ok=True)
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}"

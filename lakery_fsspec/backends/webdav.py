@@ -404,6 +404,8 @@ def _server(url: str) -> str:
 
 
 _END = object()
+_CHUNK = 64 * 2**10
+"""Bytes per HTTP chunk of a streamed PUT."""
 _ABORT = object()
 
 
@@ -494,7 +496,12 @@ class StreamedPut:
             if item is _ABORT:
                 raise _Aborted
             assert isinstance(item, bytes | memoryview)
-            yield item
+            # Chunks of at most 64 KiB: servers that keep a chunk whole in a buffer and
+            # slice each small read off its front (cheroot, under wsgidav) copy the rest of
+            # the chunk on every read, quadratic in its size.
+            view = memoryview(item)
+            for start in range(0, len(view), _CHUNK):
+                yield view[start : start + _CHUNK]
 
     def _send(self) -> None:
         backend = self._backend
