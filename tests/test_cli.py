@@ -516,7 +516,11 @@ def test_get_of_a_changed_object_fails_and_writes_nothing(
 def test_get_of_a_missing_object(
     backend: BackendInfo, root_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pointer = {"protocol": backend.protocol, "root": root_of(root_url, backend), "path": "no/such.bin"}
+    pointer = {
+        "protocol": backend.protocol,
+        "root": root_of(root_url, backend),
+        "path": "no/such.bin",
+    }
     assert main(["get", json.dumps(pointer), *options(backend, "-s")]) == 1
     err = capsys.readouterr().err
     assert "error: No object at" in err
@@ -649,7 +653,9 @@ def test_gc_dry_run_then_delete(
     assert expected in captured.err
     assert leftovers(backend, root_url) == everything
     if backend.lists_uploads:
-        assert backend.open_uploads(root_of(root_url, backend)) == sorted([*old_upload, *fresh_upload])
+        assert backend.open_uploads(root_of(root_url, backend)) == sorted(
+            [*old_upload, *fresh_upload]
+        )
 
     assert main(["gc", root_url, "--older-than", "5s", *options(backend)]) == 0
     captured = capsys.readouterr()

@@ -225,9 +225,7 @@ def test_check_passes_with_credentials_in_the_url(
     assert "OK: webdav://lakery:***@127.0.0.1:" in text
 
 
-def test_check_connection_refused(
-    backend: BackendInfo, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_connection_refused(backend: BackendInfo, capsys: pytest.CaptureFixture[str]) -> None:
     dead = f"{HOST}:{free_port()}"
     text = check(f"webdav://{dead}/.bucket/lake", {"auth": (USER, PASSWORD)}, capsys)
     assert "FAILED at step 'list'" in text
@@ -247,9 +245,7 @@ def test_check_bad_password(backend: BackendInfo, capsys: pytest.CaptureFixture[
     assert "not-the-password" not in text
 
 
-def test_check_missing_top_folder(
-    backend: BackendInfo, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_missing_top_folder(backend: BackendInfo, capsys: pytest.CaptureFixture[str]) -> None:
     top = f"missing-{uuid.uuid4().hex[:8]}"
     text = check(f"webdav://{top}/lake", backend.storage_options, capsys)
     assert "FAILED at step 'list'" in text

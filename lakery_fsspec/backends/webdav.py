@@ -11,6 +11,7 @@ abandoned stream when it is garbage-collected; they are used here only for listi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import posixpath
 import threading
@@ -90,7 +91,7 @@ class WebdavBackend(Backend):
     root_kind = "top folder"
     endpoint_option = "base_url"
     credentials_hint = (
-        "Give the user and password as -o auth='[\"USER\", \"PASSWORD\"]' (storage option "
+        'Give the user and password as -o auth=\'["USER", "PASSWORD"]\' (storage option '
         "auth=('USER', 'PASSWORD')), or in the URL: webdav://USER:PASSWORD@HOST:PORT/folder."
     )
     min_range_size = 4 * 2**20
@@ -176,7 +177,13 @@ class WebdavBackend(Backend):
 
     def _error(self, method: str, path: str, response: httpx.Response) -> WebdavError:
         status = response.status_code
-        cls = WebdavNotFound if status == 404 else WebdavDenied if status in (401, 403) else WebdavError
+        cls = (
+            WebdavNotFound
+            if status == 404
+            else WebdavDenied
+            if status in (401, 403)
+            else WebdavError
+        )
         return cls(method, path, status, response.reason_phrase, _server(str(response.url)))
 
     def _check(
@@ -314,7 +321,7 @@ class WebdavBackend(Backend):
         return await self.io.thread(partial(self._list_aged, folder))
 
     def _list_aged(self, folder: str) -> list[Aged]:
-        from webdav4.multistatus import parse_multistatus_response  # noqa: PLC0415 (optional)
+        from webdav4.multistatus import parse_multistatus_response  # optional: lazily
 
         response = self._request("PROPFIND", folder, folder=True, headers={"Depth": "1"})
         self._check("PROPFIND", folder, response, (207,))
@@ -449,8 +456,8 @@ class StreamedPut:
             raise outcome
         assert outcome is not None
         if outcome.status_code == 409:  # the temp folder was removed behind our back
-            self._backend._forget(posixpath.dirname(self._path))  # noqa: SLF001
-        self._backend._check("PUT", self._path, outcome, (200, 201, 204))  # noqa: SLF001
+            self._backend._forget(posixpath.dirname(self._path))
+        self._backend._check("PUT", self._path, outcome, (200, 201, 204))
 
     def abort(self) -> None:
         with self._ready:
@@ -461,15 +468,15 @@ class StreamedPut:
         if started:
             assert self._thread is not None
             self._thread.join()
-            try:
-                self._backend._delete(self._path)  # noqa: SLF001
-            except FileNotFoundError:
-                pass
+            with contextlib.suppress(FileNotFoundError):
+                self._backend._delete(self._path)
 
     def _hand(self, item: object) -> None:
         """Give the request one block (or the end), and wait until it has taken it."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._send, name="lakery-fsspec-put", daemon=True)
+            self._thread = threading.Thread(
+                target=self._send, name="lakery-fsspec-put", daemon=True
+            )
             self._thread.start()
         with self._ready:
             self._slot = item
@@ -506,7 +513,7 @@ class StreamedPut:
     def _send(self) -> None:
         backend = self._backend
         try:
-            outcome: httpx.Response | BaseException = backend._request(  # noqa: SLF001
+            outcome: httpx.Response | BaseException = backend._request(
                 "PUT", self._path, content=self._body(), headers=self._headers
             )
         except BaseException as error:  # delivered to the writer's caller
