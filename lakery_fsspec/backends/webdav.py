@@ -305,6 +305,12 @@ class WebdavBackend(Backend):
         if response.status_code == 412:  # Overwrite: F refused: already stored
             self._delete(source)
             return False
+        if response.status_code >= 500 and self._size(destination) is not None:
+            # Two MOVEs raced to one destination and this one lost on the server's side
+            # (wsgidav checks Overwrite: F, then renames, asserting nothing is there: the
+            # loser gets a 500). The object is stored, complete: the rename is atomic.
+            self._delete(source)
+            return False
         self._check("MOVE", source, response, (201, 204))
         return True
 
