@@ -29,7 +29,6 @@ from servers import (
     AWS_SECRET,
     AZURITE_ACCOUNT,
     AZURITE_KEY,
-    BUCKET,
     AzureServer,
     Emulator,
     GCSServer,
@@ -48,7 +47,7 @@ __all__ = [
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sftp", "sshfs")
+BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sftp", "webdav", "sshfs")
 DEFAULT_BACKENDS = BACKENDS[:-1]
 """sshfs claims sftp:// from paramiko's client and is not in the bench extra: name it."""
 _PROTOCOLS = {
@@ -60,6 +59,7 @@ _PROTOCOLS = {
     "ftp": "ftp",
     "sftp": "sftp",  # fsspec's paramiko client
     "sshfs": "sftp",  # SFTP through sshfs; both on the tests' asyncssh server
+    "webdav": "webdav",
 }
 _SFTP_CLIENTS = {
     "sftp": "fsspec.implementations.sftp.SFTPFileSystem",
@@ -172,6 +172,10 @@ def _emulator(backend: str) -> Emulator:
         from servers_sftp import SFTPServer
 
         return SFTPServer()
+    if backend == "webdav":
+        from servers_webdav import WebdavServer  # wsgidav under cheroot, in a subprocess
+
+        return WebdavServer()
     return AzureServer()
 
 
@@ -202,9 +206,9 @@ def running_envs(backends: list[str]) -> Iterator[dict[str, Env]]:
                 options.update(getattr(server, "connect_options", {}))
                 process = server.process if isinstance(server, ProcessEmulator) else None
                 pid = process.pid if process is not None else 0
-                authority = str(getattr(server, "authority", ""))
+                bucket = server.bucket  # BUCKET, or the WebDAV server's top folder
                 envs[backend] = Env(
-                    backend, protocol, BUCKET, options, server.endpoint, pid, authority
+                    backend, protocol, bucket, options, server.endpoint, pid, authority
                 )
                 if backend == "sshfs":
                     envs[backend] = _sshfs_env(envs[backend], server)

@@ -79,7 +79,11 @@ class Location:
         inner = self.layers[-1]
         scheme = split_protocol(inner)[0] or "file"
         self.protocol = canonical_protocol(scheme)
-        self.root = str(filesystem_class(scheme)._strip_protocol(inner)).rstrip("/")
+        fs_class = filesystem_class(scheme)
+        # What the target's URL itself says (host, port, user, password:
+        # sftp://user:pw@host/path) counts, under the options given explicitly.
+        backend = backend_class(self.protocol, fs_class)
+        self.root, from_url = backend.split_url(fs_class, inner, options)
         if not self.root.strip("/"):
             msg = (
                 f"The storage URL {url!r} names no root folder or bucket; "
@@ -87,9 +91,6 @@ class Location:
             )
             raise ValueError(msg)
         self._scheme = scheme
-        # What the target's URL itself says (host, port, user, password:
-        # sftp://user:pw@host/path) counts, under the options given explicitly.
-        from_url = filesystem_class(scheme)._get_kwargs_from_urls(inner)
         self._options = {**from_url, **options}
 
     @property

@@ -50,14 +50,15 @@ def options(backend: BackendInfo, flag: str = "-o", **override: Any) -> list[str
     return args
 
 
-def root_of(url: str) -> str:
-    return FsspecStorage(url).location.root
+def root_of(url: str, backend: BackendInfo) -> str:
+    # With the options: a webdav:// URL's path is relative to base_url when one is given.
+    return FsspecStorage(url, storage_options=backend.storage_options).location.root
 
 
 def leftovers(backend: BackendInfo, url: str) -> list[str]:
     """Every object under a root URL."""
     fs = backend.fs()
-    root = root_of(url)
+    root = root_of(url, backend)
     fs.invalidate_cache()
     return sorted(fs.find(root)) if fs.exists(root) else []
 
@@ -133,7 +134,7 @@ def test_check_reports_stale_temp_objects(
     assert "lakery-fsspec gc" in out
     assert leftovers(backend, root_url) == [old]  # check never deletes what it did not write
     if upload:
-        assert backend.open_uploads(root_of(root_url)) == upload
+        assert backend.open_uploads(root_of(root_url, backend)) == upload
 
 
 def test_check_validates_the_template(
@@ -453,7 +454,7 @@ def test_put_then_get_round_trip(
     for name, pointer in zip(names, pointers, strict=True):
         data = files[name].read_bytes()
         assert pointer["protocol"] == backend.protocol
-        assert pointer["root"] == root_of(root_url)
+        assert pointer["root"] == root_of(root_url, backend)
         assert pointer["content_hash"] == hashlib.sha256(data).hexdigest()
         assert pointer["content_size"] == len(data)
     assert pointers[0]["path"].endswith(".json")
@@ -517,7 +518,11 @@ def test_get_of_a_changed_object_fails_and_writes_nothing(
 def test_get_of_a_missing_object(
     backend: BackendInfo, root_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pointer = {"protocol": backend.protocol, "root": root_of(root_url), "path": "no/such.bin"}
+    pointer = {
+        "protocol": backend.protocol,
+        "root": root_of(root_url, backend),
+        "path": "no/such.bin",
+    }
     assert main(["get", json.dumps(pointer), *options(backend, "-s")]) == 1
     err = capsys.readouterr().err
     assert "error: No object at" in err
@@ -530,7 +535,7 @@ def test_get_from_an_endpoint_with_nothing_listening(
 ) -> None:
     # No probe here: the error comes from botocore itself and is classified.
     dead = f"http://{HOST}:{free_port()}"
-    pointer = {"protocol": "s3", "root": root_of(root_url), "path": "ab/cd.bin"}
+    pointer = {"protocol": "s3", "root": root_of(root_url, backend), "path": "ab/cd.bin"}
     args = options(backend, "-s", endpoint_url=dead)
     args += ["-s", 'config_kwargs={"retries": {"max_attempts": 1}}']
     assert main(["get", json.dumps(pointer), *args]) == 1
@@ -563,7 +568,7 @@ def test_put_uses_the_default_url(
     monkeypatch.setenv(URL_VARIABLE, root_url)
     assert main(["put", str(files["a.json"]), str(files["b.bin"]), *options(backend)]) == 0
     pointers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [p["root"] for p in pointers] == [root_of(root_url)] * 2
+    assert [p["root"] for p in pointers] == [root_of(root_url, backend)] * 2
 
 
 def test_put_with_template_and_tags(
@@ -603,7 +608,7 @@ def test_put_reads_stdin(
 
 def _temp_object(backend: BackendInfo, url: str) -> str:
     """A temp object as an interrupted stream leaves it."""
-    path = f"{root_of(url)}/.lakery-tmp/{temp_name()}"
+    path = f"{root_of(url, backend)}/.lakery-tmp/{temp_name()}"
     backend.fs().pipe_file(path, b"partial upload")
     return path
 
@@ -612,7 +617,7 @@ def _upload(backend: BackendInfo, url: str) -> list[str]:
     """An unfinished upload as a writer killed mid-stream leaves it, where one can be listed."""
     if not backend.lists_uploads:
         return []
-    path = f"{root_of(url)}/.lakery-tmp/{temp_name()}"
+    path = f"{root_of(url, backend)}/.lakery-tmp/{temp_name()}"
     backend.start_upload(path)
     return [path]
 
@@ -631,7 +636,7 @@ def test_gc_dry_run_then_delete(
     old, old_upload = _temp_object(backend, root_url), _upload(backend, root_url)
     time.sleep(GC_OLD)
     fresh, fresh_upload = _temp_object(backend, root_url), _upload(backend, root_url)
-    foreign = f"{root_of(root_url)}/.lakery-tmp/not-a-temp-name"
+    foreign = f"{root_of(root_url, backend)}/.lakery-tmp/not-a-temp-name"
     backend.fs().pipe_file(foreign, b"x")
     everything = sorted([old, fresh, foreign])
     uploads = len(old_upload)
@@ -650,7 +655,9 @@ def test_gc_dry_run_then_delete(
     assert expected in captured.err
     assert leftovers(backend, root_url) == everything
     if backend.lists_uploads:
-        assert backend.open_uploads(root_of(root_url)) == sorted([*old_upload, *fresh_upload])
+        assert backend.open_uploads(root_of(root_url, backend)) == sorted(
+            [*old_upload, *fresh_upload]
+        )
 
     assert main(["gc", root_url, "--older-than", "5s", *options(backend)]) == 0
     captured = capsys.readouterr()
@@ -661,7 +668,7 @@ def test_gc_dry_run_then_delete(
     assert expected in captured.err
     assert leftovers(backend, root_url) == sorted([fresh, foreign])
     if backend.lists_uploads:
-        assert backend.open_uploads(root_of(root_url)) == fresh_upload
+        assert backend.open_uploads(root_of(root_url, backend)) == fresh_upload
 
     assert main(["gc", root_url, "--older-than", "0", *options(backend)]) == 0
     assert sorted(capsys.readouterr().out.splitlines()) == sorted(
@@ -669,7 +676,7 @@ def test_gc_dry_run_then_delete(
     )
     assert leftovers(backend, root_url) == [foreign]
     if backend.lists_uploads:
-        assert backend.open_uploads(root_of(root_url)) == []
+        assert backend.open_uploads(root_of(root_url, backend)) == []
 
 
 def test_gc_on_a_fresh_storage_finds_nothing(

@@ -28,7 +28,7 @@ from lakery_fsspec.errors import unavailable
 from lakery_fsspec.writers import SerialWriter
 
 CLOUDS = ("s3", "gcs", "azure")
-SERVERS = (*CLOUDS, "sftp")
+SERVERS = (*CLOUDS, "sftp", "webdav")
 """Backends on a server of their own, which a test can silence, stop and restart."""
 BLOCK = 256 * 1024
 """chunk_size of the storages here; the clouds round their upload blocks up (5-8 MiB)."""
@@ -215,6 +215,12 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         [left] = objects(backend, root_url)
         assert left.startswith(".lakery-tmp/")
         assert await storage.cleanup_temp(older_than=0) == [f"{storage.location.root}/{left}"]
+    elif backend.name == "webdav":
+        # wsgidav keeps what arrived of a PUT cut off: a temp object, which the failed
+        # stream could not delete while the server was down. cleanup_temp removes it.
+        leftovers = objects(backend, root_url)
+        assert all(path.startswith(".lakery-tmp/") for path in leftovers), leftovers
+        await storage.cleanup_temp(older_than=0)
     # moto kept its data: nothing was committed at the final path or left at a temp one.
     assert objects(backend, root_url) == []
     # The same write succeeds now.

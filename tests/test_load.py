@@ -22,7 +22,7 @@ DISTINCT = 200
 TASKS = 64
 
 
-@pytest.mark.backends("s3", "gcs", "azure", "ftp")
+@pytest.mark.backends("s3", "gcs", "azure", "ftp", "webdav")
 async def test_concurrent_writes_of_identical_and_distinct_contents(
     backend: BackendInfo, root_url: str
 ) -> None:

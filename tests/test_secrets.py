@@ -35,6 +35,8 @@ def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
         return dict(backend.storage_options), [FTP_PASSWORD]
     if backend.name in ("sftp", "sshfs"):  # the server's only password
         return dict(backend.storage_options), [SFTP_PASSWORD]
+    if backend.name == "webdav":  # the user's password, which the server checks
+        return dict(backend.storage_options), [backend.storage_options["auth"][1]]
     return {"api_secret": SENTINEL}, [SENTINEL]  # memory and local take any option
 
 

@@ -50,6 +50,8 @@ class RawFsspecFamily(Family):
             options = dict(self.env.storage_options)
             if self.env.protocol == "sftp":
                 options = sftp_options(self.env.url(""), options)
+            if isinstance(options.get("auth"), list):  # webdav4 (httpx) wants a tuple
+                options["auth"] = tuple(options["auth"])
             self.sync_fs = fsspec.filesystem(self.env.protocol, **options)
             self.async_fs: AsyncFileSystem | None = None
             # sshfs connects in its constructor, on fsspec's loop: its sync API it is.
@@ -113,10 +115,9 @@ class RawFsspec(Contender):
         self.afs = async_fs
         self.root = root
         self.local = protocol == "file"
-        # ftplib and sshfs make no folders when a file is opened for writing.
-        self.needs_dirs = (
-            protocol in ("file", "ftp", "sftp") or type(sync_fs).__name__ == "SSHFileSystem"
-        )
+        # ftplib, both SFTP clients and webdav4 make no folders when a file is opened for
+        # writing.
+        self.needs_dirs = protocol in ("file", "ftp", "sftp", "webdav")
         self.chunk_size = chunk_size
         self.block_size = block_size(protocol, chunk_size)
         # ftplib has one control connection and paramiko one channel: calls on either from
@@ -128,6 +129,8 @@ class RawFsspec(Contender):
             self.serial = threading.Lock() if protocol == "ftp" else contextlib.nullcontext()
         if self.needs_dirs:
             self.fs.makedirs(root, exist_ok=True)
+        if protocol == "webdav":  # webdav4's files upload into an existing folder only
+            self.fs.makedirs(f"{root}/tmp", exist_ok=True)
 
     async def _sync(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def call() -> T:

@@ -15,6 +15,7 @@ from lakery_fsspec.backends.obstore import ObstoreBackend
 from lakery_fsspec.backends.s3 import S3Backend
 from lakery_fsspec.backends.sftp import SFTPBackend
 from lakery_fsspec.backends.sshfs import SSHFSBackend
+from lakery_fsspec.backends.webdav import WebdavBackend
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.loops import shared_loop_instances
 
@@ -58,6 +59,7 @@ for _builtin in (
     AzureBackend,
     FTPBackend,
     SFTPBackend,
+    WebdavBackend,
 ):
     register_backend(_builtin)
 register_backend(SSHFSBackend)

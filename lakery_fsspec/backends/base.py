@@ -107,6 +107,16 @@ class Backend:
         return None
 
     @classmethod
+    def split_url(
+        cls, fs_class: type[Any], url: str, options: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The root a URL (a chain's innermost) names, as pointers record it, and the storage
+        options the URL itself carries (host, port, user, password:
+        ``sftp://user:pw@host:port/path``); ``options`` are those given explicitly, which
+        win over the URL's."""
+        return str(fs_class._strip_protocol(url)).rstrip("/"), fs_class._get_kwargs_from_urls(url)
+
+    @classmethod
     def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """The user's storage options plus what this backend needs of its filesystem."""
         return options
