@@ -112,6 +112,14 @@ class BackendInfo:
             if self.name == "sftp":
                 options.pop("known_hosts", None)  # the storage's option, not paramiko's
                 cls = _sftp_making_folders()
+            elif self.name == "webdav":
+                # No idle connections: this client outlives server restarts, and a pooled
+                # connection the server dropped would be collected unclosed, a
+                # ResourceWarning (an error here) in whichever test runs then.
+                import httpx
+
+                options["limits"] = httpx.Limits(max_keepalive_connections=0)
+                cls = fsspec.get_filesystem_class(self.protocol)
             else:
                 cls = fsspec.get_filesystem_class(self.protocol)
             fs = self._fs = cls(skip_instance_cache=True, **caches, **options)

@@ -150,6 +150,10 @@ class ProcessEmulator(Emulator):
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def answers(self) -> bool:
+        """Whether the started server is ready (by default: anything answers HTTP)."""
+        return _answers(self.endpoint + "/")
+
     def start(self) -> None:
         for attempt in range(1, self.attempts + 1):
             self._spawn()
@@ -158,7 +162,7 @@ class ProcessEmulator(Emulator):
                 assert self.process is not None
                 if self.process.poll() is not None:
                     break
-                if _answers(self.endpoint + "/") and self.process.poll() is None:
+                if self.answers() and self.process.poll() is None:
                     return
                 time.sleep(0.05)
             else:
@@ -205,6 +209,41 @@ class ProcessEmulator(Emulator):
         if close_log and self._log is not None:
             self._log.close()
             self._log = None
+
+
+class FolderServer(ProcessEmulator):
+    """A server of the files in a folder of its own (SFTP, FTP, WebDAV), in a subprocess.
+
+    `BUCKET` is a folder in `data`; `put` writes behind the server's back. The folder
+    outlives `stop()` and `start()` (fault tests) and is removed on exit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"lakery-{self.name}-"))
+        self.data = self.folder / "data"
+        self.data.mkdir()
+
+    def create_bucket(self) -> None:
+        (self.data / self.bucket).mkdir(exist_ok=True)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.data / self.bucket / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def __exit__(self, *exc_info: object) -> None:
+        super().__exit__(*exc_info)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def greets(port: int, banner: bytes) -> bool:
+    """Whether a server on ``port`` greets a new connection with ``banner`` (SSH, FTP)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as sock:
+            return sock.recv(len(banner)).startswith(banner)
+    except OSError:
+        return False
 
 
 class S3Server(Emulator):

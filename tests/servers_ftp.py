@@ -14,32 +14,21 @@ Run as a script, this module is the server: `python servers_ftp.py ROOT PORT`.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-from servers import BUCKET, HOST, START_TIMEOUT, ProcessEmulator
+from servers import BUCKET, HOST, FolderServer, greets
 
 USER = "lake"
 READER = "reader"
 PASSWORD = "ftp-test-secret-5b1e"  # a string the secret tests look for in output
 
 
-class FTPServer(ProcessEmulator):
+class FTPServer(FolderServer):
     """pyftpdlib's FTP server on a folder of its own."""
 
     name = "ftp"
     bucket = BUCKET
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="lakery-ftp-"))
-        self.data = self.folder / "data"
-        self.data.mkdir()
 
     @property
     def endpoint(self) -> str:
@@ -72,30 +61,8 @@ class FTPServer(ProcessEmulator):
     def command(self) -> list[str]:
         return [sys.executable, __file__, str(self.data), str(self.port)]
 
-    def start(self) -> None:
-        self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ftp server exited at start-up\n{self._stop_and_read_log()}")
-            if _ftp_answers(self.port):
-                return
-            time.sleep(0.05)
-        message = f"ftp server did not answer on port {self.port} in {START_TIMEOUT:.0f} s"
-        raise RuntimeError(f"{message}\n{self._stop_and_read_log()}")
-
-    def create_bucket(self) -> None:
-        (self.data / self.bucket).mkdir(exist_ok=True)
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self.data / self.bucket / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def __exit__(self, *exc_info: object) -> None:
-        super().__exit__(*exc_info)
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def answers(self) -> bool:
+        return greets(self.port, b"220")
 
 
 def _test_filesystem_class() -> type[Any]:
@@ -109,15 +76,6 @@ def _test_filesystem_class() -> type[Any]:
             super().pipe_file(path, value, mode=mode, **kwargs)
 
     return TestFTPFileSystem
-
-
-def _ftp_answers(port: int) -> bool:
-    """Whether an FTP server greets on ``port`` (220)."""
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as sock:
-            return sock.recv(4).startswith(b"220")
-    except OSError:
-        return False
 
 
 def _serve(root: str, port: int) -> None:

@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from servers import BUCKET, HOST, START_TIMEOUT, ProcessEmulator
+from servers import BUCKET, HOST, FolderServer, greets
 
 USER = "lake"
 READER = "reader"
 PASSWORD = "sftp-test-secret"  # a string the secret tests look for in output
 
 
-class SFTPServer(ProcessEmulator):
+class SFTPServer(FolderServer):
     """asyncssh's SFTP server on a folder of its own."""
 
     name = "sftp"
@@ -39,9 +36,6 @@ class SFTPServer(ProcessEmulator):
         super().__init__()
         import asyncssh
 
-        self.folder = Path(tempfile.mkdtemp(prefix="lakery-sftp-"))
-        self.data = self.folder / "data"
-        self.data.mkdir()
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         client_key = asyncssh.generate_private_key("ssh-ed25519")
         self.host_key_file = self.folder / "host_key"
@@ -51,8 +45,7 @@ class SFTPServer(ProcessEmulator):
         self.client_pub_file = self.folder / "client_key.pub"
         client_key.write_public_key(str(self.client_pub_file))
         self.known_hosts = self.folder / "known_hosts"
-        line = host_key.export_public_key("openssh").decode().strip()
-        self.known_hosts.write_text(f"[{HOST}]:{self.port} {line}\n")
+        self._host_key = host_key.export_public_key("openssh").decode().strip()
 
     @property
     def endpoint(self) -> str:
@@ -73,7 +66,12 @@ class SFTPServer(ProcessEmulator):
         by the tests themselves)."""
         return {"host": HOST, "port": self.port, "username": USER}
 
+    def answers(self) -> bool:
+        return greets(self.port, b"SSH-")
+
     def command(self) -> list[str]:
+        # Here, not at __init__: a start that finds its port taken retries on another.
+        self.known_hosts.write_text(f"[{HOST}]:{self.port} {self._host_key}\n")
         return [
             sys.executable,
             __file__,
@@ -82,42 +80,6 @@ class SFTPServer(ProcessEmulator):
             str(self.host_key_file),
             str(self.client_pub_file),
         ]
-
-    def start(self) -> None:
-        self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sftp server exited at start-up\n{self._stop_and_read_log()}")
-            if _ssh_answers(self.port):
-                return
-            time.sleep(0.05)
-        message = f"sftp server did not answer on port {self.port} in {START_TIMEOUT:.0f} s"
-        raise RuntimeError(f"{message}\n{self._stop_and_read_log()}")
-
-    def create_bucket(self) -> None:
-        (self.data / self.bucket).mkdir(exist_ok=True)
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self.data / self.bucket / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def __exit__(self, *exc_info: object) -> None:
-        super().__exit__(*exc_info)
-        import shutil
-
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _ssh_answers(port: int) -> bool:
-    """Whether an SSH server greets on ``port``."""
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as sock:
-            return sock.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 async def _serve(root: str, port: int, host_key: str, authorized_keys: str) -> None:

@@ -12,14 +12,11 @@ Run as a script (``python servers_webdav.py PORT DIRECTORY``) it is the server i
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import httpx
-from servers import HOST, ProcessEmulator
+from servers import HOST, FolderServer
 
 USER = "lakery"
 PASSWORD = "dav-pw-5e3cret"  # distinctive: tests look for it in output
@@ -27,15 +24,11 @@ READER = "reader"
 READER_PASSWORD = "reader-pw-5e3cret"
 
 
-class WebdavServer(ProcessEmulator):
+class WebdavServer(FolderServer):
     """wsgidav under cheroot, in a subprocess (its own warnings and threads stay there)."""
 
     name = "webdav"
     bucket = ".bucket"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.directory = Path(tempfile.mkdtemp(prefix="lakery-webdav-"))
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -53,20 +46,7 @@ class WebdavServer(ProcessEmulator):
         return f"{HOST}:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, __file__, str(self.port), str(self.directory)]
-
-    def __exit__(self, *exc_info: object) -> None:
-        super().__exit__(*exc_info)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def create_bucket(self) -> None:
-        (self.directory / self.bucket).mkdir(exist_ok=True)
-
-    def put(self, key: str, data: bytes) -> None:
-        """Write a file into the served directory behind the server's back."""
-        path = self.directory / self.bucket / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        return [sys.executable, __file__, str(self.port), str(self.data)]
 
     def metadata(self, key: str) -> dict[str, str | None]:
         """What the server answers for the object's content type (wsgidav guesses it from
@@ -81,7 +61,7 @@ class WebdavServer(ProcessEmulator):
 
     def files(self, prefix: str = "") -> list[str]:
         """Every file under ``.bucket/prefix`` on disk, relative to the bucket."""
-        top = self.directory / self.bucket
+        top = self.data / self.bucket
         found = [
             os.path.relpath(os.path.join(folder, name), top)
             for folder, _, names in os.walk(top / prefix)

@@ -164,7 +164,7 @@ async def test_a_stream_is_sent_as_it_comes(backend: BackendInfo) -> None:
     """Each block reaches the server's temp file before the stream yields the next-but-one:
     nothing is spooled locally until the end."""
     storage = make(backend)
-    temp_folder = server_of(backend).directory / storage.location.root / ".lakery-tmp"
+    temp_folder = server_of(backend).data / storage.location.root / ".lakery-tmp"
 
     def on_server() -> int:
         return sum(entry.stat().st_size for entry in os.scandir(temp_folder))
@@ -253,7 +253,7 @@ def test_check_missing_top_folder(backend: BackendInfo, capsys: pytest.CaptureFi
     assert "FAILED at step 'list'" in text
     assert f"The folder '{top}' does not exist on the WebDAV server at http://127.0.0.1:" in text
     assert f"fix: Create the folder '{top}' on the server" in text
-    assert not (server_of(backend).directory / top).exists()  # never created
+    assert not (server_of(backend).data / top).exists()  # never created
 
 
 def test_check_permission_denied(backend: BackendInfo, capsys: pytest.CaptureFixture[str]) -> None:
