@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from lakery_fsspec.bridge import Bridge
 
-__all__ = ["Backend", "Explanation", "cleanup"]
+__all__ = ["Backend", "Explanation", "blocks", "cleanup"]
 
 _LOG = logging.getLogger("lakery_fsspec")
 
@@ -247,27 +247,22 @@ class Backend:
         block_size = self.block_size(chunk_size)
         # Serialized: a step abandoned at a timeout never races the abort.
         writer = SerialWriter(partial(self.open_writer, path, digest, block_size))
+        written = False
         try:
             await self.io.thread(writer.open)
-            pending: list[bytes] = []
-            pending_size = written = 0
-            async for chunk in stream:
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= block_size:
+            async with contextlib.aclosing(blocks(stream, block_size)) as gathered:
+                async for block in gathered:
                     # One worker-thread hop per block, no copies of ours.
-                    await self.io.thread(partial(_write_all, writer, pending, block_size))
-                    written += pending_size
-                    pending, pending_size = [], 0
-            if written or pending_size:
-                await self.io.thread(partial(_write_all, writer, pending, block_size))
+                    await self.io.thread(partial(_write_all, writer, block, block_size))
+                    written = True
+            if written:
                 await self.io.thread(writer.commit)
         except BaseException:
             await cleanup(
                 self.io.thread(writer.abort), f"abort the upload to {self.protocol}://{path}"
             )
             raise
-        if not (written or pending_size):
+        if not written:
             # Some writers (s3fs) drop the metadata of an empty file; a put keeps it.
             await self.io.thread(writer.abort)
             await self.put(path, b"", digest)
@@ -347,6 +342,21 @@ class Backend:
     async def _makedirs(self, path: str) -> None:
         if self.needs_dirs:
             await self.io.call("makedirs", posixpath.dirname(path), exist_ok=True)
+
+
+async def blocks(stream: AsyncIterable[bytes], block_size: int) -> AsyncGenerator[list[bytes]]:
+    """The stream's chunks gathered, uncopied, into blocks of at least ``block_size``
+    bytes; the last block may be smaller, and an empty stream has none."""
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= block_size:
+            yield pending
+            pending, size = [], 0
+    if size:
+        yield pending
 
 
 async def cleanup(step: Awaitable[object], what: str) -> None:

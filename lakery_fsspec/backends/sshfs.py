@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from anyio import to_thread
 
-from lakery_fsspec.backends.base import Backend, Explanation, cleanup
+from lakery_fsspec.backends.base import Backend, Explanation, blocks, cleanup
 from lakery_fsspec.backends.clock import Aged, age
 from lakery_fsspec.bridge import Bridge
 from lakery_fsspec.errors import StorageUnavailableError
@@ -210,18 +210,12 @@ class SSHFSBackend(Backend):
         block_size = self.block_size(chunk_size)
         file = await self._sftp(lambda sftp: _open_new(sftp, path))
         try:
-            pending: list[bytes] = []
-            pending_size = offset = 0
-            async for chunk in stream:
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= block_size:
-                    block = b"".join(pending)
-                    pending, pending_size = [], 0
-                    await self._sftp(_writing(file, block, offset))
-                    offset += len(block)
-            if pending:
-                await self._sftp(_writing(file, b"".join(pending), offset))
+            offset = 0
+            async with contextlib.aclosing(blocks(stream, block_size)) as gathered:
+                async for block in gathered:
+                    data = b"".join(block)
+                    await self._sftp(_writing(file, data, offset))
+                    offset += len(data)
         finally:
             # On failure the caller removes the temp file; close it first either way.
             await cleanup(self._sftp(lambda _: file.close()), f"close sftp://{path}")
