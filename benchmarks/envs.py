@@ -41,6 +41,7 @@ __all__ = [
     "AZURITE_KEY",
     "BACKENDS",
     "DEFAULT_BACKENDS",
+    "FILE_SERVERS",
     "Env",
     "boto3_client",
     "cpu_seconds",
@@ -49,6 +50,8 @@ __all__ = [
 
 BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sftp", "webdav", "sshfs")
 DEFAULT_BACKENDS = BACKENDS[:-1]
+FILE_SERVERS = ("ftp", "sftp", "webdav", "sshfs")
+"""Backends labox ships no storage for, and obstore does not speak."""
 """sshfs claims sftp:// from paramiko's client and is not in the bench extra: name it."""
 _PROTOCOLS = {
     "local": "file",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.contenders.base import Contender, Family, LaboxContender
-from benchmarks.envs import boto3_client
+from benchmarks.envs import FILE_SERVERS, Env, boto3_client
 
 __all__ = ["NativeFamily"]
 
@@ -22,6 +22,10 @@ __all__ = ["NativeFamily"]
 class NativeFamily(Family):
     key = "native"
     label = "labox native"
+
+    @classmethod
+    def applies(cls, env: Env) -> bool:
+        return env.backend not in FILE_SERVERS  # labox has no SFTP, FTP or WebDAV storage
 
     async def open(self, prefix: str) -> Contender:
         return LaboxContender(self._storage(prefix))

@@ -18,7 +18,15 @@ from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
 from benchmarks.contenders.base import Contender, Family
 from benchmarks.contenders.raw_fsspec import block_size
-from benchmarks.envs import AWS_KEY, AWS_REGION, AWS_SECRET, AZURITE_ACCOUNT, AZURITE_KEY, Env
+from benchmarks.envs import (
+    AWS_KEY,
+    AWS_REGION,
+    AWS_SECRET,
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    FILE_SERVERS,
+    Env,
+)
 
 __all__ = ["GCS_UNAVAILABLE", "ObstoreFamily", "obstore_config"]
 
@@ -77,6 +85,10 @@ GCS_UNAVAILABLE = (
 class ObstoreFamily(Family):
     key = "obstore"
     label = "obstore"
+
+    @classmethod
+    def applies(cls, env: Env) -> bool:
+        return env.backend not in FILE_SERVERS  # obstore speaks object stores and files
 
     @classmethod
     def unavailable(cls, env: Env) -> str | None:

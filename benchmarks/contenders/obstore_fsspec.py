@@ -22,7 +22,7 @@ from obstore.fsspec import register
 
 from benchmarks.contenders.base import Contender, Family, LaboxContender
 from benchmarks.contenders.obstore_api import GCS_UNAVAILABLE, obstore_config
-from benchmarks.envs import Env
+from benchmarks.envs import FILE_SERVERS, Env
 from lakery_fsspec import FsspecStorage
 
 __all__ = ["ObstoreFsspecFamily", "obstore_registered"]
@@ -46,6 +46,10 @@ def obstore_registered(protocol: str) -> Iterator[None]:
 class ObstoreFsspecFamily(Family):
     key = "obstore_fsspec"
     label = "FsspecStorage on obstore.fsspec"
+
+    @classmethod
+    def applies(cls, env: Env) -> bool:
+        return env.backend not in FILE_SERVERS  # obstore speaks object stores and files
 
     @classmethod
     def unavailable(cls, env: Env) -> str | None:

@@ -174,7 +174,7 @@ class RawFsspec(Contender):
                 while chunk := await self._sync(file.read, self.chunk_size):
                     yield chunk
             finally:
-                await self._thread(file.close)
+                await self._sync(file.close)
             return
         if type(self.afs).__name__ == "S3FileSystem":
             # s3fs: one streamed GET through its async file, as FsspecStorage's S3 backend
