@@ -192,6 +192,7 @@ async def verify(
                 "give the storage the template its objects were written with."
             )
             raise ValueError(msg)
+        await storage._opened("verify")  # a client that connects when made: off the loop
         backend, root = storage._target()
         objects = _walked(backend, root, storage.temp_prefix, matcher, after)
     else:
