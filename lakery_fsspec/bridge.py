@@ -22,7 +22,7 @@ from lakery_fsspec.errors import StorageUnavailableError, unavailable
 if TYPE_CHECKING:
     from lakery_fsspec.loops import LoopInstances
 
-__all__ = ["Bridge", "in_daemon_thread"]
+__all__ = ["Bridge", "in_daemon_thread", "timed_out"]
 
 T = TypeVar("T")
 
@@ -109,9 +109,15 @@ class Bridge:
         raise self._timed_out()
 
     def _timed_out(self) -> StorageUnavailableError:
-        error = StorageUnavailableError(f"no answer within the {self.timeout:g} s timeout")
-        error.__cause__ = TimeoutError(f"timeout={self.timeout:g} s")
-        return error
+        assert self.timeout is not None
+        return timed_out(self.timeout)
+
+
+def timed_out(timeout: float) -> StorageUnavailableError:
+    """The error of a call that got no answer within ``timeout`` seconds."""
+    error = StorageUnavailableError(f"no answer within the {timeout:g} s timeout")
+    error.__cause__ = TimeoutError(f"timeout={timeout:g} s")
+    return error
 
 
 _pools: weakref.WeakKeyDictionary[AbstractFileSystem, ThreadPoolExecutor]

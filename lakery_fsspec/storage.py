@@ -20,7 +20,7 @@ from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
 from lakery_fsspec.backends import Backend, backend_for, reader_for
-from lakery_fsspec.bridge import in_daemon_thread
+from lakery_fsspec.bridge import in_daemon_thread, timed_out
 from lakery_fsspec.errors import (
     ReadOnlyStorageError,
     StorageUnavailableError,
@@ -374,7 +374,8 @@ class FsspecStorage(Storage[FsspecPointer]):
             with anyio.fail_after(self.timeout):
                 return await in_daemon_thread(partial(self._backends_for, protocol))
         except TimeoutError as error:
-            failed = StorageUnavailableError(f"no answer within the {self.timeout:g} s timeout")
+            assert self.timeout is not None  # only the deadline raises it here
+            failed = timed_out(self.timeout)
             failed.locate(operation, f"{protocol}://{path or self.location.root}")
             raise failed from error
         except StorageUnavailableError as error:
