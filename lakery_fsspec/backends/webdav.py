@@ -140,6 +140,15 @@ class WebdavBackend(Backend):
         auth = options.get("auth")
         if isinstance(auth, list):  # -o auth='["user", "password"]' on the command line
             options = {**options, "auth": tuple(auth)}  # pyright: ignore[reportUnknownArgumentType]
+        if "limits" not in options:
+            import httpx  # webdav4's own dependency: lazily, as webdav4 is optional
+
+            # No cap on idle connections: httpcore (1.0.9) closes an idle connection the
+            # moment the pool holds more than the cap, even one it has just handed to a
+            # waiting thread, which then reads from a closed socket (EBADF). This
+            # backend's threads (up to 40, plus one per stream) all share the client.
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            options = {**options, "limits": limits}
         return options
 
     @classmethod
