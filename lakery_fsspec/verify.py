@@ -192,7 +192,7 @@ async def verify(
                 "give the storage the template its objects were written with."
             )
             raise ValueError(msg)
-        await storage._opened("verify")  # a client that connects when made: off the loop
+        await storage._opened("verify")  # a connecting client: off the loop
         backend, root = storage._target()
         objects = _walked(backend, root, storage.temp_prefix, matcher, after)
     else:
@@ -338,16 +338,17 @@ async def _pointed(
     """The objects ``pointers`` name, each with what its pointer (or path) says."""
     if isinstance(pointers, AsyncIterable):
         async for pointer in pointers:
-            yield _pointed_object(storage, pointer, matcher)
+            yield await _pointed_object(storage, pointer, matcher)
     else:
         for pointer in pointers:
-            yield _pointed_object(storage, pointer, matcher)
+            yield await _pointed_object(storage, pointer, matcher)
 
 
-def _pointed_object(
+async def _pointed_object(
     storage: FsspecStorage, pointer: FsspecPointer, matcher: PathMatcher | None
 ) -> _Object:
     try:
+        await storage._opened("verify", pointer=pointer)  # a connecting client: off the loop
         backend, location = storage._target(pointer)
     except ValueError as error:  # malformed, or a protocol this storage may not read
         return _Object(url=_pointer_url(pointer), path="", unreadable=f"refused: {error}")

@@ -21,7 +21,7 @@ from conftest import BackendInfo
 from helpers import Stream, chunked, digest_of, payload
 from servers_sftp import PASSWORD, READER, USER, SFTPServer
 
-from lakery_fsspec import FsspecStorage
+from lakery_fsspec import FsspecStorage, StorageUnavailableError
 from lakery_fsspec.backends.sftp import UnknownHostKeyError
 from lakery_fsspec.cli import main
 
@@ -222,6 +222,33 @@ async def test_a_server_that_never_answers_starves_no_other_storage(
         for task in stuck:
             task.cancel()
         await asyncio.gather(*stuck, return_exceptions=True)
+
+
+async def test_verify_reaches_a_pointers_server_off_the_loop(
+    backend: BackendInfo, tmp_path: Path
+) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        options = {**backend.storage_options, "port": port}
+        local = FsspecStorage(tmp_path / "lake", read_options={"sftp": options}, timeout=1.0)
+        pointer: Any = {"protocol": "sftp", "root": "lake", "path": "ab/ab12.bin"}
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        try:
+            with anyio.fail_after(20), pytest.raises(StorageUnavailableError):
+                await local.verify([pointer])
+        finally:
+            ticker.cancel()
+        assert ticks >= 10  # the loop ran on while the connect waited out the timeout
 
 
 # --- check explains -----------------------------------------------------------------------
