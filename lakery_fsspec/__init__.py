@@ -1,18 +1,19 @@
 """lakery_fsspec: one labox storage for every fsspec filesystem.
 
-Everything importable from here is the public API; every other module is internal.
+Everything importable from here is the public API; the underscore-named modules are
+private.
 """
 
-from lakery_fsspec.backends import Backend, register_backend
-from lakery_fsspec.errors import (
+from lakery_fsspec._backends import Backend, register_backend
+from lakery_fsspec._errors import (
     IntegrityError,
     ReadOnlyStorageError,
     StorageUnavailableError,
 )
-from lakery_fsspec.pointer import FsspecPointer
-from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router
-from lakery_fsspec.storage import DEFAULT_CHUNK_SIZE, FsspecStorage
-from lakery_fsspec.temp import TempPath
+from lakery_fsspec._pointer import FsspecPointer
+from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router
+from lakery_fsspec._storage import DEFAULT_CHUNK_SIZE, FsspecStorage
+from lakery_fsspec._temp import TempPath
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -33,7 +33,7 @@ from proxy import HOST, CorruptingProxy, Request
 from servers import GCSServer
 
 from lakery_fsspec import FsspecStorage, IntegrityError
-from lakery_fsspec.backends import backend_class
+from lakery_fsspec._backends import backend_class
 
 pytestmark = pytest.mark.backends("s3", "gcs", "azure")
 
@@ -258,7 +258,7 @@ async def test_blob_above_the_single_put_limit_goes_in_checked_blocks(
     # of blobs (64 MiB, the SDK's single-put limit) cut to one stream block.
     proxied, storage = setup
     name = proxied.backend.name
-    module = f"lakery_fsspec.backends.{name}"
+    module = f"lakery_fsspec._backends.{name}"
     if name == "s3":
         monkeypatch.setattr(f"{module}._MAX_PUT_OBJECT", CHUNK)
     else:

@@ -31,8 +31,8 @@ from conftest import BackendInfo
 from helpers import Stream, chunked, digest_of, payload
 
 from lakery_fsspec import FsspecStorage, TempPath
-from lakery_fsspec.backends import backend_class
-from lakery_fsspec.temp import temp_name
+from lakery_fsspec._backends import backend_class
+from lakery_fsspec._temp import temp_name
 
 CHUNK = 256 * 1024
 OLD = 2.0

@@ -33,8 +33,8 @@ from helpers import on_a_terminal, payload
 from servers import HOST, free_port
 
 from lakery_fsspec import FsspecStorage
+from lakery_fsspec._temp import temp_name
 from lakery_fsspec.cli import URL_VARIABLE, main, parse_duration, parse_size
-from lakery_fsspec.temp import temp_name
 
 SMALL = ["--size", "256KiB"]  # check's stream: keep it light where the size does not matter
 

@@ -39,7 +39,7 @@ from servers import HOST
 from werkzeug.serving import make_server
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends import s3
+from lakery_fsspec._backends import s3
 
 CHUNK = 256 * 1024
 SIZE = 2 * CHUNK + 5

@@ -84,8 +84,8 @@ class AdaptedBackend(Backend):
 def test_a_backend_of_a_class_serves_it_under_any_protocol(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lakery_fsspec.backends import _REGISTRY, backend_class  # pyright: ignore[reportPrivateUsage]
-    from lakery_fsspec.backends.memory import MemoryBackend
+    from lakery_fsspec._backends import _REGISTRY, backend_class  # pyright: ignore[reportPrivateUsage]
+    from lakery_fsspec._backends.memory import MemoryBackend
 
     monkeypatch.setitem(_REGISTRY, "*", list(_REGISTRY.get("*", [])))
     register_backend(AdaptedBackend)

@@ -23,9 +23,9 @@ from helpers import Stream, StreamBroke, chunked, digest_of, payload
 from labox.common.exceptions import NoStorageData
 
 from lakery_fsspec import FsspecStorage, StorageUnavailableError
-from lakery_fsspec.backends import backend_class
-from lakery_fsspec.errors import unavailable
-from lakery_fsspec.writers import SerialWriter
+from lakery_fsspec._backends import backend_class
+from lakery_fsspec._errors import unavailable
+from lakery_fsspec._writers import SerialWriter
 
 CLOUDS = ("s3", "gcs", "azure")
 SERVERS = (*CLOUDS, "sftp", "webdav")

@@ -15,7 +15,7 @@ from conftest import BackendInfo
 from helpers import CHUNK, Stream, StreamBroke, chunked, payload, read, write
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.temp import temp_name
+from lakery_fsspec._temp import temp_name
 
 CACHES = ("simplecache", "filecache")
 

@@ -24,9 +24,9 @@ from obstore.fsspec import FsspecStore, register
 from servers import AWS_KEY, AWS_REGION, AWS_SECRET, AZURITE_ACCOUNT, AZURITE_KEY
 
 from lakery_fsspec import Backend, FsspecStorage
-from lakery_fsspec.backends import _REGISTRY as _BACKENDS  # pyright: ignore[reportPrivateUsage]
-from lakery_fsspec.backends.obstore import ObstoreBackend
-from lakery_fsspec.temp import temp_name
+from lakery_fsspec._backends import _REGISTRY as _BACKENDS  # pyright: ignore[reportPrivateUsage]
+from lakery_fsspec._backends.obstore import ObstoreBackend
+from lakery_fsspec._temp import temp_name
 
 pytestmark = pytest.mark.backends("s3", "azure")
 

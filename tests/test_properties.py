@@ -1,6 +1,6 @@
 """Hostile input, property-based: rendered paths and pointers never escape the root.
 
-The oracle below is written independently of `lakery_fsspec.paths`: it decodes a path
+The oracle below is written independently of `lakery_fsspec._paths`: it decodes a path
 every way a backend might (percent-decoding, Unicode NFKC, in any order and repeatedly,
 backslashes as separators, Windows' trimming of trailing dots and spaces) and looks for
 a traversal in any of the results. Whatever the package accepts must pass it, and
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from labox.common.exceptions import NoStorageData
 
 from lakery_fsspec import FsspecStorage, PathTemplate
-from lakery_fsspec.paths import path_problem
+from lakery_fsspec._paths import path_problem
 
 SCALE = float(os.environ.get("LAKERY_HYPOTHESIS_SCALE", "1"))
 """Multiplies every example count below (e.g. 20 for a long soak run)."""

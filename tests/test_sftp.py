@@ -22,7 +22,7 @@ from helpers import Stream, chunked, digest_of, payload
 from servers_sftp import PASSWORD, READER, USER, SFTPServer
 
 from lakery_fsspec import FsspecStorage, StorageUnavailableError
-from lakery_fsspec.backends.sftp import UnknownHostKeyError
+from lakery_fsspec._backends.sftp import UnknownHostKeyError
 from lakery_fsspec.cli import main
 
 pytestmark = pytest.mark.backends("sftp")

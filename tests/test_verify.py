@@ -18,7 +18,7 @@ from conftest import BackendInfo
 from helpers import CHUNK, Stream, chunked, digest_of, payload
 
 from lakery_fsspec import FsspecPointer, FsspecStorage, StorageUnavailableError
-from lakery_fsspec.verify import Checked, Verification, walk_key
+from lakery_fsspec._verify import Checked, Verification, walk_key
 
 SIZED = "{tags[team]}/{content_hash:.2}/{content_hash}-{content_size}{extension}"
 """Records the size in the path, and puts objects two or three folders deep ("b/c")."""

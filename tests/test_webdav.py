@@ -23,8 +23,8 @@ from servers import HOST, free_port
 from servers_webdav import PASSWORD, USER, WebdavServer
 
 from lakery_fsspec import FsspecStorage
+from lakery_fsspec._location import Location
 from lakery_fsspec.cli import main
-from lakery_fsspec.location import Location
 
 pytestmark = pytest.mark.backends("webdav")
 

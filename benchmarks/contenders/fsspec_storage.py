@@ -5,7 +5,7 @@ from __future__ import annotations
 from benchmarks.contenders.base import Contender, Family, LaboxContender
 from benchmarks.envs import Env
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends.local import LocalBackend
+from lakery_fsspec._backends.local import LocalBackend
 
 __all__ = ["FsspecStorageFamily", "PlainLocalFamily"]
 

@@ -24,7 +24,7 @@ from labox.core.storage import Digest
 
 from benchmarks.contenders.base import Contender, Family
 from benchmarks.workload import MiB, Stream
-from lakery_fsspec.backends.azure import detach_finalizers
+from lakery_fsspec._backends.azure import detach_finalizers
 
 __all__ = ["RawFsspecFamily", "block_size", "close_async_fs", "sftp_options"]
 

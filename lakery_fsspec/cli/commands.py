@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lakery_fsspec.backends import backend_class
+from lakery_fsspec._backends import backend_class
+from lakery_fsspec._location import redacted
+from lakery_fsspec._pointer import FsspecPointer, parse_pointer
+from lakery_fsspec._storage import FsspecStorage
+from lakery_fsspec._temp import TempPath
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
 from lakery_fsspec.cli.progress import Progress, human_size
-from lakery_fsspec.location import redacted
-from lakery_fsspec.pointer import FsspecPointer, parse_pointer
-from lakery_fsspec.storage import FsspecStorage
-from lakery_fsspec.temp import TempPath
 
 __all__ = [
     "DEFAULT_URL",

@@ -20,7 +20,7 @@ from labox.builtin import StorableStream, StorableValue
 from labox.core import BaseRecord, Registry, load_one, save_one
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from lakery_fsspec.storage import FsspecStorage
+from lakery_fsspec._storage import FsspecStorage
 
 __all__ = ["DEFAULT_URL", "main", "run_demo"]
 

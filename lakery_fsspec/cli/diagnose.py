@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lakery_fsspec.backends.s3 import S3Backend
-from lakery_fsspec.errors import exception_chain
-from lakery_fsspec.location import backend_of
+from lakery_fsspec._backends.s3 import S3Backend
+from lakery_fsspec._errors import exception_chain
+from lakery_fsspec._location import backend_of
 
 __all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
 

@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 
 from labox.core.storage import Digest
 
+from lakery_fsspec._location import backend_of, redacted
+from lakery_fsspec._pointer import FsspecPointer
+from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
 from lakery_fsspec.cli.filestream import FileStream
 from lakery_fsspec.cli.progress import human_size
-from lakery_fsspec.location import backend_of, redacted
-from lakery_fsspec.pointer import FsspecPointer
-from lakery_fsspec.storage import FsspecStorage
 
 __all__ = ["PROBE_FOLDER", "Doctor"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from lakery_fsspec.verify import KINDS, Checked, Problem, walk_key
+from lakery_fsspec._verify import KINDS, Checked, Problem, walk_key
 
 __all__ = ["Journal", "JournalError"]
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from lakery_fsspec._pointer import FsspecPointer, parse_pointer
+from lakery_fsspec._storage import FsspecStorage
+from lakery_fsspec._verify import KINDS, Checked, Problem, Verification
 from lakery_fsspec.cli.journal import Journal
 from lakery_fsspec.cli.progress import Progress, human_size
-from lakery_fsspec.pointer import FsspecPointer, parse_pointer
-from lakery_fsspec.storage import FsspecStorage
-from lakery_fsspec.verify import KINDS, Checked, Problem, Verification
 
 __all__ = ["PointerFile", "VerifyRun"]
 

@@ -12,8 +12,8 @@ import pytest
 from helpers import digest_of, payload
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.backends import local_fast
-from lakery_fsspec.backends.local import LocalBackend
+from lakery_fsspec._backends import local_fast
+from lakery_fsspec._backends.local import LocalBackend
 
 pytestmark = pytest.mark.skipif(not local_fast.UNNAMED_FILES, reason="unnamed files are Linux's")
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakery_fsspec import DEFAULT_TEMPLATE, PathTemplate
-from lakery_fsspec.matcher import Expected, PathMatcher
-from lakery_fsspec.paths import path_problem
+from lakery_fsspec._matcher import Expected, PathMatcher
+from lakery_fsspec._paths import path_problem
 
 TEMPLATES = [
     DEFAULT_TEMPLATE,

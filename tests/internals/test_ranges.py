@@ -9,8 +9,8 @@ import fsspec
 import pytest
 from helpers import CHUNK
 
-from lakery_fsspec.backends.memory import MemoryBackend
-from lakery_fsspec.bridge import Bridge
+from lakery_fsspec._backends.memory import MemoryBackend
+from lakery_fsspec._bridge import Bridge
 
 
 class _CountedRanges(MemoryBackend):

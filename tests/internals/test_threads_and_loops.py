@@ -19,8 +19,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 from helpers import CHUNK, payload, read, write
 
 from lakery_fsspec import FsspecStorage
-from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.loops import LoopInstances, shared_loop_instances
+from lakery_fsspec._bridge import Bridge
+from lakery_fsspec._loops import LoopInstances, shared_loop_instances
 
 
 @pytest.mark.parametrize("how", ["blob", "stream"])

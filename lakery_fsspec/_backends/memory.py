@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from lakery_fsspec.backends.base import Backend
-from lakery_fsspec.backends.clock import Aged, age
+from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._backends.clock import Aged, age
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest

@@ -13,17 +13,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from lakery_fsspec.backends.base import Backend
-from lakery_fsspec.backends.blocks import BlockWriter
-from lakery_fsspec.backends.body import Pieces
-from lakery_fsspec.backends.clock import Aged, age, server_time
-from lakery_fsspec.checksums import b64, computed
-from lakery_fsspec.errors import IntegrityError, exception_chain
+from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._backends.blocks import BlockWriter
+from lakery_fsspec._backends.body import Pieces
+from lakery_fsspec._backends.clock import Aged, age, server_time
+from lakery_fsspec._checksums import b64, computed
+from lakery_fsspec._errors import IntegrityError, exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.writers import Writer
+    from lakery_fsspec._writers import Writer
 
 __all__ = ["GCSBackend"]
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from anyio import CancelScope
 
-from lakery_fsspec.backends.clock import Aged, Upload
-from lakery_fsspec.writers import FileWriter, SerialWriter, Writer
+from lakery_fsspec._backends.clock import Aged, Upload
+from lakery_fsspec._writers import FileWriter, SerialWriter, Writer
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.bridge import Bridge
+    from lakery_fsspec._bridge import Bridge
 
 __all__ = ["Backend", "Explanation", "blocks", "cleanup"]
 

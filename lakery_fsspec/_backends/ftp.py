@@ -25,15 +25,15 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lakery_fsspec.backends.base import Backend, Explanation
-from lakery_fsspec.backends.clock import Aged
-from lakery_fsspec.temp import temp_name
+from lakery_fsspec._backends.base import Backend, Explanation
+from lakery_fsspec._backends.clock import Aged
+from lakery_fsspec._temp import temp_name
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.bridge import Bridge
-    from lakery_fsspec.writers import Writer
+    from lakery_fsspec._bridge import Bridge
+    from lakery_fsspec._writers import Writer
 
 __all__ = ["FTPBackend"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.bridge import Bridge
+    from lakery_fsspec._bridge import Bridge
 
 __all__ = ["INLINE_SIZE", "b64", "computed", "digest_sha256", "sha256"]
 

@@ -38,14 +38,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from lakery_fsspec.backends.base import Backend, Explanation
-from lakery_fsspec.backends.clock import Aged, age
+from lakery_fsspec._backends.base import Backend, Explanation
+from lakery_fsspec._backends.clock import Aged, age
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.bridge import Bridge
-    from lakery_fsspec.writers import Writer
+    from lakery_fsspec._bridge import Bridge
+    from lakery_fsspec._writers import Writer
 
 __all__ = [
     "Channels",

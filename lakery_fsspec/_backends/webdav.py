@@ -22,14 +22,14 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from lakery_fsspec.backends.base import Backend, Explanation
-from lakery_fsspec.backends.clock import Aged, age, server_time
+from lakery_fsspec._backends.base import Backend, Explanation
+from lakery_fsspec._backends.clock import Aged, age, server_time
 
 if TYPE_CHECKING:
     import httpx
     from labox.core.storage import Digest
 
-    from lakery_fsspec.writers import Writer
+    from lakery_fsspec._writers import Writer
 
 __all__ = ["WebdavBackend", "WebdavError"]
 

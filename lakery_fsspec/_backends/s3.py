@@ -12,16 +12,16 @@ from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lakery_fsspec.backends.base import Backend, cleanup
-from lakery_fsspec.backends.blocks import BlockWriter, upload_whole
-from lakery_fsspec.backends.clock import Aged, Upload, age, server_time
-from lakery_fsspec.checksums import b64, computed, digest_sha256, sha256
-from lakery_fsspec.errors import IntegrityError, exception_chain
+from lakery_fsspec._backends.base import Backend, cleanup
+from lakery_fsspec._backends.blocks import BlockWriter, upload_whole
+from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
+from lakery_fsspec._checksums import b64, computed, digest_sha256, sha256
+from lakery_fsspec._errors import IntegrityError, exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec.writers import Writer
+    from lakery_fsspec._writers import Writer
 
 __all__ = ["S3Backend"]
 

@@ -17,10 +17,10 @@ from anyio import CancelScope, move_on_after, to_thread
 from anyio.lowlevel import checkpoint_if_cancelled
 from fsspec.spec import AbstractFileSystem
 
-from lakery_fsspec.errors import StorageUnavailableError, unavailable
+from lakery_fsspec._errors import StorageUnavailableError, unavailable
 
 if TYPE_CHECKING:
-    from lakery_fsspec.loops import LoopInstances
+    from lakery_fsspec._loops import LoopInstances
 
 __all__ = ["Bridge", "in_daemon_thread", "timed_out"]
 

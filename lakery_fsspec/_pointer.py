@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any, NotRequired, TypedDict
 
-from lakery_fsspec.paths import path_problem
+from lakery_fsspec._paths import path_problem
 
 __all__ = ["FsspecPointer", "check_pointer", "parse_pointer"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from lakery_fsspec.errors import IntegrityError
+from lakery_fsspec._errors import IntegrityError
 
 if TYPE_CHECKING:
-    from lakery_fsspec.pointer import FsspecPointer
+    from lakery_fsspec._pointer import FsspecPointer
 
 __all__ = ["Checker", "hasher"]
 

@@ -11,7 +11,7 @@ from typing import IO
 
 from anyio import CancelScope
 
-from lakery_fsspec.backends.base import Backend
+from lakery_fsspec._backends.base import Backend
 
 __all__ = ["CacheBackend"]
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from lakery_fsspec.backends.base import Backend
-from lakery_fsspec.backends.clock import Aged, age
-from lakery_fsspec.backends.local_fast import UNNAMED_FILES, create_unnamed
+from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._backends.local_fast import UNNAMED_FILES, create_unnamed
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from mimetypes import MimeTypes
 from typing import TYPE_CHECKING, TypeAlias
 
-from lakery_fsspec.paths import path_problem
+from lakery_fsspec._paths import path_problem
 
 if TYPE_CHECKING:
     from labox.common.types import TagMap

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from lakery_fsspec.backends.base import Backend
-from lakery_fsspec.writers import FileWriter, Writer
+from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._writers import FileWriter, Writer
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest

@@ -24,15 +24,15 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from lakery_fsspec.errors import StorageUnavailableError
-from lakery_fsspec.integrity import hasher
-from lakery_fsspec.matcher import Expected, PathMatcher
-from lakery_fsspec.router import PathTemplate
+from lakery_fsspec._errors import StorageUnavailableError
+from lakery_fsspec._integrity import hasher
+from lakery_fsspec._matcher import Expected, PathMatcher
+from lakery_fsspec._router import PathTemplate
 
 if TYPE_CHECKING:
-    from lakery_fsspec.backends import Backend
-    from lakery_fsspec.pointer import FsspecPointer
-    from lakery_fsspec.storage import FsspecStorage
+    from lakery_fsspec._backends import Backend
+    from lakery_fsspec._pointer import FsspecPointer
+    from lakery_fsspec._storage import FsspecStorage
 
 __all__ = [
     "KINDS",

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from anyio import to_thread
 
-from lakery_fsspec.backends.base import Backend, Explanation, blocks, cleanup
-from lakery_fsspec.backends.clock import Aged, age
-from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.errors import StorageUnavailableError
-from lakery_fsspec.temp import temp_name
+from lakery_fsspec._backends.base import Backend, Explanation, blocks, cleanup
+from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._bridge import Bridge
+from lakery_fsspec._errors import StorageUnavailableError
+from lakery_fsspec._temp import temp_name
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest

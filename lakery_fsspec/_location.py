@@ -12,8 +12,8 @@ from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from lakery_fsspec.backends import Backend, backend_class
-from lakery_fsspec.paths import path_problem
+from lakery_fsspec._backends import Backend, backend_class
+from lakery_fsspec._paths import path_problem
 
 __all__ = [
     "Location",

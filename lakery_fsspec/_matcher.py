@@ -7,10 +7,10 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lakery_fsspec.integrity import hasher
+from lakery_fsspec._integrity import hasher
 
 if TYPE_CHECKING:
-    from lakery_fsspec.router import PathTemplate
+    from lakery_fsspec._router import PathTemplate
 
 __all__ = ["Expected", "PathMatcher"]
 

@@ -19,26 +19,26 @@ from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec.backends import Backend, backend_for, reader_for
-from lakery_fsspec.bridge import in_daemon_thread, timed_out
-from lakery_fsspec.errors import (
+from lakery_fsspec._backends import Backend, backend_for, reader_for
+from lakery_fsspec._bridge import in_daemon_thread, timed_out
+from lakery_fsspec._errors import (
     ReadOnlyStorageError,
     StorageUnavailableError,
     exception_chain,
     unavailable,
 )
-from lakery_fsspec.integrity import Checker
-from lakery_fsspec.location import (
+from lakery_fsspec._integrity import Checker
+from lakery_fsspec._location import (
     Location,
     backend_of,
     canonical_protocol,
     open_filesystem,
 )
-from lakery_fsspec.paths import path_problem
-from lakery_fsspec.pointer import FsspecPointer, check_pointer, parse_pointer
-from lakery_fsspec.router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
-from lakery_fsspec.temp import TempPath, temp_age, temp_name
-from lakery_fsspec.verify import Verification, VerifyOptions, verify
+from lakery_fsspec._paths import path_problem
+from lakery_fsspec._pointer import FsspecPointer, check_pointer, parse_pointer
+from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
+from lakery_fsspec._temp import TempPath, temp_age, temp_name
+from lakery_fsspec._verify import Verification, VerifyOptions, verify
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
 
@@ -302,7 +302,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         the hash and size its pointer records, which also finds missing objects. Objects
         are read in chunks on the target filesystem (never a cache layer), ``concurrency``
         at a time. A read error is a problem (``unreadable``); a StorageUnavailableError
-        stops the run. Options: see :class:`lakery_fsspec.verify.VerifyOptions`.
+        stops the run. Options: see :class:`lakery_fsspec._verify.VerifyOptions`.
         """
         return await verify(self, pointers, **options)
 

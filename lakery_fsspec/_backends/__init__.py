@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from fsspec.spec import AbstractFileSystem
 
-from lakery_fsspec.backends.azure import AzureBackend
-from lakery_fsspec.backends.base import Backend, cleanup
-from lakery_fsspec.backends.cached import CacheBackend
-from lakery_fsspec.backends.ftp import FTPBackend
-from lakery_fsspec.backends.gcs import GCSBackend
-from lakery_fsspec.backends.local import LocalBackend
-from lakery_fsspec.backends.memory import MemoryBackend
-from lakery_fsspec.backends.obstore import ObstoreBackend
-from lakery_fsspec.backends.s3 import S3Backend
-from lakery_fsspec.backends.sftp import SFTPBackend
-from lakery_fsspec.backends.sshfs import SSHFSBackend
-from lakery_fsspec.backends.webdav import WebdavBackend
-from lakery_fsspec.bridge import Bridge
-from lakery_fsspec.loops import shared_loop_instances
+from lakery_fsspec._backends.azure import AzureBackend
+from lakery_fsspec._backends.base import Backend, cleanup
+from lakery_fsspec._backends.cached import CacheBackend
+from lakery_fsspec._backends.ftp import FTPBackend
+from lakery_fsspec._backends.gcs import GCSBackend
+from lakery_fsspec._backends.local import LocalBackend
+from lakery_fsspec._backends.memory import MemoryBackend
+from lakery_fsspec._backends.obstore import ObstoreBackend
+from lakery_fsspec._backends.s3 import S3Backend
+from lakery_fsspec._backends.sftp import SFTPBackend
+from lakery_fsspec._backends.sshfs import SSHFSBackend
+from lakery_fsspec._backends.webdav import WebdavBackend
+from lakery_fsspec._bridge import Bridge
+from lakery_fsspec._loops import shared_loop_instances
 
 __all__ = ["Backend", "backend_class", "backend_for", "cleanup", "reader_for", "register_backend"]
 

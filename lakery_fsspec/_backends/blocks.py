@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fsspec.asyn import sync
 
-from lakery_fsspec.backends.base import cleanup
-from lakery_fsspec.writers import SerialWriter
+from lakery_fsspec._backends.base import cleanup
+from lakery_fsspec._writers import SerialWriter
 
 if TYPE_CHECKING:
-    from lakery_fsspec.bridge import Bridge
+    from lakery_fsspec._bridge import Bridge
 
 __all__ = ["BlockWriter", "upload_whole"]
 
@@ -27,7 +27,7 @@ class BlockWriter(ABC):
     """Cuts the bytes written into blocks of ``block_size`` and uploads each one as soon
     as it is full; ``commit`` uploads the rest and finishes the object.
 
-    A Writer (see ``lakery_fsspec.writers``): its methods block and run in a worker thread, so
+    A Writer (see ``lakery_fsspec._writers``): its methods block and run in a worker thread, so
     checksums are computed there, off every event loop, and requests run on the sync-mode
     filesystem's IO loop. One block travels while the caller gathers the next one and its
     checksum is computed (``_start``); a block waits for the one before it, so blocks
