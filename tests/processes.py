@@ -37,6 +37,12 @@ def read_back(storage: FsspecStorage, pointer: Any, how: str) -> str:
     return hashlib.sha256(asyncio.run(read(storage, pointer, how))).hexdigest()
 
 
+def read_back_together(gate: Any, storage: FsspecStorage, pointer: Any, how: str) -> str:
+    """In a child: ``read_back`` once every child has reached ``gate`` (a Barrier)."""
+    gate.wait(timeout=60)
+    return read_back(storage, pointer, how)
+
+
 def both(storage: FsspecStorage, seed: int) -> list[tuple[Any, bool]]:
     """In a child: a blob and a stream round trip."""
     return [round_trip(storage, seed, "blob"), round_trip(storage, seed + 1, "stream")]

@@ -5,6 +5,9 @@ folder on it, and reads return exactly the stored bytes."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import hashlib
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +16,13 @@ from typing import Any
 import pytest
 from conftest import BackendInfo
 from helpers import CHUNK, Stream, StreamBroke, chunked, payload, read, write
+from processes import read_back_together
 
 from lakery_fsspec import FsspecStorage
 from lakery_fsspec._temp import temp_name
 
 CACHES = ("simplecache", "filecache")
+DEADLINE = 120.0
 
 
 @dataclass
@@ -101,7 +106,8 @@ def cached_files(layered: Layered) -> list[Path]:
     assert layered.cache is not None
     if not layered.cache.exists():
         return []
-    return [path for path in layered.cache.rglob("*") if path.is_file() and path.name != "cache"]
+    skip = ("cache", ".lakery-fsspec-fill.lock")
+    return [path for path in layered.cache.rglob("*") if path.is_file() and path.name not in skip]
 
 
 @pytest.mark.parametrize("how", ["blob", "stream"])
@@ -190,6 +196,27 @@ async def test_concurrent_reads_through_a_cold_cache_return_every_byte(
     results = await asyncio.gather(*reads)
     assert [len(result) for result in results] == [len(data)] * len(reads)
     assert all(result == data for result in results)
+
+
+@pytest.mark.backends("local", "s3")  # (the cache layer is the same over any target)
+def test_processes_sharing_a_cold_cache_folder_read_every_byte(
+    backend: BackendInfo, cached: Layered
+) -> None:
+    # Four processes read one object at the same moment through one cache folder: one
+    # fills the cache file, the others wait for it (not read it half-filled).
+    data = payload(20 * 2**20 + 5, seed=8)
+    pointer = asyncio.run(write(cached.storage(), data, "blob"))
+    storage = cached.storage(verify_reads=False)
+    context = multiprocessing.get_context("spawn")
+    gate = context.Manager().Barrier(4)
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+        reads = [
+            pool.submit(read_back_together, gate, storage, pointer, how)
+            for how in ("stream", "blob", "stream", "blob")
+        ]
+        hashes = [read.result(timeout=DEADLINE) for read in reads]
+    assert hashes == [hashlib.sha256(data).hexdigest()] * 4
+    assert len(cached_files(cached)) == 1
 
 
 async def test_options_reach_their_layer(
