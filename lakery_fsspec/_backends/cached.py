@@ -56,7 +56,7 @@ class CacheBackend(Backend):
 
     def _open(self, path: str) -> IO[bytes]:
         """Open ``path`` through the cache (blocking), filling its cache file if needed
-        while no other reader of this process opens the same path."""
+        while no other reader (a thread here, or another process) opens the same path."""
         # The cache folders and the path name the cache file, whichever filesystem
         # instance (one per storage options) fills it.
         folders = tuple(getattr(self.fs, "storage", ()))
