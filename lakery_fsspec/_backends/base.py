@@ -56,6 +56,15 @@ class Backend:
     """The storage option that points the filesystem at another server, if there is one."""
     credentials_hint: ClassVar[str] = "Check the credentials in the storage options."
     """How to give this protocol credentials, for error messages."""
+    operations: ClassVar[Mapping[str, str]] = {}
+    """Operation names the client puts in its errors (botocore's ``operation_name``) ->
+    what the user was doing: write, move, delete, read or list."""
+    permissions: ClassVar[Mapping[str, str]] = {}
+    """What the user was doing -> the permissions that allow it, for error messages."""
+    bare_refusals: ClassVar[bool] = False
+    """Whether the server may refuse with a bare HTTP status, no error code (S3 answers
+    HEAD requests so): a 404 may come from a server of another kind, and a 403 from wrong
+    credentials as well as from a missing permission."""
 
     # --- how it behaves -------------------------------------------------------------------
     atomic_put: ClassVar[bool] = False

@@ -51,7 +51,7 @@ class S3Backend(Backend):
         "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
     )
-    operations: ClassVar[dict[str, str]] = {
+    operations: ClassVar[Mapping[str, str]] = {
         "PutObject": "write",
         "CreateMultipartUpload": "write",
         "UploadPart": "write",
@@ -68,7 +68,7 @@ class S3Backend(Backend):
         "HeadBucket": "list",
     }
     """S3 operation (as botocore names it in errors) -> what the user was doing."""
-    permissions: ClassVar[dict[str, str]] = {
+    permissions: ClassVar[Mapping[str, str]] = {
         "write": "s3:PutObject",
         "move": "s3:GetObject and s3:PutObject",
         "delete": "s3:DeleteObject",
@@ -76,6 +76,7 @@ class S3Backend(Backend):
         "list": "s3:ListBucket",
     }
     """What the user was doing -> the IAM actions that allow it."""
+    bare_refusals = True
 
     atomic_put = True
     exclusive_put = True

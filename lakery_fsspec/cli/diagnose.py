@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lakery_fsspec._backends.s3 import S3Backend
 from lakery_fsspec._errors import exception_chain
 from lakery_fsspec._location import backend_of
 
@@ -89,8 +88,8 @@ def diagnose(
     codes = [code for item in chain if (code := _code(item))]
     backend = backend_of(protocol)
     operation = next((op for item in chain if (op := getattr(item, "operation_name", None))), "")
-    if isinstance(operation, str):  # botocore names the S3 operation that failed
-        action = S3Backend.operations.get(operation, action)
+    if isinstance(operation, str):  # botocore names the operation that failed
+        action = backend.operations.get(operation, action)
     endpoint = endpoint or _endpoint_in(chain)
     where = f" at {endpoint}" if endpoint else ""
     kind_of_root = backend.root_kind
@@ -108,12 +107,12 @@ def diagnose(
     # Listing raises FileNotFoundError only for a missing bucket (list_temp checks).
     missing = action in ("write", "list") and isinstance(error, FileNotFoundError)
     if kind_of_root != "root" and missing:
-        if backend is S3Backend:  # S3 says NoSuchBucket; a bare 404 may come from another server
+        if backend.bare_refusals:  # a missing bucket has a code; a bare 404 may not be one
             return Diagnosis(
                 "no-bucket",
-                f"The server{where} answered 'Not Found' to a write: the bucket {bucket!r} "
-                "does not exist, or this endpoint is not an S3 service.",
-                "Check the endpoint URL and the bucket name.",
+                f"The server{where} answered 'Not Found' to a write: the {kind_of_root} "
+                f"{bucket!r} does not exist, or this endpoint is not a {protocol}:// service.",
+                f"Check the endpoint URL and the {kind_of_root} name.",
             )
         return _no_bucket(kind_of_root, bucket, where)
     if names & _NO_CREDENTIAL_CLASSES:
@@ -234,15 +233,15 @@ def _denied(
         )
     code = _pick(codes)
     backend = backend_of(protocol)
-    if backend is S3Backend and not code:
-        # A HEAD request carries no error body: the key, the secret or the policy is wrong.
+    if backend.bare_refusals and not code:
+        # No error code: the key, the secret or the policy may be wrong.
         return Diagnosis(
             "permission-denied",
             f"Access denied (403 Forbidden) trying to {verb} in {url}: the credentials are "
             "wrong or lack permission.",
             "Run `lakery-fsspec check` on this URL to tell which; " + backend.credentials_hint,
         )
-    needed = S3Backend.permissions.get(action) if backend is S3Backend else None
+    needed = backend.permissions.get(action)
     grant = f" ({needed})" if needed else ""
     why = f" ({code})" if code else ""
     return Diagnosis(
