@@ -5,12 +5,13 @@ after a restart, a server that never answers) and what `lakery-fsspec check` say
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,13 +197,19 @@ async def test_server_restart_then_same_and_new_storages_work(backend: BackendIn
     assert await storage.read_data(after) == b"after"
 
 
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port where connections are accepted (into the backlog) and never answered."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(128)
+        yield silent.getsockname()[1]
+
+
 async def test_a_server_that_never_answers_starves_no_other_storage(
     backend: BackendInfo, tmp_path: Path
 ) -> None:
-    with socket.socket() as silent:  # accepts connections (the backlog), never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(128)
-        port = silent.getsockname()[1]
+    with silent_port() as port:
         options = {**backend.storage_options, "port": port}
         stuck_storage = FsspecStorage(
             f"sftp://{USER}@127.0.0.1:{port}/lake", storage_options=options
@@ -227,10 +234,7 @@ async def test_a_server_that_never_answers_starves_no_other_storage(
 async def test_verify_reaches_a_pointers_server_off_the_loop(
     backend: BackendInfo, tmp_path: Path
 ) -> None:
-    with socket.socket() as silent:  # accepts connections (the backlog), never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
+    with silent_port() as port:
         options = {**backend.storage_options, "port": port}
         local = FsspecStorage(tmp_path / "lake", read_options={"sftp": options}, timeout=1.0)
         pointer: Any = {"protocol": "sftp", "root": "lake", "path": "ab/ab12.bin"}
