@@ -142,8 +142,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()
-        await self._opened("read_data", pointer=config)
-        backend, path = self._reader(config)
+        backend, path = await self._reader("read_data", config)
         try:
             with _located("read_data", backend, path):
                 data = await backend.read(path)
@@ -190,8 +189,7 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
         """Yield the object's bytes in chunks of at most ``chunk_size``."""
         started = time.perf_counter()
-        await self._opened("read_data_stream", pointer=config)
-        backend, path = self._reader(config)
+        backend, path = await self._reader("read_data_stream", config)
         checker = Checker(config, _where(config)) if self.verify_reads else None
         size = 0
         try:
@@ -337,32 +335,33 @@ class FsspecStorage(Storage[FsspecPointer]):
             raise ValueError(msg)
         return protocol, self._join(pointer["root"], pointer["path"])
 
-    def _reader(self, pointer: FsspecPointer) -> tuple[Backend, str]:
+    async def _reader(self, operation: str, pointer: FsspecPointer) -> tuple[Backend, str]:
+        """The backend that reads ``pointer`` and the object's full path; ValueError for a
+        pointer ``_readable`` refuses."""
         protocol, path = self._readable(pointer)
-        return self._backends_for(protocol).reader, path
+        return (await self._opened(operation, path, protocol)).reader, path
 
-    def _target(self, pointer: FsspecPointer | None = None) -> tuple[Backend, str]:
+    async def _target(
+        self, operation: str, pointer: FsspecPointer | None = None
+    ) -> tuple[Backend, str]:
         """The backend of the target filesystem (no cache layers) and the full path of
-        ``pointer``, or of the root; ValueError for a pointer ``_reader`` refuses."""
+        ``pointer``, or of the root; ValueError for a pointer ``_readable`` refuses."""
         if pointer is None:
-            return self._backends_for(self.location.protocol).target, self.location.root
-        protocol, path = self._readable(pointer)
-        return self._backends_for(protocol).target, path
+            protocol, path = self.location.protocol, self.location.root
+        else:
+            protocol, path = self._readable(pointer)
+        return (await self._opened(operation, path, protocol)).target, path
 
-    async def _opened(
-        self, operation: str, path: str = "", pointer: FsspecPointer | None = None
-    ) -> _Backends:
-        """The backends for the storage's protocol, or a readable pointer's; errors name
-        ``operation`` and ``path`` (or the pointer's).
+    async def _opened(self, operation: str, path: str, protocol: str | None = None) -> _Backends:
+        """The backends for ``protocol`` (the storage's own by default); errors name
+        ``operation`` and ``path``.
 
         Where making the filesystem connects to its server (``connects_on_init``: SFTP,
         FTP) they are built the first time in a thread of their own, not on the loop, and
         within the storage's timeout (fsspec caches sync instances per thread, so such a
         storage gets its own connection).
         """
-        protocol = self.location.protocol
-        if pointer is not None:
-            protocol, path = self._readable(pointer)
+        protocol = protocol or self.location.protocol
         process = self._process
         if process.pid == os.getpid() and (found := process.backends.get(protocol)):
             return found
@@ -376,10 +375,10 @@ class FsspecStorage(Storage[FsspecPointer]):
         except TimeoutError as error:
             assert self.timeout is not None  # only the deadline raises it here
             failed = timed_out(self.timeout)
-            failed.locate(operation, f"{protocol}://{path or self.location.root}")
+            failed.locate(operation, f"{protocol}://{path}")
             raise failed from error
         except StorageUnavailableError as error:
-            error.locate(operation, f"{protocol}://{path or self.location.root}")
+            error.locate(operation, f"{protocol}://{path}")
             raise
 
     def _backends_for(self, protocol: str) -> _Backends:

@@ -192,8 +192,7 @@ async def verify(
                 "give the storage the template its objects were written with."
             )
             raise ValueError(msg)
-        await storage._opened("verify")  # a connecting client: off the loop
-        backend, root = storage._target()
+        backend, root = await storage._target("verify")
         objects = _walked(backend, root, storage.temp_prefix, matcher, after)
     else:
         if after is not None:
@@ -348,8 +347,7 @@ async def _pointed_object(
     storage: FsspecStorage, pointer: FsspecPointer, matcher: PathMatcher | None
 ) -> _Object:
     try:
-        await storage._opened("verify", pointer=pointer)  # a connecting client: off the loop
-        backend, location = storage._target(pointer)
+        backend, location = await storage._target("verify", pointer)
     except ValueError as error:  # malformed, or a protocol this storage may not read
         return _Object(url=_pointer_url(pointer), path="", unreadable=f"refused: {error}")
     path = pointer["path"]

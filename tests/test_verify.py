@@ -408,7 +408,7 @@ async def test_concurrency_is_bounded(
 ) -> None:
     storage = make(backend, root_url)
     await fill(storage, 12)
-    target, _ = storage._target()
+    target, _ = await storage._target("verify")
     reading = most = 0
     original = target.iter_chunks
 
