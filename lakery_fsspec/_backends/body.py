@@ -8,12 +8,14 @@ the client retries (gcsfs's, azure-core's).
 
 from __future__ import annotations
 
+import functools
 import io
+from typing import TYPE_CHECKING, Any
 
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.payload import Payload
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
 
-__all__ = ["Body", "Pieces"]
+__all__ = ["Body", "pieces"]
 
 _SLICE = 2**20
 """Bytes handed to aiohttp per write of a Pieces body."""
@@ -31,21 +33,31 @@ class Body(io.BytesIO):
         self.seek(0)
 
 
-class Pieces(Payload):
+def pieces(*parts: bytes | memoryview, content_type: str) -> Any:
     """Bytes to upload as an aiohttp payload, for clients that hand ``data`` to aiohttp
-    as is (gcsfs): several pieces sent one after the other in slices, never joined or
+    as is (gcsfs): several parts sent one after the other in slices, never joined or
     copied."""
+    return _pieces_class()(*parts, content_type=content_type)
 
-    def __init__(self, *pieces: bytes | memoryview, content_type: str) -> None:
-        super().__init__(pieces, content_type=content_type)
-        self._pieces = pieces
-        self._size = sum(len(piece) for piece in pieces)
 
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return b"".join(self._pieces).decode(encoding, errors)
+@functools.cache
+def _pieces_class() -> Any:
+    # aiohttp comes with gcsfs, not with lakery-fsspec: imported on the first GCS upload.
+    from aiohttp.payload import Payload
 
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        for piece in self._pieces:
-            view = memoryview(piece)
-            for start in range(0, len(view), _SLICE):
-                await writer.write(view[start : start + _SLICE])
+    class Pieces(Payload):
+        def __init__(self, *parts: bytes | memoryview, content_type: str) -> None:
+            super().__init__(parts, content_type=content_type)
+            self._parts = parts
+            self._size = sum(len(part) for part in parts)
+
+        def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+            return b"".join(self._parts).decode(encoding, errors)
+
+        async def write(self, writer: AbstractStreamWriter) -> None:
+            for part in self._parts:
+                view = memoryview(part)
+                for start in range(0, len(view), _SLICE):
+                    await writer.write(view[start : start + _SLICE])
+
+    return Pieces

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.blocks import BlockWriter
-from lakery_fsspec._backends.body import Pieces
+from lakery_fsspec._backends.body import pieces
 from lakery_fsspec._backends.clock import Aged, age, server_time
 from lakery_fsspec._checksums import b64, computed
 from lakery_fsspec._errors import IntegrityError, exception_chain
@@ -329,7 +329,7 @@ async def _simple_upload(
         f"Content-Type: {resource['contentType']}\r\n\r\n"
     ).encode()
     content_type = f'multipart/related; boundary="{boundary}"'
-    body = Pieces(head, data, f"\r\n--{boundary}--".encode(), content_type=content_type)
+    body = pieces(head, data, f"\r\n--{boundary}--".encode(), content_type=content_type)
     precondition = {"ifGenerationMatch": "0"} if create else {}  # 412 -> FileExistsError
     written = await fs._call(
         "POST",
@@ -376,7 +376,7 @@ async def _send_chunk(
             "PUT",
             session,
             headers={"Content-Range": f"bytes {span}/{size}", **(headers or {})},
-            data=Pieces(view, content_type="application/octet-stream"),
+            data=pieces(view, content_type="application/octet-stream"),
         )
         kept = response_headers.get("Range")  # which bytes are stored: bytes=0-N
         stored = int(kept.rsplit("-", 1)[1]) + 1 if kept else 0
