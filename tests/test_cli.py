@@ -740,6 +740,37 @@ def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.rstrip().endswith("ok")
 
 
+_WITHOUT_EXTRAS = """
+import importlib.abc, runpy, sys
+
+EXTRAS = {"aiohttp", "s3fs", "aiobotocore", "botocore", "gcsfs", "adlfs", "azure",
+          "paramiko", "sshfs", "asyncssh", "webdav4", "httpx", "obstore"}
+
+class NoExtras(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in EXTRAS:
+            raise ModuleNotFoundError(f"No module named {name!r} (no extras installed)")
+        return None
+
+sys.meta_path.insert(0, NoExtras())
+sys.argv = ["demo", sys.argv[1]]
+runpy.run_module("lakery_fsspec.demo", run_name="__main__")
+"""
+
+
+def test_the_readme_demo_needs_no_extra(tmp_path: Path) -> None:
+    # README: `pip install -e .` then `python -m lakery_fsspec.demo`, with no extras: no
+    # cloud or server client may be imported on the way.
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTRAS, str(tmp_path / "lake")],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().rstrip().endswith("ok")
+
+
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
