@@ -389,13 +389,16 @@ class GCSServer(ProcessEmulator):
 
 
 def azurite_blob_binary() -> str:
-    """`azurite-blob` from PATH, else from `.cache/azurite`, installing it there with npm."""
-    found = shutil.which("azurite-blob")
-    if found:
-        return found
+    """`azurite-blob` as `locks/azurite` pins it (with its dependencies), installed with
+    `npm ci` into `.cache/azurite` on first use; an `azurite-blob` on PATH is not used, so
+    every machine runs the same Azurite (`LAKERY_AZURITE_LOCK` names another lock folder:
+    `nox -s latest`)."""
+    locked = Path(os.environ.get("LAKERY_AZURITE_LOCK") or REPO_ROOT / "locks" / "azurite")
     prefix = REPO_ROOT / ".cache" / "azurite"
     binary = prefix / "node_modules" / ".bin" / "azurite-blob"
-    if binary.exists():
+    stamp = prefix / "package-lock.json"
+    wanted = (locked / "package-lock.json").read_bytes()
+    if binary.exists() and stamp.exists() and stamp.read_bytes() == wanted:
         return str(binary)
     npm = shutil.which("npm")
     if npm is None:
@@ -403,16 +406,18 @@ def azurite_blob_binary() -> str:
     prefix.mkdir(parents=True, exist_ok=True)
     with open(prefix / ".install.lock", "w") as lock:  # one installer at a time (xdist)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not binary.exists():
-            install = [npm, "install", "--no-save", "--no-audit", "--no-fund"]
+        if not (binary.exists() and stamp.exists() and stamp.read_bytes() == wanted):
+            for name in ("package.json", "package-lock.json"):
+                shutil.copyfile(locked / name, prefix / name)
             result = subprocess.run(
-                [*install, "--prefix", str(prefix), "azurite"],
+                [npm, "ci", "--no-audit", "--no-fund", "--prefix", str(prefix)],
                 capture_output=True,
                 text=True,
                 check=False,
             )
             if result.returncode != 0 or not binary.exists():
-                raise RuntimeError(f"npm install azurite failed:\n{result.stderr[-4000:]}")
+                stamp.unlink(missing_ok=True)
+                raise RuntimeError(f"npm ci (azurite) failed:\n{result.stderr[-4000:]}")
     return str(binary)
 
 
