@@ -450,6 +450,9 @@ class AzureServer(ProcessEmulator):
             "--silent",
             "--skipApiVersionCheck",
             "--inMemoryPersistence",
+            # Azurite sends telemetry by default: off the loopback, and on SIGTERM it waits
+            # 5 s for the send to fail before it exits.
+            "--disableTelemetry",
         ]
 
     @property
