@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,13 +21,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lakery_fsspec._backends import backend_class
+from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._temp import TempPath
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
+from lakery_fsspec.cli.errors import Failure, UsageError
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
 
 __all__ = [
@@ -63,10 +65,6 @@ _SIZES = {
 }
 
 
-class UsageError(Exception):
-    """A command line that cannot be carried out as given (exit status 2)."""
-
-
 @dataclass
 class Context:
     """What a command is doing, so that a failure can be explained."""
@@ -95,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, context)
     except UsageError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except Failure as failure:
+        if debug:
+            traceback.print_exc()
+        _explain(Diagnosis("refused", failure.message, failure.fix))
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -377,13 +380,19 @@ def _get(args: argparse.Namespace, context: Context) -> int:
         asyncio.run(copy(sys.stdout.buffer))
         sys.stdout.buffer.flush()
         return 0
-    target = Path(output)
-    if target.is_dir():
-        target = target / Path(pointer["path"]).name
-    if not target.parent.is_dir():
-        raise UsageError(f"cannot write {output}: the folder {target.parent} does not exist")
-    _write_atomically(target, lambda sink: asyncio.run(copy(sink)))
-    if sys.stderr.isatty():
+    target = resolve_output(output, Path(pointer["path"]).name)
+    direct = is_direct(target)
+    try:
+        write_output(target, lambda sink: asyncio.run(copy(sink)))
+    except IntegrityError as error:
+        if not direct:
+            raise  # nothing was written
+        msg = (
+            f"{error} The bytes already written to {target} are not the object's: it is "
+            "a device, FIFO or socket, written through as the object streamed in."
+        )
+        raise Failure(msg, "Run `lakery-fsspec verify` on the storage.") from error
+    if sys.stderr.isatty() and not direct:
         print(f"wrote {target} ({human_size(target.stat().st_size)})", file=sys.stderr)
     return 0
 
@@ -606,18 +615,6 @@ def _read_pointer(text: str) -> FsspecPointer:
         return parse_pointer(lines[0])
     except ValueError as error:
         raise UsageError(str(error)) from None
-
-
-def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file beside ``target``, renamed over it only when complete."""
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            write(sink)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:

@@ -1,0 +1,190 @@
+"""The command line never loses data, never hangs, never says OK about nothing (issue 20).
+
+Every command here runs as a user runs it: ``python -m lakery_fsspec`` in a subprocess,
+on a pipe or on a pseudo-terminal, against local files (or an endpoint that never
+answers), each under a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import payload
+from servers import HOST
+
+DATA = payload(3 * 2**20 + 5, seed=20)
+
+
+def lakery(
+    *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60, **kw: object
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m lakery_fsspec ARGS``, as a user runs it on a pipe."""
+    return subprocess.run(
+        [sys.executable, "-m", "lakery_fsspec", *args],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        **kw,  # pyright: ignore[reportArgumentType]
+    )
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> tuple[str, Path]:
+    """A pointer (JSON) to DATA stored in ``tmp_path/lake``, and the lake's folder."""
+    source = tmp_path / "data.bin"
+    source.write_bytes(DATA)
+    lake = tmp_path / "lake"
+    done = lakery("put", str(lake), str(source))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode().strip(), lake
+
+
+# --- 1. get -o PATH ---------------------------------------------------------------------
+
+
+def test_get_over_a_symlink_writes_its_target(stored: tuple[str, Path], tmp_path: Path) -> None:
+    pointer, _ = stored
+    target = tmp_path / "real.bin"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(target)
+    done = lakery("get", pointer, "-o", str(link))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    assert target.read_bytes() == DATA
+
+
+def test_get_gives_files_the_mode_of_cp(stored: tuple[str, Path], tmp_path: Path) -> None:
+    pointer, _ = stored
+    new = tmp_path / "new.bin"
+    done = lakery("get", pointer, "-o", str(new), preexec_fn=lambda: os.umask(0o027))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640  # 0666 under the umask
+    existing = tmp_path / "existing.bin"
+    existing.write_bytes(b"old")
+    existing.chmod(0o604)
+    done = lakery("get", pointer, "-o", str(existing))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o604
+    assert existing.read_bytes() == DATA
+
+
+@pytest.fixture
+def dev_null() -> Iterator[Path]:
+    """/dev/null, made a device again if a test replaced it (as root, the old ``get`` did:
+    every other process on the machine would then write into one shared file)."""
+    yield Path("/dev/null")
+    if not stat.S_ISCHR(os.stat("/dev/null").st_mode) and os.geteuid() == 0:
+        os.unlink("/dev/null")
+        os.mknod("/dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.chmod("/dev/null", 0o666)
+
+
+def test_get_to_dev_null_keeps_it_a_device(stored: tuple[str, Path], dev_null: Path) -> None:
+    pointer, _ = stored
+    done = lakery("get", pointer, "-o", str(dev_null))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISCHR(dev_null.stat().st_mode)
+
+
+def _drain(path: Path, into: list[bytes]) -> threading.Thread:
+    """Read everything from a FIFO in a thread."""
+
+    def read_fifo() -> None:
+        with open(path, "rb") as fifo:
+            into.append(fifo.read())
+
+    thread = threading.Thread(target=read_fifo, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_get_into_a_fifo_streams_through_it(stored: tuple[str, Path], tmp_path: Path) -> None:
+    pointer, _ = stored
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = _drain(fifo, received)
+    done = lakery("get", pointer, "-o", str(fifo))
+    reader.join(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert received == [DATA]
+
+
+@pytest.fixture
+def unix_listener(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
+    """A Unix socket that receives one connection's bytes; its path and what came."""
+    path = tmp_path / "socket"
+    received: list[bytes] = []
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        listener.settimeout(30)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection, connection.makefile("rb") as incoming:
+                received.append(incoming.read())
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield path, received
+        thread.join(timeout=30)
+
+
+def test_get_into_a_socket_streams_through_it(
+    stored: tuple[str, Path], unix_listener: tuple[Path, list[bytes]]
+) -> None:
+    pointer, _ = stored
+    path, received = unix_listener
+    done = lakery("get", pointer, "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    time.sleep(0.1)
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    assert received == [DATA]
+
+
+def test_get_of_a_damaged_object_into_a_fifo_says_so(
+    stored: tuple[str, Path], tmp_path: Path
+) -> None:
+    pointer, lake = stored
+    stored_file = lake / json.loads(pointer)["path"]
+    damaged = bytearray(DATA)
+    damaged[-1] ^= 0xFF
+    stored_file.chmod(0o644)
+    stored_file.write_bytes(bytes(damaged))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = _drain(fifo, received)
+    done = lakery("get", pointer, "-o", str(fifo))
+    reader.join(timeout=30)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "is corrupt" in err
+    assert f"already written to {fifo} are not the object's" in err
+    assert "Traceback" not in err
+
+
+def test_get_into_a_folder_it_cannot_write_says_write(
+    stored: tuple[str, Path], tmp_path: Path
+) -> None:
+    pointer, _ = stored
+    done = lakery("get", pointer, "-o", "/proc/lakery-fsspec-test.bin")
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "Cannot write the output file /proc/lakery-fsspec-test.bin" in err
+    assert "to read" not in err
