@@ -586,7 +586,7 @@ def test_put_refuses_what_is_not_a_file(tmp_path: Path, capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["put", lake, str(tmp_path / "nope.bin")])
     assert exit_info.value.code == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["put", lake, str(tmp_path)])
     assert "is a directory" in capsys.readouterr().err

@@ -188,3 +188,64 @@ def test_get_into_a_folder_it_cannot_write_says_write(
     err = done.stderr.decode()
     assert "Cannot write the output file /proc/lakery-fsspec-test.bin" in err
     assert "to read" not in err
+
+
+# --- 2. put's arguments -------------------------------------------------------------------
+
+
+def test_put_of_a_mistyped_file_stores_nothing(tmp_path: Path) -> None:
+    done = lakery("put", "missing.txt", cwd=tmp_path)
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert "no such file: 'missing.txt'" in err
+    assert "write `put ./missing.txt -`" in err
+    assert done.stdout == b""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_put_into_a_new_folder_from_stdin_when_asked(tmp_path: Path) -> None:
+    done = lakery("put", "./new-lake", "-", stdin=b"hello", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["content_size"] == 5
+    assert (tmp_path / "new-lake").is_dir()
+
+
+def test_put_with_no_argument_reads_a_pipe_into_the_default_lake(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LAKERY_FSSPEC_URL"}
+    done = lakery("put", stdin=b"piped", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["root"] == str(tmp_path / "lake")
+
+
+def test_put_into_an_existing_folder_reads_stdin(tmp_path: Path) -> None:
+    (tmp_path / "lake").mkdir()
+    done = lakery("put", "lake", stdin=b"piped", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["root"] == str(tmp_path / "lake")
+
+
+@pytest.mark.parametrize(("typo", "fix"), [("s3:/bucket/lake", "s3://bucket/lake"), ("memory:lake", "memory://lake")])
+def test_a_url_with_too_few_slashes_is_refused(tmp_path: Path, typo: str, fix: str) -> None:
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"a")
+    for args in (["put", typo], ["put", typo, str(source)], ["verify", typo], ["gc", typo]):
+        done = lakery(*args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"did you mean {fix}?" in done.stderr.decode()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_put_help_states_the_rule() -> None:
+    done = lakery("put", "--help")
+    text = " ".join(done.stdout.decode().split())
+    assert "an existing file is a FILE" in text
+    assert "write `put ./lake -`" in text
+
+
+def test_put_into_memory_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"a")
+    done = lakery("put", "memory://lake", str(source))
+    assert done.returncode == 1
+    assert "gone when the command exits" in done.stderr.decode()
+    assert done.stdout == b""

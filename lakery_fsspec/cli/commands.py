@@ -25,6 +25,7 @@ from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
 from lakery_fsspec._storage import FsspecStorage
+from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
 from lakery_fsspec._temp import TempPath
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
@@ -73,10 +74,17 @@ class Context:
     protocol: str = ""
     action: str = ""
     endpoint: str | None = None
+    lives_on: bool = False
+    """Whether the process lives on after the command (``main`` called from Python), so
+    that a memory:// storage keeps what was put there."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Called with ``argv`` from Python, the caller's process outlives the command, so
+    ``put`` may store into memory://; as the command itself (no ``argv``) it refuses to.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, Context], int] | None = getattr(args, "handler", None)
@@ -88,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:
         logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
         logging.getLogger("lakery_fsspec").setLevel(logging.DEBUG)
-    context = Context()
+    context = Context(lives_on=argv is not None)
     try:
         return handler(args, context)
     except UsageError as error:
@@ -153,13 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_temp_prefix(check)
     check.set_defaults(handler=_check)
 
-    put = _command(commands, "put", "stream files into the storage; print one pointer per line")
+    put = _command(
+        commands,
+        "put",
+        "stream files into the storage; print one pointer per line",
+        epilog=PUT_RULE + " A lone argument that is none of these is refused: to store "
+        "standard input into a new lake folder, write `put ./lake -`.",
+    )
     put.add_argument(
         "paths",
         nargs="*",
         metavar="[URL] FILE",
-        help="the storage URL (may be left out when the first argument is an existing file), "
-        "then files to store; '-' or nothing reads standard input",
+        help="the storage URL (left out: $LAKERY_FSSPEC_URL or ./lake), then the files to "
+        "store; '-' reads standard input",
     )
     _add_storage_options(put, "-o", "-s")
     put.add_argument("--template", help="path template for the stored objects")
@@ -289,16 +303,20 @@ def _check(args: argparse.Namespace, context: Context) -> int:
 
 
 def _put(args: argparse.Namespace, context: Context) -> int:
-    url, files = _split_put_paths(args.paths)
-    options = _options(args)
-    _prepare_environment(url, options)
-    if files == ["-"] and sys.stdin.isatty():
+    url, files = split_put_paths(args.paths, _url(args))
+    if "-" in files and sys.stdin.isatty():
         msg = "no FILE given: name the files to store, or pipe data in (`... | lakery-fsspec put`)"
         raise UsageError(msg)
-    for name in files:
-        if name != "-" and not Path(name).is_file():
-            why = "is a directory" if Path(name).is_dir() else "does not exist"
-            raise UsageError(f"{name!r} {why}: put takes files")
+    if _scheme(url) and backend_class(_scheme(url)).process_local and not context.lives_on:
+        msg = (
+            f"{url} is kept in this process's memory, which is gone when the command "
+            "exits: nothing put there could be read again."
+        )
+        fix = "Store into a local folder or an object store instead (a memory:// storage "
+        fix += "is for the Python API, within one process)."
+        raise Failure(msg, fix)
+    options = _options(args)
+    _prepare_environment(url, options)
     kwargs: dict[str, Any] = {"storage_options": options}
     if args.template is not None:
         kwargs["router"] = args.template
@@ -361,7 +379,7 @@ def _get(args: argparse.Namespace, context: Context) -> int:
         msg = "refusing to write an object to the terminal: use -o FILE or redirect (> FILE)"
         raise UsageError(msg)
     options = _options(args)
-    url = args.url or f"{pointer['protocol']}://{pointer['root']}"
+    url = check_url(args.url) if args.url else f"{pointer['protocol']}://{pointer['root']}"
     _prepare_environment(url, options)
     context.url, context.action = url, "read"
     storage = FsspecStorage(url, storage_options=options, router=None, verify_reads=True)
@@ -439,7 +457,7 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             if args.pointers == "-" and sys.stdin.isatty():
                 raise UsageError("--pointers -: pipe the pointers in, or name a file")
             pointers = PointerFile(args.pointers)
-        url = args.url
+        url = check_url(args.url) if args.url else None
         if url is None and pointers is not None and pointers.first is not None:
             url = f"{pointers.first['protocol']}://{pointers.first['root']}"
         url = url or _url(args)
@@ -482,8 +500,12 @@ def _demo(args: argparse.Namespace, context: Context) -> int:
 # --- argument helpers -------------------------------------------------------------------
 
 
-def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
+def _command(
+    commands: Any, name: str, summary: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:], epilog=epilog
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
 
@@ -581,22 +603,18 @@ def parse_size(text: str) -> int:
 
 
 def _url(args: argparse.Namespace) -> str:
-    return args.url or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    """The URL given, else $LAKERY_FSSPEC_URL, else ./lake; a mistyped scheme is refused."""
+    return check_url(getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or DEFAULT_URL)
+
+
+def _scheme(url: str) -> str:
+    """The innermost protocol a URL names (``""`` for a local path)."""
+    inner = url.split("::")[-1]
+    return inner.split("://", 1)[0] if "://" in inner else ""
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(args.storage_option)
-
-
-def _split_put_paths(paths: list[str]) -> tuple[str, list[str]]:
-    """``[URL] FILE...``: the first argument is the URL unless it is an existing file or '-'."""
-    default = os.environ.get(URL_VARIABLE) or DEFAULT_URL
-    if not paths:
-        return default, ["-"]
-    first = paths[0]
-    if first == "-" or Path(first).is_file():
-        return default, paths
-    return first, paths[1:] or ["-"]
 
 
 def _read_pointer(text: str) -> FsspecPointer:
@@ -619,8 +637,7 @@ def _read_pointer(text: str) -> FsspecPointer:
 
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:
     """Set what the URL's client reads from the environment when it is imported."""
-    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else "file"
-    backend_class(scheme).prepare_environment(options)
+    backend_class(_scheme(url) or "file").prepare_environment(options)
 
 
 def _age(seconds: float) -> str:
