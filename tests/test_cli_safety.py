@@ -7,6 +7,7 @@ answers), each under a deadline.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
@@ -249,3 +250,90 @@ def test_put_into_memory_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "gone when the command exits" in done.stderr.decode()
     assert done.stdout == b""
+
+
+# --- 3. verify never says OK about nothing ------------------------------------------------
+
+
+class NotFoundEverywhere(http.server.BaseHTTPRequestHandler):
+    """An HTTP server that answers 404, with no body, to every request."""
+
+    def _not_found(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _not_found
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def not_found_endpoint() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer((HOST, 0), NotFoundEverywhere)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{HOST}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+S3_KEYS = ["-o", "key=test", "-o", "secret=test"]
+
+
+def test_verify_of_a_root_that_does_not_exist_exits_3(tmp_path: Path) -> None:
+    done = lakery("verify", str(tmp_path / "no-such-lake"))
+    assert done.returncode == 3, done.stderr
+    err = done.stderr.decode()
+    assert "OK" not in err
+    assert "EMPTY: nothing is stored under" in err
+    assert "--allow-empty" in err
+    allowed = lakery("verify", str(tmp_path / "no-such-lake"), "--allow-empty")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_verify_with_a_template_that_matches_nothing_exits_3(stored: tuple[str, Path]) -> None:
+    _, lake = stored
+    done = lakery("verify", str(lake), "--template", "{tags[team]}/{content_hash}")
+    assert done.returncode == 3, done.stderr
+    err = done.stderr.decode()
+    assert "left alone: 1 object(s)" in err
+    assert "no stored object under" in err
+    assert "matches the template" in err
+    assert "OK" not in err
+
+
+def test_verify_of_a_sample_that_left_everything_out_is_not_empty(
+    stored: tuple[str, Path],
+) -> None:
+    _, lake = stored
+    for seed in range(50):  # a seed whose 1% sample leaves the one object out
+        done = lakery("verify", str(lake), "--sample", "0.01", "--seed", str(seed))
+        if b"left out of the sample: 1" in done.stderr:
+            assert done.returncode == 0, done.stderr
+            assert b"OK: no problems" in done.stderr
+            return
+    pytest.fail("no seed left the object out")
+
+
+def test_verify_against_an_endpoint_answering_404_is_not_ok(not_found_endpoint: str) -> None:
+    done = lakery(
+        "verify", "s3://bucket/lake", "-o", f"endpoint_url={not_found_endpoint}", *S3_KEYS
+    )
+    assert done.returncode in (1, 3), done.stderr
+    err = done.stderr.decode()
+    assert "OK" not in err
+    assert "Traceback" not in err
+
+
+def test_gc_against_an_endpoint_answering_404_names_the_listing(not_found_endpoint: str) -> None:
+    endpoint = ["-o", f"endpoint_url={not_found_endpoint}", *S3_KEYS]
+    for dry_run in ([], ["--dry-run"]):
+        done = lakery("gc", "s3://bucket/lake", *endpoint, *dry_run)
+        assert done.returncode == 1, done.stderr
+        err = done.stderr.decode()
+        assert "answered 'Not Found' to a listing" in err
+        assert "Traceback" not in err

@@ -230,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(handler=_gc)
 
     verify = _command(
-        commands, "verify", "re-hash stored objects; report corrupt, truncated, missing ones"
+        commands,
+        "verify",
+        "re-hash stored objects; report corrupt, truncated, missing ones",
+        epilog="Exit status: 0 no problem found, 1 problems found (or a failure), 2 a "
+        "command-line mistake, 3 no stored object found under the root (nothing matched "
+        "the template; see --allow-empty).",
     )
     _add_url(verify)
     _add_storage_options(verify, "-o", "-s")
@@ -266,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         metavar="N",
         help="objects read at once (default 8)",
+    )
+    verify.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when no stored object is found (an empty lake is expected); "
+        "otherwise that exits 3",
     )
     _add_temp_prefix(verify)
     verify.set_defaults(handler=_verify)
@@ -433,7 +444,11 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
         print(f"{what} older than {age}", file=sys.stderr)
         return 0
     context.action = "delete"
-    removed = asyncio.run(storage.cleanup_temp(older_than))
+    try:
+        removed = asyncio.run(storage.cleanup_temp(older_than))
+    except FileNotFoundError:
+        context.action = "list"  # deletions ignore what is gone: the listing found nothing
+        raise
     for path in removed:
         print(f"{path}{_UPLOAD_NOTE[path.kind]}")
     print(f"{_temps(removed, 'deleted', 'aborted')} older than {age}", file=sys.stderr)
@@ -477,6 +492,7 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             seed=args.seed,
             resume=args.resume,
             concurrency=args.concurrency,
+            allow_empty=args.allow_empty,
         )
         return run.run()
     except JournalError as error:

@@ -48,6 +48,9 @@ _CONNECT_CLASSES = {
 _TIMEOUT_CLASSES = {"ConnectTimeoutError", "ReadTimeoutError", "ServerTimeoutError", "TimeoutError"}
 
 
+_NOUNS = {"write": "write", "list": "listing"}
+
+
 class EndpointUnreachable(ConnectionError):
     """Nothing answered at the storage's endpoint (raised by ``probe_endpoint``)."""
 
@@ -110,7 +113,7 @@ def diagnose(
         if backend.bare_refusals:  # a missing bucket has a code; a bare 404 may not be one
             return Diagnosis(
                 "no-bucket",
-                f"The server{where} answered 'Not Found' to a write: the {kind_of_root} "
+                f"The server{where} answered 'Not Found' to a {_NOUNS[action]}: the {kind_of_root} "
                 f"{bucket!r} does not exist, or this endpoint is not a {protocol}:// service.",
                 f"Check the endpoint URL and the {kind_of_root} name.",
             )
