@@ -337,3 +337,50 @@ def test_gc_against_an_endpoint_answering_404_names_the_listing(not_found_endpoi
         err = done.stderr.decode()
         assert "answered 'Not Found' to a listing" in err
         assert "Traceback" not in err
+
+
+# --- 4. nothing hangs silently ------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """An endpoint that accepts TCP connections (the backlog) and never answers."""
+    with socket.socket() as silent:
+        silent.bind((HOST, 0))
+        silent.listen(64)
+        yield f"http://{HOST}:{silent.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("command", ["put", "get", "verify", "gc"])
+def test_every_command_gives_up_on_a_silent_endpoint(
+    command: str, silent_endpoint: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * 1000)
+    pointer = json.dumps({"protocol": "s3", "root": "bucket/lake", "path": "ab/ab.bin"})
+    flag = "-s" if command == "get" else "-o"
+    storage = [flag, f"endpoint_url={silent_endpoint}", flag, "key=k", flag, "secret=s"]
+    args = {
+        "put": ["s3://bucket/lake", str(source)],
+        "get": [pointer, "-o", str(tmp_path / "out.bin")],
+        "verify": ["s3://bucket/lake"],
+        "gc": ["s3://bucket/lake"],
+    }[command]
+    started = time.monotonic()
+    done = lakery(command, *args, *storage, "--timeout", "2", timeout=40)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    err = done.stderr.decode()
+    assert f"The storage at {silent_endpoint} did not answer in time" in err, err
+    assert "2 s" in err
+    assert "Traceback" not in err
+    assert took < 20, f"{command} took {took:.0f} s"
+
+
+def test_timeout_is_documented_and_checked() -> None:
+    for command in ("put", "get", "verify", "gc", "demo"):
+        assert "--timeout SECONDS" in lakery(command, "--help").stdout.decode()
+    assert "first reach the storage" in " ".join(lakery("check", "--help").stdout.decode().split())
+    done = lakery("gc", "--timeout", "soon")
+    assert done.returncode == 2
+    assert "not a number of seconds: 'soon'" in done.stderr.decode()

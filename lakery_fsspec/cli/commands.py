@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import traceback
+from importlib import metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = [
 DEFAULT_URL = "./lake"
 """The storage used when no URL is given and ``$LAKERY_FSSPEC_URL`` is not set."""
 URL_VARIABLE = "LAKERY_FSSPEC_URL"
+DEFAULT_TIMEOUT = 60.0
+"""Seconds each storage call may take, unless ``--timeout`` says otherwise."""
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _UPLOAD_NOTE = {"object": "", "upload": "\tunfinished upload"}
@@ -92,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         print("\nStart with: lakery-fsspec check", file=sys.stdout)
         return 0
-    debug: bool = getattr(args, "debug", False)
+    debug: bool = getattr(args, "debug", False) or args.debug_everywhere
+    args.debug = debug
     if debug:
         logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
         logging.getLogger("lakery_fsspec").setLevel(logging.DEBUG)
@@ -138,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `lakery-fsspec COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        dest="debug_everywhere",  # a sub-command's own --debug default would override it
+        help="show tracebacks and debug logs (also accepted after the command)",
+    )
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     check = _command(commands, "check", "probe a storage step by step and explain any failure")
@@ -149,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="time allowed to first reach the storage (default 10; data steps get 12x)",
+        help="check's own limit: the time allowed to first reach the storage (default 10; "
+        "the data steps get 12x); other commands' --timeout bounds each call instead",
     )
     check.add_argument(
         "--size",
@@ -187,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a tag for the template's {tags[NAME]} (repeatable)",
     )
     put.add_argument("--content-type", help="content type to record (default: from the name)")
+    _add_timeout(put)
     put.set_defaults(handler=_put)
 
     get = _command(commands, "get", "stream an object out to a file or standard output")
@@ -208,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--url", help="read through this storage URL instead of the pointer's own root"
     )
+    _add_timeout(get)
     get.set_defaults(handler=_get)
 
     gc = _command(
@@ -226,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    _add_timeout(gc)
     _add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
 
@@ -272,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="objects read at once (default 8)",
     )
+    _add_timeout(verify)
     verify.add_argument(
         "--allow-empty",
         action="store_true",
@@ -283,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
     _add_url(demo)
+    _add_timeout(demo)
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -328,7 +345,7 @@ def _put(args: argparse.Namespace, context: Context) -> int:
         raise Failure(msg, fix)
     options = _options(args)
     _prepare_environment(url, options)
-    kwargs: dict[str, Any] = {"storage_options": options}
+    kwargs: dict[str, Any] = {"storage_options": options, "timeout": args.timeout}
     if args.template is not None:
         kwargs["router"] = args.template
     context.url, context.action = url, "write"
@@ -393,7 +410,9 @@ def _get(args: argparse.Namespace, context: Context) -> int:
     url = check_url(args.url) if args.url else f"{pointer['protocol']}://{pointer['root']}"
     _prepare_environment(url, options)
     context.url, context.action = url, "read"
-    storage = FsspecStorage(url, storage_options=options, router=None, verify_reads=True)
+    storage = FsspecStorage(
+        url, storage_options=options, router=None, verify_reads=True, timeout=args.timeout
+    )
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     total = pointer.get("content_size")
@@ -431,7 +450,9 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     options = _options(args)
     _prepare_environment(url, options)
     context.url, context.action = url, "list"
-    storage = FsspecStorage(url, storage_options=options, temp_prefix=args.temp_prefix)
+    storage = FsspecStorage(
+        url, storage_options=options, temp_prefix=args.temp_prefix, timeout=args.timeout
+    )
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     older_than: float = args.older_than
@@ -478,7 +499,11 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
         url = url or _url(args)
         options = _options(args)
         _prepare_environment(url, options)
-        kwargs: dict[str, Any] = {"storage_options": options, "temp_prefix": args.temp_prefix}
+        kwargs: dict[str, Any] = {
+            "storage_options": options,
+            "temp_prefix": args.temp_prefix,
+            "timeout": args.timeout,
+        }
         if args.template is not None:
             kwargs["router"] = args.template
         context.url, context.action = url, "read"
@@ -510,7 +535,7 @@ def _demo(args: argparse.Namespace, context: Context) -> int:
     from lakery_fsspec.cli.demo import main as demo_main
 
     context.url, context.action = _url(args), "write"
-    return demo_main([context.url])
+    return demo_main([context.url], timeout=args.timeout)
 
 
 # --- argument helpers -------------------------------------------------------------------
@@ -544,6 +569,30 @@ def _add_storage_options(parser: argparse.ArgumentParser, *flags: str, note: str
         help="an fsspec storage option, e.g. endpoint_url=http://127.0.0.1:5000 or anon=true; "
         f"VALUE is read as JSON when it parses (repeatable){note}",
     )
+
+
+def _add_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"the most each call to the storage may take: one request or upload block, "
+        f"not the whole command (default {DEFAULT_TIMEOUT:g}; 0 waits as long as the "
+        "client does)",
+    )
+
+
+def _seconds(text: str) -> float | None:
+    """``--timeout``'s value: seconds, or None for 0 (the client's own limits)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        msg = f"not a number of seconds: {text!r} (write e.g. 60, or 0 for no limit)"
+        raise argparse.ArgumentTypeError(msg)
+    return value or None
 
 
 def _add_temp_prefix(parser: argparse.ArgumentParser) -> None:
@@ -616,6 +665,13 @@ def parse_size(text: str) -> int:
         msg = f"not a size: {text!r} (write e.g. 4096, 512KiB or 12MiB)"
         raise argparse.ArgumentTypeError(msg)
     return int(float(match.group(1)) * _SIZES[unit])
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lakery-fsspec")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _url(args: argparse.Namespace) -> str:
