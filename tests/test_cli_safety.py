@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import payload
+from helpers import on_a_terminal, payload
 from servers import HOST
 
 DATA = payload(3 * 2**20 + 5, seed=20)
@@ -384,3 +384,15 @@ def test_timeout_is_documented_and_checked() -> None:
     done = lakery("gc", "--timeout", "soon")
     assert done.returncode == 2
     assert "not a number of seconds: 'soon'" in done.stderr.decode()
+
+
+def test_a_wait_on_a_terminal_says_what_it_waits_for(silent_endpoint: str, tmp_path: Path) -> None:
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * 1000)
+    storage = ["-o", f"endpoint_url={silent_endpoint}", "-o", "key=k", "-o", "secret=s"]
+    command = [sys.executable, "-m", "lakery_fsspec", "put", "s3://bucket/lake", str(source)]
+    status, _, seen = on_a_terminal([*command, *storage, "--timeout", "4"], timeout=40)
+    assert status == 1
+    terminal = seen.decode()
+    assert "waiting for s3://bucket/lake" in terminal
+    assert "did not answer in time" in terminal

@@ -383,7 +383,7 @@ async def _put_stream(
     tags: dict[str, str],
     content_type: str,
 ) -> FsspecPointer:
-    with Progress(label, total) as bar:
+    with Progress(label, total, waiting_on=_named(storage)) as bar:
         stream = FileStream(
             source,
             content_type=content_type,
@@ -419,7 +419,7 @@ def _get(args: argparse.Namespace, context: Context) -> int:
     label = Path(pointer["path"]).name
 
     async def copy(sink: BinaryIO) -> None:
-        with Progress(label, total) as bar:
+        with Progress(label, total, waiting_on=_named(storage)) as bar:
             async for chunk in storage.read_data_stream(pointer):
                 sink.write(chunk)
                 bar.update(len(chunk))
@@ -458,7 +458,8 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     older_than: float = args.older_than
     age = _age(older_than)
     if args.dry_run:
-        found = asyncio.run(storage.list_temp(older_than))
+        with Progress("gc", waiting_on=_named(storage)):
+            found = asyncio.run(storage.list_temp(older_than))
         for path, seconds in found:
             print(f"{path}\t{_age(seconds)} old{_UPLOAD_NOTE[path.kind]}")
         what = _temps([path for path, _ in found], "would delete", "abort")
@@ -466,7 +467,8 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
         return 0
     context.action = "delete"
     try:
-        removed = asyncio.run(storage.cleanup_temp(older_than))
+        with Progress("gc", waiting_on=_named(storage)):
+            removed = asyncio.run(storage.cleanup_temp(older_than))
     except FileNotFoundError:
         context.action = "list"  # deletions ignore what is gone: the listing found nothing
         raise
@@ -665,6 +667,11 @@ def parse_size(text: str) -> int:
         msg = f"not a size: {text!r} (write e.g. 4096, 512KiB or 12MiB)"
         raise argparse.ArgumentTypeError(msg)
     return int(float(match.group(1)) * _SIZES[unit])
+
+
+def _named(storage: FsspecStorage) -> str:
+    """The storage's root as a URL, for "waiting for …"."""
+    return f"{storage.location.protocol}://{storage.location.root}"
 
 
 def _version() -> str:

@@ -129,7 +129,8 @@ class VerifyRun:
             total = self.pointers.total_size(skip) if self.sample is None else None
         problems = checked_here = 0
         noted = 0.0
-        with Progress("verify", total) as bar:
+        where = f"{self.storage.location.protocol}://{self.storage.location.root}"
+        with Progress("verify", total, waiting_on=where) as bar:
 
             def on_object(checked: Checked) -> None:
                 nonlocal problems, checked_here, noted
