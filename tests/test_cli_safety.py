@@ -27,7 +27,11 @@ DATA = payload(3 * 2**20 + 5, seed=20)
 
 
 def lakery(
-    *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60, **kw: object
+    *args: str,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    **kw: object,
 ) -> subprocess.CompletedProcess[bytes]:
     """``python -m lakery_fsspec ARGS``, as a user runs it on a pipe."""
     return subprocess.run(
@@ -225,7 +229,9 @@ def test_put_into_an_existing_folder_reads_stdin(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["root"] == str(tmp_path / "lake")
 
 
-@pytest.mark.parametrize(("typo", "fix"), [("s3:/bucket/lake", "s3://bucket/lake"), ("memory:lake", "memory://lake")])
+@pytest.mark.parametrize(
+    ("typo", "fix"), [("s3:/bucket/lake", "s3://bucket/lake"), ("memory:lake", "memory://lake")]
+)
 def test_a_url_with_too_few_slashes_is_refused(tmp_path: Path, typo: str, fix: str) -> None:
     source = tmp_path / "a.txt"
     source.write_bytes(b"a")
@@ -267,7 +273,7 @@ class NotFoundEverywhere(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _not_found
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -15,9 +15,9 @@ import os
 import re
 import sys
 import traceback
-from importlib import metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,8 +26,8 @@ from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
 from lakery_fsspec._storage import FsspecStorage
-from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
 from lakery_fsspec._temp import TempPath
+from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.errors import Failure, UsageError

@@ -32,10 +32,10 @@ async def run_demo(
     database: str,
     storage_options: dict[str, Any] | None = None,
     echo: Callable[[str], object] = print,
-    timeout: float | None = None,
+    call_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Save a value and a stream to ``url`` through labox, load both back, and compare."""
-    storage = FsspecStorage(url, storage_options=storage_options, timeout=timeout)
+    storage = FsspecStorage(url, storage_options=storage_options, timeout=call_timeout)
     registry = Registry(modules=["labox.builtin"], default_storage=storage)
     engine = create_async_engine(database)
     await BaseRecord.create_all(engine)
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None, *, timeout: float | None = None) -> 
         database = f"sqlite+aiosqlite:///{lake.with_name(lake.name + '.db')}"
     else:
         database = "sqlite+aiosqlite:///lakery-demo.db"
-    result = asyncio.run(run_demo(url, database, timeout=timeout))
+    result = asyncio.run(run_demo(url, database, call_timeout=timeout))
     print("ok" if result["ok"] else "FAILED: what was loaded differs from what was saved")
     return 0 if result["ok"] else 1
 

@@ -13,7 +13,7 @@ import os
 import socket
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,7 +70,7 @@ def write_output(target: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 @contextlib.contextmanager
-def _opened_direct(target: Path) -> Iterator[BinaryIO]:
+def _opened_direct(target: Path) -> Generator[BinaryIO]:
     try:
         if stat.S_ISSOCK(target.stat().st_mode):
             with socket.socket(socket.AF_UNIX) as connection:
