@@ -545,9 +545,15 @@ def test_get_from_an_endpoint_with_nothing_listening(
 
 def test_get_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["get", "not json"])
+        main(["get", "{not json"])
     assert exit_info.value.code == 2
     assert "Invalid FsspecStorage data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["get", "missing-pointer.json"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'missing-pointer.json': no such file" in err
+    assert "not JSON" not in err
     pointer = json.dumps({"protocol": "file", "root": "/tmp", "path": "x"})
     with pytest.raises(SystemExit) as exit_info:
         main(["get", pointer, "-o", "endpoint_url=http://127.0.0.1:5000"])

@@ -423,7 +423,12 @@ async def cleanup(step: Awaitable[object], what: str) -> None:
         try:
             await step
         except Exception as error:
-            _LOG.warning("Could not %s (cleanup_temp removes leftovers later): %s", what, error)
+            _LOG.warning(
+                "Could not %s (FsspecStorage.cleanup_temp removes leftovers later): %s",
+                what,
+                error,
+                extra={"cleanup": what, "reason": str(error)},  # for the command line's words
+            )
 
 
 def _consume(task: asyncio.Task[bytes]) -> None:

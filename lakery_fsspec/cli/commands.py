@@ -25,12 +25,14 @@ from lakery_fsspec._backends import backend_class
 from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
+from lakery_fsspec._router import PathTemplate
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._temp import TempPath
 from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.errors import Failure, UsageError
+from lakery_fsspec.cli.logs import show_logs
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
 from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
@@ -97,9 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     debug: bool = getattr(args, "debug", False) or args.debug_everywhere
     args.debug = debug
-    if debug:
-        logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
-        logging.getLogger("lakery_fsspec").setLevel(logging.DEBUG)
+    show_logs(debug)
     context = Context(lives_on=argv is not None)
     try:
         return handler(args, context)
@@ -353,6 +353,12 @@ def _put(args: argparse.Namespace, context: Context) -> int:
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     tags = dict(args.tag)
+    if isinstance(storage.router, PathTemplate) and (
+        missing := sorted(storage.router.tag_names - tags.keys())
+    ):
+        given = " ".join(f"-t {name}=VALUE" for name in missing)
+        msg = f"the template {storage.router.template!r} needs the tag(s) {missing}: add {given}"
+        raise UsageError(msg)
 
     for name in files:
         pointer = _put_one(storage, name, tags, args.content_type)
@@ -433,6 +439,8 @@ def _get(args: argparse.Namespace, context: Context) -> int:
     try:
         write_output(target, lambda sink: asyncio.run(copy(sink)))
     except IntegrityError as error:
+        if mixed_up := _mixed_up(pointer):
+            raise Failure(f"{error} {mixed_up}", "Use the pointer that put printed.") from error
         if not direct:
             raise  # nothing was written
         msg = (
@@ -443,6 +451,20 @@ def _get(args: argparse.Namespace, context: Context) -> int:
     if sys.stderr.isatty() and not direct:
         print(f"wrote {target} ({human_size(target.stat().st_size)})", file=sys.stderr)
     return 0
+
+
+def _mixed_up(pointer: FsspecPointer) -> str:
+    """Why a pointer cannot be right, if its path holds another hash than it records
+    (a pointer edited, or pieced together from two): else ``""``."""
+    recorded = pointer.get("content_hash")
+    hashes = re.findall(r"[0-9a-f]{32,}", pointer["path"])
+    if not recorded or not hashes or recorded in hashes:
+        return ""
+    return (
+        f"The pointer itself is wrong: its path names the content {hashes[-1][:12]}…, but "
+        f"it records the hash {recorded[:12]}… (it was edited, or pieced together from "
+        "two pointers); the stored object may well be intact."
+    )
 
 
 def _gc(args: argparse.Namespace, context: Context) -> int:
@@ -697,7 +719,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _read_pointer(text: str) -> FsspecPointer:
-    if not text.lstrip().startswith("{") and text != "-" and Path(text).is_file():
+    if not text.lstrip().startswith("{") and text != "-":
+        if not Path(text).is_file():
+            why = "is a directory" if Path(text).is_dir() else "no such file"
+            msg = (
+                f"{text!r}: {why}. POINTER is the JSON that put printed, a file holding it, "
+                "or '-' for standard input"
+            )
+            raise UsageError(msg)
         text = Path(text).read_text()
     elif text == "-":
         if sys.stdin.isatty():

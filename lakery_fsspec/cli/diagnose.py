@@ -173,7 +173,12 @@ def _argument_problem(error: BaseException, names: set[str], text: str) -> Diagn
     if "NoStorageData" in names:
         return Diagnosis("no-data", text, "Check the pointer; the object may have been deleted.")
     if "IntegrityError" in names:
-        return Diagnosis("corrupt", text, "The stored object was changed or damaged.")
+        return Diagnosis(
+            "corrupt",
+            text,
+            "The stored object was changed or damaged since it was written. Delete it and "
+            "put the original again (`lakery-fsspec verify` finds any others).",
+        )
     if type(error) is not ValueError:
         return None
     if text.startswith("Unknown fsspec protocol"):

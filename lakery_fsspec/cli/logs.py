@@ -1,0 +1,52 @@
+"""The storage's log as the command line shows it: warnings in its own words on stderr,
+everything with ``--debug``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+__all__ = ["show_logs"]
+
+_LOGGER = "lakery_fsspec"
+_URL = re.compile(r"\w+://\S+")
+
+
+class _Warnings(logging.Handler):
+    """Prints the storage's warnings as ``warning: …``. A clean-up that failed (an upload's
+    abort, a temp object's removal: often nothing was written at all) is told once per
+    temp object, naming ``lakery-fsspec gc`` rather than the Python API."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._told: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cleanup = getattr(record, "cleanup", None)
+        if not isinstance(cleanup, str):
+            print(f"warning: {record.getMessage()}", file=sys.stderr, flush=True)
+            return
+        found = _URL.search(cleanup)
+        where = found.group(0) if found else cleanup
+        if where in self._told:
+            return
+        self._told.add(where)
+        print(
+            f"warning: could not make sure that nothing is left at {where} "
+            f"({getattr(record, 'reason', '')}); `lakery-fsspec gc` removes whatever is "
+            "there once it is older than its --older-than (1 day)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def show_logs(debug: bool) -> None:
+    """Send the storage's log to stderr: its warnings, or with ``debug`` everything."""
+    logger = logging.getLogger(_LOGGER)
+    if debug:
+        logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
+        logger.setLevel(logging.DEBUG)
+        return
+    if not any(isinstance(handler, _Warnings) for handler in logger.handlers):
+        logger.addHandler(_Warnings())
