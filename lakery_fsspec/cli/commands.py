@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import re
 import sys
@@ -32,8 +31,8 @@ from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.errors import Failure, UsageError
-from lakery_fsspec.cli.logs import show_logs
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.logs import show_logs
 from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
 
