@@ -583,8 +583,10 @@ def test_put_with_template_and_tags(
     args = ["--template", "{tags[team]}/{content_hash}{extension}", "-t", "team=ml"]
     assert main(["put", root_url, str(files["a.json"]), *args, *options(backend)]) == 0
     assert json.loads(capsys.readouterr().out)["path"].startswith("ml/")
-    assert main(["put", root_url, str(files["a.json"]), *args[:2], *options(backend)]) == 1
-    assert "team" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a command-line mistake: no -t team=…
+        main(["put", root_url, str(files["a.json"]), *args[:2], *options(backend)])
+    assert exit_info.value.code == 2
+    assert "add -t team=VALUE" in capsys.readouterr().err
 
 
 def test_put_refuses_what_is_not_a_file(tmp_path: Path, capsys: Any) -> None:
