@@ -32,7 +32,7 @@ from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.errors import Failure, UsageError
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
-from lakery_fsspec.cli.logs import show_logs
+from lakery_fsspec.cli.logs import leftover_warnings, show_logs
 from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
 
@@ -52,6 +52,11 @@ DEFAULT_TIMEOUT = 60.0
 """Seconds each storage call may take, unless ``--timeout`` says otherwise."""
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_NOTHING_WRITTEN = frozenset(
+    {"bad-credentials", "no-credentials", "permission-denied", "no-bucket", "read-only"}
+)
+"""Diagnoses of failures in which nothing reached the storage: a failed clean-up after
+one is not worth a warning."""
 _UPLOAD_NOTE = {"object": "", "upload": "\tunfinished upload"}
 """What ``gc`` prints after a temp's path, by its kind."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -101,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_logs(debug)
     context = Context(lives_on=argv is not None)
     try:
-        return handler(args, context)
+        status = handler(args, context)
+        _tell(leftover_warnings())
+        return status
     except UsageError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     except Failure as failure:
@@ -127,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoint=context.endpoint,
         )
         _explain(found)
+        held = leftover_warnings()
+        _tell([] if found.kind in _NOTHING_WRITTEN else held)
         return 1
 
 
@@ -753,6 +762,11 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}".removesuffix(".0") + unit
     return f"{seconds:.0f}s"
+
+
+def _tell(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
 def _explain(found: Diagnosis) -> None:

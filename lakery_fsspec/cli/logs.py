@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 
-__all__ = ["show_logs"]
+__all__ = ["leftover_warnings", "show_logs"]
 
 _LOGGER = "lakery_fsspec"
 _URL = re.compile(r"\w+://\S+")
@@ -15,12 +15,13 @@ _URL = re.compile(r"\w+://\S+")
 
 class _Warnings(logging.Handler):
     """Prints the storage's warnings as ``warning: …``. A clean-up that failed (an upload's
-    abort, a temp object's removal: often nothing was written at all) is told once per
-    temp object, naming ``lakery-fsspec gc`` rather than the Python API."""
+    abort, a temp object's removal) is held back until the command ends, told once per
+    temp object and naming ``lakery-fsspec gc`` rather than the Python API: see
+    ``leftover_warnings``."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self._told: set[str] = set()
+        self.held: dict[str, str] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         cleanup = getattr(record, "cleanup", None)
@@ -29,16 +30,24 @@ class _Warnings(logging.Handler):
             return
         found = _URL.search(cleanup)
         where = found.group(0) if found else cleanup
-        if where in self._told:
-            return
-        self._told.add(where)
-        print(
+        self.held.setdefault(
+            where,
             f"warning: could not make sure that nothing is left at {where} "
             f"({getattr(record, 'reason', '')}); `lakery-fsspec gc` removes whatever is "
             "there once it is older than its --older-than (1 day)",
-            file=sys.stderr,
-            flush=True,
         )
+
+
+def leftover_warnings() -> list[str]:
+    """The clean-up warnings held back since the last call (none under ``--debug``, whose
+    log shows them as they come). The caller prints them unless the command failed in a
+    way that wrote nothing (refused credentials, say): then they would only mislead."""
+    held: list[str] = []
+    for handler in logging.getLogger(_LOGGER).handlers:
+        if isinstance(handler, _Warnings):
+            held += handler.held.values()
+            handler.held.clear()
+    return held
 
 
 def show_logs(debug: bool) -> None:
