@@ -28,7 +28,7 @@ from lakery_fsspec._router import PathTemplate
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._temp import TempPath
 from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
-from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of, pointer_mixed_up
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.errors import Failure, UsageError
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug: bool = getattr(args, "debug", False) or args.debug_everywhere
     args.debug = debug
     show_logs(debug)
+    leftover_warnings()  # none held from an earlier command in this process
     context = Context(lives_on=argv is not None)
     try:
         status = handler(args, context)
@@ -447,7 +448,7 @@ def _get(args: argparse.Namespace, context: Context) -> int:
     try:
         write_output(target, lambda sink: asyncio.run(copy(sink)))
     except IntegrityError as error:
-        if mixed_up := _mixed_up(pointer):
+        if mixed_up := pointer_mixed_up(pointer):
             raise Failure(f"{error} {mixed_up}", "Use the pointer that put printed.") from error
         if not direct:
             raise  # nothing was written
@@ -459,20 +460,6 @@ def _get(args: argparse.Namespace, context: Context) -> int:
     if sys.stderr.isatty() and not direct:
         print(f"wrote {target} ({human_size(target.stat().st_size)})", file=sys.stderr)
     return 0
-
-
-def _mixed_up(pointer: FsspecPointer) -> str:
-    """Why a pointer cannot be right, if its path holds another hash than it records
-    (a pointer edited, or pieced together from two): else ``""``."""
-    recorded = pointer.get("content_hash")
-    hashes = re.findall(r"[0-9a-f]{32,}", pointer["path"])
-    if not recorded or not hashes or recorded in hashes:
-        return ""
-    return (
-        f"The pointer itself is wrong: its path names the content {hashes[-1][:12]}…, but "
-        f"it records the hash {recorded[:12]}… (it was edited, or pieced together from "
-        "two pointers); the stored object may well be intact."
-    )
 
 
 def _gc(args: argparse.Namespace, context: Context) -> int:

@@ -16,8 +16,16 @@ from urllib.parse import urlsplit
 
 from lakery_fsspec._errors import exception_chain
 from lakery_fsspec._location import backend_of
+from lakery_fsspec._pointer import FsspecPointer
 
-__all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
+__all__ = [
+    "Diagnosis",
+    "EndpointUnreachable",
+    "diagnose",
+    "endpoint_of",
+    "pointer_mixed_up",
+    "probe_endpoint",
+]
 
 _NO_BUCKET_CODES = {"NoSuchBucket", "ContainerNotFound"}
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException"}
@@ -62,7 +70,8 @@ class Diagnosis:
     ``kind`` is a stable keyword for scripts and tests: ``unknown-protocol``,
     ``missing-package``, ``bad-argument``, ``read-only``, ``no-data``, ``corrupt``,
     ``no-bucket``, ``no-credentials``, ``bad-credentials``, ``permission-denied``,
-    ``unreachable``, ``timeout``, ``local-error`` or ``unexpected``.
+    ``unreachable``, ``timeout``, ``local-error``, ``unexpected``, or ``refused`` (the
+    command line's own refusals).
     """
 
     kind: str
@@ -162,6 +171,20 @@ def _codes_in(codes: list[str], wanted: set[str]) -> bool:
 def endpoint_of(protocol: str, options: Mapping[str, Any]) -> str | None:
     """The server URL a storage was explicitly pointed at (options or environment), if any."""
     return backend_of(protocol).endpoint(options)
+
+
+def pointer_mixed_up(pointer: FsspecPointer) -> str:
+    """Why a pointer cannot be right, if its path holds another hash than it records
+    (a pointer edited, or pieced together from two): else ``""``."""
+    recorded = pointer.get("content_hash")
+    hashes = re.findall(r"[0-9a-f]{32,}", pointer["path"])
+    if not recorded or not hashes or recorded in hashes:
+        return ""
+    return (
+        f"The pointer itself is wrong: its path names the content {hashes[-1][:12]}…, but "
+        f"it records the hash {recorded[:12]}… (it was edited, or pieced together from "
+        "two pointers); the stored object may well be intact."
+    )
 
 
 # --- the kinds --------------------------------------------------------------------------
