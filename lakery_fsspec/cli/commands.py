@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -32,6 +30,20 @@ from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of, pointer
 from lakery_fsspec.cli.doctor import Doctor
 from lakery_fsspec.cli.errors import Failure, UsageError
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.flags import (
+    KEY,
+    URL_VARIABLE,
+    add_storage_options,
+    add_temp_prefix,
+    add_timeout,
+    add_url,
+    command,
+    key_value,
+    parse_duration,
+    parse_fraction,
+    parse_size,
+    positive_int,
+)
 from lakery_fsspec.cli.logs import leftover_warnings, show_logs
 from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
@@ -47,11 +59,7 @@ __all__ = [
 
 DEFAULT_URL = "./lake"
 """The storage used when no URL is given and ``$LAKERY_FSSPEC_URL`` is not set."""
-URL_VARIABLE = "LAKERY_FSSPEC_URL"
-DEFAULT_TIMEOUT = 60.0
-"""Seconds each storage call may take, unless ``--timeout`` says otherwise."""
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _NOTHING_WRITTEN = frozenset(
     {"bad-credentials", "no-credentials", "permission-denied", "no-bucket", "read-only"}
 )
@@ -59,20 +67,6 @@ _NOTHING_WRITTEN = frozenset(
 one is not worth a warning."""
 _UPLOAD_NOTE = {"object": "", "upload": "\tunfinished upload"}
 """What ``gc`` prints after a temp's path, by its kind."""
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_SIZES = {
-    "": 1,
-    "b": 1,
-    "k": 2**10,
-    "kb": 10**3,
-    "kib": 2**10,
-    "m": 2**20,
-    "mb": 10**6,
-    "mib": 2**20,
-    "g": 2**30,
-    "gb": 10**9,
-    "gib": 2**30,
-}
 
 
 @dataclass
@@ -160,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
-    check = _command(commands, "check", "probe a storage step by step and explain any failure")
-    _add_url(check)
-    _add_storage_options(check, "-o", "-s")
+    check = command(commands, "check", "probe a storage step by step and explain any failure")
+    add_url(check)
+    add_storage_options(check, "-o", "-s")
     check.add_argument("--template", help="also validate this path template")
     check.add_argument(
         "--timeout",
@@ -179,10 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="size of the object streamed through temp and move (default 12MiB)",
     )
-    _add_temp_prefix(check)
+    add_temp_prefix(check)
     check.set_defaults(handler=_check)
 
-    put = _command(
+    put = command(
         commands,
         "put",
         "stream files into the storage; print one pointer per line",
@@ -196,22 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="the storage URL (left out: $LAKERY_FSSPEC_URL or ./lake), then the files to "
         "store; '-' reads standard input",
     )
-    _add_storage_options(put, "-o", "-s")
+    add_storage_options(put, "-o", "-s")
     put.add_argument("--template", help="path template for the stored objects")
     put.add_argument(
         "-t",
         "--tag",
         action="append",
         default=[],
-        type=_key_value,
+        type=key_value,
         metavar="NAME=VALUE",
         help="a tag for the template's {tags[NAME]} (repeatable)",
     )
     put.add_argument("--content-type", help="content type to record (default: from the name)")
-    _add_timeout(put)
+    add_timeout(put)
     put.set_defaults(handler=_put)
 
-    get = _command(commands, "get", "stream an object out to a file or standard output")
+    get = command(commands, "get", "stream an object out to a file or standard output")
     get.add_argument(
         "pointer",
         nargs="?",
@@ -226,20 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file (or directory) to write; '-' for standard output (the default when piped)",
     )
-    _add_storage_options(get, "-s", note="; -o is the output file here")
+    add_storage_options(get, "-s", note="; -o is the output file here")
     get.add_argument(
         "--url", help="read through this storage URL instead of the pointer's own root"
     )
-    _add_timeout(get)
+    add_timeout(get)
     get.set_defaults(handler=_get)
 
-    gc = _command(
+    gc = command(
         commands,
         "gc",
         "delete temp objects and abort unfinished uploads left behind by interrupted streams",
     )
-    _add_url(gc)
-    _add_storage_options(gc, "-o", "-s")
+    add_url(gc)
+    add_storage_options(gc, "-o", "-s")
     gc.add_argument(
         "--older-than",
         type=parse_duration,
@@ -249,11 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    _add_timeout(gc)
-    _add_temp_prefix(gc)
+    add_timeout(gc)
+    add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
 
-    verify = _command(
+    verify = command(
         commands,
         "verify",
         "re-hash stored objects; report corrupt, truncated, missing ones",
@@ -261,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         "command-line mistake, 3 no stored object found under the root (nothing matched "
         "the template; see --allow-empty).",
     )
-    _add_url(verify)
-    _add_storage_options(verify, "-o", "-s")
+    add_url(verify)
+    add_storage_options(verify, "-o", "-s")
     verify.add_argument(
         "--template",
         help="the path template the objects were written with, from which each path's hash "
@@ -291,24 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         metavar="N",
         help="objects read at once (default 8)",
     )
-    _add_timeout(verify)
+    add_timeout(verify)
     verify.add_argument(
         "--allow-empty",
         action="store_true",
         help="exit 0 when no stored object is found (an empty lake is expected); "
         "otherwise that exits 3",
     )
-    _add_temp_prefix(verify)
+    add_temp_prefix(verify)
     verify.set_defaults(handler=_verify)
 
-    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
-    _add_url(demo)
-    _add_timeout(demo)
+    demo = command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
+    add_url(demo)
+    add_timeout(demo)
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -411,7 +405,7 @@ async def _put_stream(
 def _get(args: argparse.Namespace, context: Context) -> int:
     output: str | None = args.output
     key, is_option, _ = (output or "").partition("=")
-    if is_option and _KEY.fullmatch(key) and not Path(output or "").exists():
+    if is_option and KEY.fullmatch(key) and not Path(output or "").exists():
         msg = (
             f"-o names the output file in `get`; give storage options with -s "
             f"(did you mean -s {output}?). For a file with '=' in its name, write ./{output}"
@@ -558,132 +552,6 @@ def _demo(args: argparse.Namespace, context: Context) -> int:
 
 
 # --- argument helpers -------------------------------------------------------------------
-
-
-def _command(
-    commands: Any, name: str, summary: str, epilog: str | None = None
-) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
-        name, help=summary, description=summary[0].upper() + summary[1:], epilog=epilog
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    return parser
-
-
-def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "url", nargs="?", metavar="URL", help=f"storage URL (default ${URL_VARIABLE} or ./lake)"
-    )
-
-
-def _add_storage_options(parser: argparse.ArgumentParser, *flags: str, note: str = "") -> None:
-    parser.add_argument(
-        *flags,
-        "--storage-option",
-        dest="storage_option",
-        action="append",
-        default=[],
-        type=_key_value,
-        metavar="KEY=VALUE",
-        help="an fsspec storage option, e.g. endpoint_url=http://127.0.0.1:5000 or anon=true; "
-        f"VALUE is read as JSON when it parses (repeatable){note}",
-    )
-
-
-def _add_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"the most each call to the storage may take: one request or upload block, "
-        f"not the whole command (default {DEFAULT_TIMEOUT:g}; 0 waits as long as the "
-        "client does)",
-    )
-
-
-def _seconds(text: str) -> float | None:
-    """``--timeout``'s value: seconds, or None for 0 (the client's own limits)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        msg = f"not a number of seconds: {text!r} (write e.g. 60, or 0 for no limit)"
-        raise argparse.ArgumentTypeError(msg)
-    return value or None
-
-
-def _add_temp_prefix(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--temp-prefix",
-        default=".lakery-tmp",
-        metavar="FOLDER",
-        help="the storage's temp folder under its root (default .lakery-tmp)",
-    )
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    """``key=value`` -> ``(key, value)``, the value parsed as JSON when it parses."""
-    key, sep, value = text.partition("=")
-    if not sep or not _KEY.fullmatch(key):
-        msg = f"expected KEY=VALUE, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``, ``"1h30m"`` -> seconds."""
-    cleaned = text.strip().lower().replace(" ", "")
-    try:
-        seconds = float(cleaned)
-    except ValueError:
-        pass
-    else:
-        if seconds >= 0:
-            return seconds
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", cleaned)
-    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
-        msg = f"not a duration: {text!r} (write e.g. 90s, 30m, 12h, 7d or 1h30m)"
-        raise argparse.ArgumentTypeError(msg)
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
-
-
-def parse_fraction(text: str) -> float:
-    """``"0.01"``, ``"1%"`` -> a fraction in (0, 1]."""
-    cleaned = text.strip()
-    try:
-        value = float(cleaned.removesuffix("%")) / (100 if cleaned.endswith("%") else 1)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        msg = f"not a fraction: {text!r} (write e.g. 0.01 or 1% for one object in a hundred)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"not a positive whole number: {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def parse_size(text: str) -> int:
-    """``"12MiB"``, ``"512k"``, ``"1000"`` -> bytes (K/M/G are powers of 1024)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZES:
-        msg = f"not a size: {text!r} (write e.g. 4096, 512KiB or 12MiB)"
-        raise argparse.ArgumentTypeError(msg)
-    return int(float(match.group(1)) * _SIZES[unit])
 
 
 def _named(storage: FsspecStorage) -> str:
