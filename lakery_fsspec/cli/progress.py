@@ -83,14 +83,20 @@ class Progress:
             self._drawn = 0.0
 
     def close(self) -> None:
-        """Draw the final state and end the line."""
+        """Draw the final state and end the line; a bar that counted nothing (a wait
+        only) is erased instead."""
         self._stop.set()
         if self.enabled and not self._closed:
             self._note = ""
             self._moved = time.monotonic()
+            width = _width()
+            if self.total or self.done:
+                last = "\r" + self.line(width).ljust(width) + "\n"
+            else:
+                last = "\r" + " " * width + "\r"
             with self._lock:
                 self._closed = True
-                self._stream.write("\r" + self.line(_width()).ljust(_width()) + "\n")
+                self._stream.write(last)
                 self._stream.flush()
         self._closed = True
 
