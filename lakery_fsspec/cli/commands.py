@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         "put",
         "stream files into the storage; print one pointer per line",
         epilog=PUT_RULE + " A lone argument that is none of these is refused: to store "
-        "standard input into a new lake folder, write `put ./lake -`.",
+        "standard input into a new lake folder, write `put ./lake -`. Of several "
+        "arguments, a first that is neither a file nor '-' is the URL (a new folder if "
+        "nothing is there).",
     )
     put.add_argument(
         "paths",
