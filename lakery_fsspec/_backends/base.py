@@ -15,7 +15,6 @@ from collections.abc import (
     Mapping,
 )
 from functools import partial
-from types import EllipsisType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from anyio import CancelScope
@@ -184,17 +183,16 @@ class Backend:
         """Whether an object exists at ``path``."""
         return await self.size(path) is not None
 
-    async def intact(self, path: str, expected: int, size: int | EllipsisType | None = ...) -> bool:
-        """Whether an object of ``expected`` bytes is at ``path`` (its ``size``, if the
-        caller has it already, saves a stat).
+    async def intact(self, path: str, expected: int) -> bool:
+        """Whether an object of ``expected`` bytes is at ``path`` (one ``size`` call: a
+        HEAD on S3 and GCS, a stat elsewhere).
 
         Content addressing keeps an existing object, but one of another size is damage
         (truncated, or overwritten), not "already stored": it is removed, so that the
         write that found it puts the object right. Rot that keeps the size is for
         ``verify`` to find.
         """
-        if size is ...:
-            size = await self.size(path)
+        size = await self.size(path)
         if size is None or size == expected:
             return size is not None
         _LOG.warning(
