@@ -135,6 +135,9 @@ class FsspecStorage(Storage[FsspecPointer]):
         backend = (await self._opened("write_data", final)).target
         with _located("write_data", backend, final):
             written = await backend.create(final, data, digest, self._temp_path())
+            # Already there: one stat tells the content from a damaged object (replaced).
+            if not written and not await backend.intact(final, len(data)):
+                written = await backend.create(final, data, digest, self._temp_path())
         operation = "write_data" if written else "write_data (exists)"
         _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)

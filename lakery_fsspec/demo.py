@@ -1,6 +1,9 @@
-"""``python -m lakery_fsspec.demo``: the README's main job (it lives in ``cli.demo``)."""
+"""``python -m lakery_fsspec.demo``: the README's main job, ``lakery-fsspec demo`` (its
+options, help and plain-words errors; the demo itself is ``cli.demo``)."""
 
-from lakery_fsspec.cli.demo import main
+import sys
+
+from lakery_fsspec.cli.commands import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["demo", *sys.argv[1:]]))

@@ -133,11 +133,13 @@ async def test_existing_object_is_not_rewritten(
 ) -> None:
     data = payload(1000)
     first = await write(storage, data, how)
-    # Replace the object behind the storage's back: a rewrite would restore it.
-    backend.fs().pipe_file(f"{first['root']}/{first['path']}", b"sentinel")
+    # Replace the object behind the storage's back: a rewrite would restore it. Same
+    # size: one of another size is damage, and replaced (test_healing.py).
+    sentinel = b"sentinel".ljust(len(data), b".")
+    backend.fs().pipe_file(f"{first['root']}/{first['path']}", sentinel)
     second = await write(storage, data, how)
     assert second == first
-    assert await storage.read_data(second) == b"sentinel"
+    assert await storage.read_data(second) == sentinel
     assert objects(backend, root_url) == [first["path"]]
 
 

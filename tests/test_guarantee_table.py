@@ -1,4 +1,4 @@
-"""The README's guarantee table: a row per backend, and every cell backed by a test that
+"""GUARANTEES.md's guarantee table: a row per backend, and every cell backed by a test that
 exists (cited as `file.py::test_name` in the row's last column)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-README = TESTS.parent / "README.md"
+GUARANTEES = TESTS.parent / "GUARANTEES.md"
 BACKENDS = {
     "memory",
     "local files",
@@ -36,7 +36,7 @@ COLUMNS = [
 
 def table() -> dict[str, dict[str, str]]:
     """The table under "## Guarantees": backend -> column -> cell."""
-    section = README.read_text().split("\n## Guarantees\n", 1)[1].split("\n## ", 1)[0]
+    section = GUARANTEES.read_text().split("\n## Guarantees\n", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("| backend |")]
     assert len(lines) == 1, "one table whose first column is 'backend' under ## Guarantees"
     start = section.splitlines().index(lines[0])

@@ -133,8 +133,8 @@ async def test_rename_refuses_an_existing_object(backend: BackendInfo) -> None:
     root = storage.location.root
     fs = backend.fs()
     fs.pipe_file(f"{root}/a", b"first")
-    fs.pipe_file(f"{root}/b", b"second")
-    assert await target.move(f"{root}/b", f"{root}/a", digest_of(b"second")) is False
+    fs.pipe_file(f"{root}/b", b"other")  # the same size: one of another size is damage
+    assert await target.move(f"{root}/b", f"{root}/a", digest_of(b"other")) is False
     assert fs.cat_file(f"{root}/a") == b"first"
     assert not fs.exists(f"{root}/b")  # the refused source is removed
     assert await target.move(f"{root}/a", f"{root}/new/c", digest_of(b"first")) is True

@@ -113,9 +113,12 @@ def test_verify_reports_each_problem_and_exits_1(
     ]
     assert "checked 5 object(s)" in captured.err
 
-    # The default template cannot read these paths: they are left alone, and said so.
-    assert main(["verify", root_url, *options(backend)]) == 0
-    assert "left alone: 4 object(s) at paths the template cannot make" in capsys.readouterr().err
+    # The default template cannot read these paths: they are left alone, and said so;
+    # nothing was checked, which is not OK (exit 3).
+    assert main(["verify", root_url, *options(backend)]) == 3
+    err = capsys.readouterr().err
+    assert "left alone: 4 object(s) at paths the template cannot make" in err
+    assert "EMPTY: no stored object under" in err
 
 
 def test_verify_sample_and_resume(

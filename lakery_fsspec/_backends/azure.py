@@ -133,6 +133,8 @@ class AzureBackend(Backend):
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
         created = await self.io.run(lambda fs: _copy_new(fs, source, destination))
+        if not created and not await self.intact(destination, digest["content_size"]):
+            created = await self.io.run(lambda fs: _copy_new(fs, source, destination))
         await self.remove(source)
         return created
 

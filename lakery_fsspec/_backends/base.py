@@ -6,7 +6,14 @@ import asyncio
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+)
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -176,6 +183,28 @@ class Backend:
         """Whether an object exists at ``path``."""
         return await self.size(path) is not None
 
+    async def intact(self, path: str, expected: int) -> bool:
+        """Whether an object of ``expected`` bytes is at ``path`` (one ``size`` call: a
+        HEAD on S3 and GCS, a stat elsewhere).
+
+        Content addressing keeps an existing object, but one of another size is damage
+        (truncated, or overwritten), not "already stored": it is removed, so that the
+        write that found it puts the object right. Rot that keeps the size is for
+        ``verify`` to find.
+        """
+        size = await self.size(path)
+        if size is None or size == expected:
+            return size is not None
+        _LOG.warning(
+            "Replacing %s://%s: it holds %d bytes where its content has %d (damaged).",
+            self.protocol,
+            path,
+            size,
+            expected,
+        )
+        await self.remove(path)
+        return False
+
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         """The stored bytes of ``path`` (a byte range if given), exactly as stored."""
         return await self.io.call("cat_file", path, start=start, end=end)
@@ -292,11 +321,28 @@ class Backend:
         race-free: two writers of the same content may both move, the second over the
         first (same bytes, so only a versioned or write-once store tells).
         """
-        if await self.exists(destination):
+        if await self.intact(destination, digest["content_size"]):
             await self.remove(source)
             return False
         await self._move_over(source, destination)
         return True
+
+    async def _move_healing(
+        self,
+        move_new: Callable[[], Awaitable[bool]],
+        source: str,
+        destination: str,
+        digest: Digest,
+    ) -> bool:
+        """``move``, for a create-only ``move_new()`` that leaves a refused source where it
+        is: on a refusal, one stat tells the content already stored from a damaged object
+        (see ``intact``), which is replaced. ``source`` is gone afterwards either way."""
+        moved = await move_new()
+        if not moved and not await self.intact(destination, digest["content_size"]):
+            moved = await move_new()
+        if not moved:
+            await self.remove(source)
+        return moved
 
     async def _move_over(self, source: str, destination: str) -> None:
         """Move an object server-side, over any at ``destination``: a rename, or a copy
@@ -375,7 +421,12 @@ async def cleanup(step: Awaitable[object], what: str) -> None:
         try:
             await step
         except Exception as error:
-            _LOG.warning("Could not %s (cleanup_temp removes leftovers later): %s", what, error)
+            _LOG.warning(
+                "Could not %s (FsspecStorage.cleanup_temp removes leftovers later): %s",
+                what,
+                error,
+                extra={"cleanup": what, "reason": str(error)},  # for the command line's words
+            )
 
 
 def _consume(task: asyncio.Task[bytes]) -> None:

@@ -159,7 +159,12 @@ class FTPBackend(Backend):
         return _StoreWriter(self._pool, path)
 
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._run(_move_new, self._pool.folders, source, destination)
+        return await self._move_healing(
+            lambda: self._run(_move_new, self._pool.folders, source, destination),
+            source,
+            destination,
+            digest,
+        )
 
     async def list(self, folder: str) -> list[str]:
         return await self._run(_files, folder)
@@ -370,9 +375,8 @@ def _create(ftp: ftplib.FTP, folders: _Folders, path: str, data: bytes, temp: st
 
 def _move_new(ftp: ftplib.FTP, folders: _Folders, source: str, destination: str) -> bool:
     """Rename ``source`` to ``destination`` unless a file is there (checked first: FTP
-    renames replace); ``source`` is gone afterwards either way."""
+    renames replace); whether it moved. A refused ``source`` stays where it is."""
     if _size(ftp, destination) is not None:
-        _delete(ftp, source)
         return False
     _making_folder(ftp, folders, destination, partial(ftp.rename, source, destination))
     return True

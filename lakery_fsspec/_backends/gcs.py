@@ -150,7 +150,8 @@ class GCSBackend(Backend):
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
         # One GET first: servers that ignore ifGenerationMatch on a rewrite (fake-gcs-server
         # up to 1.54 at least) would otherwise copy over content already stored.
-        if await self.exists(destination):
+        # Its size also tells a damaged object, which is replaced.
+        if await self.intact(destination, digest["content_size"]):
             await self.remove(source)
             return False
         created = await self.io.run(lambda fs: _rewrite_new(fs, source, destination))

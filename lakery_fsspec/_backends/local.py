@@ -60,7 +60,12 @@ class LocalBackend(Backend):
                 file.close()
 
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self.io.thread(partial(_move_new, source, destination))
+        return await self._move_healing(
+            lambda: self.io.thread(partial(_link_new, source, destination)),
+            source,
+            destination,
+            digest,
+        )
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # The kernel stamps each write; this machine's clock is the server's.
@@ -123,7 +128,16 @@ def _making_folder(folder: str, step: Callable[[], T]) -> T:
 
 def _move_new(source: str, destination: str) -> bool:
     """Move ``source`` to ``destination`` unless a file is there; whether it moved.
-    ``source`` is gone afterwards either way.
+    ``source`` is gone afterwards either way."""
+    moved = _link_new(source, destination)
+    if not moved:
+        os.unlink(source)
+    return moved
+
+
+def _link_new(source: str, destination: str) -> bool:
+    """Move ``source`` to ``destination`` unless a file is there; whether it moved. A
+    refused ``source`` stays where it is.
 
     A hard link refuses an existing name (EEXIST) in the same call that creates it, where
     a rename would replace it. Filesystems without hard links get a check and a rename,
@@ -132,13 +146,11 @@ def _move_new(source: str, destination: str) -> bool:
     try:
         _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
     except FileExistsError:
-        os.unlink(source)
         return False
     except OSError as error:
         if error.errno not in _NO_LINKS:
             raise
         if os.path.exists(destination):
-            os.unlink(source)
             return False
         _making_folder(os.path.dirname(destination), partial(os.replace, source, destination))
         return True

@@ -47,7 +47,11 @@ class MemoryBackend(Backend):
         store: dict[str, Any] = self.fs.store
         buffer = store.pop(self.fs._strip_protocol(source))
         buffer.path = self.fs._strip_protocol(destination)
-        return store.setdefault(buffer.path, buffer) is buffer
+        if store.setdefault(buffer.path, buffer) is buffer:
+            return True
+        if await self.intact(destination, digest["content_size"]):
+            return False
+        return store.setdefault(buffer.path, buffer) is buffer  # the damaged one is gone
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # Files are stamped when opened and when committed; this process's clock is the

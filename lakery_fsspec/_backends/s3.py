@@ -200,7 +200,8 @@ class S3Backend(Backend):
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
         # The refusal below comes only after the server has copied the whole object; a
         # HEAD first saves that copy when the content is already stored.
-        if await self.exists(destination):
+        # The HEAD's size also tells a damaged object, which is replaced.
+        if await self.intact(destination, digest["content_size"]):
             await self.remove(source)
             return False
         if digest["content_size"] == 0:

@@ -197,7 +197,12 @@ class SFTPBackend(Backend):
         return _FileWriter(self.channels, path)
 
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self.io.thread(partial(self.channels.run, _move_new, source, destination))
+        return await self._move_healing(
+            lambda: self.io.thread(partial(self.channels.run, _rename_new, source, destination)),
+            source,
+            destination,
+            digest,
+        )
 
     async def list(self, folder: str) -> list[str]:
         return [path for path, _ in await self.io.thread(partial(self.channels.run, _ls, folder))]
@@ -467,8 +472,17 @@ def _create(sftp: Any, path: str, data: bytes, temp: str) -> bool:
 
 
 def _move_new(sftp: Any, source: str, destination: str) -> bool:
+    """Rename unless ``destination`` exists; whether it moved. ``source`` is gone
+    afterwards either way."""
+    moved = _rename_new(sftp, source, destination)
+    if not moved:
+        _remove(sftp, source)  # refused: already stored
+    return moved
+
+
+def _rename_new(sftp: Any, source: str, destination: str) -> bool:
     """Rename unless ``destination`` exists (SFTP v3 rename refuses it in the same
-    request); whether it moved. ``source`` is gone afterwards either way."""
+    request); whether it moved. A refused ``source`` stays where it is."""
     try:
         _making_folder(
             sftp, posixpath.dirname(destination), partial(sftp.rename, source, destination)
@@ -476,7 +490,6 @@ def _move_new(sftp: Any, source: str, destination: str) -> bool:
     except OSError:
         if _size(sftp, destination) is None:
             raise
-        _remove(sftp, source)  # refused: already stored
         return False
     return True
 

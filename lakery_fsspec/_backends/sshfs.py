@@ -222,7 +222,12 @@ class SSHFSBackend(Backend):
 
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
         """An SFTP rename, refused (and the source removed) if ``destination`` exists."""
-        return await self._sftp(lambda sftp: _rename_new(sftp, source, destination))
+        return await self._move_healing(
+            lambda: self._sftp(lambda sftp: _rename_new(sftp, source, destination, keep=True)),
+            source,
+            destination,
+            digest,
+        )
 
     async def _move_over(self, source: str, destination: str) -> None:
         await self._sftp(lambda sftp: _rename_over(sftp, source, destination))
@@ -367,9 +372,9 @@ def _writing(file: Any, block: bytes, offset: int) -> Callable[[Any], Awaitable[
     return lambda _: file.write(block, offset)
 
 
-async def _rename_new(sftp: Any, source: str, destination: str) -> bool:
+async def _rename_new(sftp: Any, source: str, destination: str, *, keep: bool = False) -> bool:
     """Rename unless ``destination`` exists (SFTP v3 ``rename`` refuses it in the same
-    request); whether it moved. The source is gone afterwards either way."""
+    request); whether it moved. A refused source is removed, unless ``keep``."""
     import asyncssh
 
     for attempt in range(2):
@@ -378,7 +383,8 @@ async def _rename_new(sftp: Any, source: str, destination: str) -> bool:
             return True
         except asyncssh.SFTPError as refused:
             if await sftp.exists(destination):
-                await _remove_quietly(sftp, source)
+                if not keep:
+                    await _remove_quietly(sftp, source)
                 return False
             if attempt or not isinstance(refused, asyncssh.SFTPNoSuchFile):
                 raise

@@ -9,26 +9,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import os
-import re
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from lakery_fsspec._backends import backend_class
+from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
+from lakery_fsspec._router import PathTemplate
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._temp import TempPath
-from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of
+from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, endpoint_of, pointer_mixed_up
 from lakery_fsspec.cli.doctor import Doctor
+from lakery_fsspec.cli.errors import Failure, UsageError
 from lakery_fsspec.cli.filestream import FileStream, guess_content_type
+from lakery_fsspec.cli.flags import (
+    KEY,
+    URL_VARIABLE,
+    add_storage_options,
+    add_temp_prefix,
+    add_timeout,
+    add_url,
+    command,
+    key_value,
+    parse_duration,
+    parse_fraction,
+    parse_size,
+    positive_int,
+)
+from lakery_fsspec.cli.logs import leftover_warnings, show_logs
+from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
 
 __all__ = [
@@ -42,29 +59,14 @@ __all__ = [
 
 DEFAULT_URL = "./lake"
 """The storage used when no URL is given and ``$LAKERY_FSSPEC_URL`` is not set."""
-URL_VARIABLE = "LAKERY_FSSPEC_URL"
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_NOTHING_WRITTEN = frozenset(
+    {"bad-credentials", "no-credentials", "permission-denied", "no-bucket", "read-only"}
+)
+"""Diagnoses of failures in which nothing reached the storage: a failed clean-up after
+one is not worth a warning."""
 _UPLOAD_NOTE = {"object": "", "upload": "\tunfinished upload"}
 """What ``gc`` prints after a temp's path, by its kind."""
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_SIZES = {
-    "": 1,
-    "b": 1,
-    "k": 2**10,
-    "kb": 10**3,
-    "kib": 2**10,
-    "m": 2**20,
-    "mb": 10**6,
-    "mib": 2**20,
-    "g": 2**30,
-    "gb": 10**9,
-    "gib": 2**30,
-}
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as given (exit status 2)."""
 
 
 @dataclass
@@ -75,10 +77,17 @@ class Context:
     protocol: str = ""
     action: str = ""
     endpoint: str | None = None
+    lives_on: bool = False
+    """Whether the process lives on after the command (``main`` called from Python), so
+    that a memory:// storage keeps what was put there."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Called with ``argv`` from Python, the caller's process outlives the command, so
+    ``put`` may store into memory://; as the command itself (no ``argv``) it refuses to.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, Context], int] | None = getattr(args, "handler", None)
@@ -86,15 +95,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         print("\nStart with: lakery-fsspec check", file=sys.stdout)
         return 0
-    debug: bool = getattr(args, "debug", False)
-    if debug:
-        logging.basicConfig(format="%(name)s %(levelname)s %(message)s")
-        logging.getLogger("lakery_fsspec").setLevel(logging.DEBUG)
-    context = Context()
+    debug: bool = getattr(args, "debug", False) or args.debug_everywhere
+    args.debug = debug
+    show_logs(debug)
+    leftover_warnings()  # none held from an earlier command in this process
+    context = Context(lives_on=argv is not None)
     try:
-        return handler(args, context)
+        status = handler(args, context)
+        _tell(leftover_warnings())
+        return status
     except UsageError as error:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except Failure as failure:
+        if debug:
+            traceback.print_exc()
+        _explain(Diagnosis("refused", failure.message, failure.fix))
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -113,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoint=context.endpoint,
         )
         _explain(found)
+        held = leftover_warnings()
+        _tell([] if found.kind in _NOTHING_WRITTEN else held)
         return 1
 
 
@@ -127,18 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `lakery-fsspec COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        dest="debug_everywhere",  # a sub-command's own --debug default would override it
+        help="show tracebacks and debug logs (also accepted after the command)",
+    )
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
-    check = _command(commands, "check", "probe a storage step by step and explain any failure")
-    _add_url(check)
-    _add_storage_options(check, "-o", "-s")
+    check = command(commands, "check", "probe a storage step by step and explain any failure")
+    add_url(check)
+    add_storage_options(check, "-o", "-s")
     check.add_argument("--template", help="also validate this path template")
     check.add_argument(
         "--timeout",
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="time allowed to first reach the storage (default 10; data steps get 12x)",
+        help="check's own limit: the time allowed to first reach the storage (default 10; "
+        "the data steps get 12x); other commands' --timeout bounds each call instead",
     )
     check.add_argument(
         "--size",
@@ -147,32 +173,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="size of the object streamed through temp and move (default 12MiB)",
     )
-    _add_temp_prefix(check)
+    add_temp_prefix(check)
     check.set_defaults(handler=_check)
 
-    put = _command(commands, "put", "stream files into the storage; print one pointer per line")
+    put = command(
+        commands,
+        "put",
+        "stream files into the storage; print one pointer per line",
+        epilog=PUT_RULE + " A lone argument that is none of these is refused: to store "
+        "standard input into a new lake folder, write `put ./lake -`. Of several "
+        "arguments, a first that is neither a file nor '-' is the URL (a new folder if "
+        "nothing is there).",
+    )
     put.add_argument(
         "paths",
         nargs="*",
         metavar="[URL] FILE",
-        help="the storage URL (may be left out when the first argument is an existing file), "
-        "then files to store; '-' or nothing reads standard input",
+        help="the storage URL (left out: $LAKERY_FSSPEC_URL or ./lake), then the files to "
+        "store; '-' reads standard input",
     )
-    _add_storage_options(put, "-o", "-s")
+    add_storage_options(put, "-o", "-s")
     put.add_argument("--template", help="path template for the stored objects")
     put.add_argument(
         "-t",
         "--tag",
         action="append",
         default=[],
-        type=_key_value,
+        type=key_value,
         metavar="NAME=VALUE",
         help="a tag for the template's {tags[NAME]} (repeatable)",
     )
     put.add_argument("--content-type", help="content type to record (default: from the name)")
+    add_timeout(put)
     put.set_defaults(handler=_put)
 
-    get = _command(commands, "get", "stream an object out to a file or standard output")
+    get = command(commands, "get", "stream an object out to a file or standard output")
     get.add_argument(
         "pointer",
         nargs="?",
@@ -187,19 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file (or directory) to write; '-' for standard output (the default when piped)",
     )
-    _add_storage_options(get, "-s", note="; -o is the output file here")
+    add_storage_options(get, "-s", note="; -o is the output file here")
     get.add_argument(
         "--url", help="read through this storage URL instead of the pointer's own root"
     )
+    add_timeout(get)
     get.set_defaults(handler=_get)
 
-    gc = _command(
+    gc = command(
         commands,
         "gc",
         "delete temp objects and abort unfinished uploads left behind by interrupted streams",
     )
-    _add_url(gc)
-    _add_storage_options(gc, "-o", "-s")
+    add_url(gc)
+    add_storage_options(gc, "-o", "-s")
     gc.add_argument(
         "--older-than",
         type=parse_duration,
@@ -209,14 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    _add_temp_prefix(gc)
+    add_timeout(gc)
+    add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
 
-    verify = _command(
-        commands, "verify", "re-hash stored objects; report corrupt, truncated, missing ones"
+    verify = command(
+        commands,
+        "verify",
+        "re-hash stored objects; report corrupt, truncated, missing ones",
+        epilog="Exit status: 0 no problem found, 1 problems found (or a failure), 2 a "
+        "command-line mistake, 3 no stored object found under the root (nothing matched "
+        "the template; see --allow-empty).",
     )
-    _add_url(verify)
-    _add_storage_options(verify, "-o", "-s")
+    add_url(verify)
+    add_storage_options(verify, "-o", "-s")
     verify.add_argument(
         "--template",
         help="the path template the objects were written with, from which each path's hash "
@@ -245,16 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         metavar="N",
         help="objects read at once (default 8)",
     )
-    _add_temp_prefix(verify)
+    add_timeout(verify)
+    verify.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when no stored object is found (an empty lake is expected); "
+        "otherwise that exits 3",
+    )
+    add_temp_prefix(verify)
     verify.set_defaults(handler=_verify)
 
-    demo = _command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
-    _add_url(demo)
+    demo = command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
+    add_url(demo)
+    add_timeout(demo)
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -286,17 +336,21 @@ def _check(args: argparse.Namespace, context: Context) -> int:
 
 
 def _put(args: argparse.Namespace, context: Context) -> int:
-    url, files = _split_put_paths(args.paths)
-    options = _options(args)
-    _prepare_environment(url, options)
-    if files == ["-"] and sys.stdin.isatty():
+    url, files = split_put_paths(args.paths, _url(args))
+    if "-" in files and sys.stdin.isatty():
         msg = "no FILE given: name the files to store, or pipe data in (`... | lakery-fsspec put`)"
         raise UsageError(msg)
-    for name in files:
-        if name != "-" and not Path(name).is_file():
-            why = "is a directory" if Path(name).is_dir() else "does not exist"
-            raise UsageError(f"{name!r} {why}: put takes files")
-    kwargs: dict[str, Any] = {"storage_options": options}
+    if _scheme(url) and backend_class(_scheme(url)).process_local and not context.lives_on:
+        msg = (
+            f"{url} is kept in this process's memory, which is gone when the command "
+            "exits: nothing put there could be read again."
+        )
+        fix = "Store into a local folder or an object store instead (a memory:// storage "
+        fix += "is for the Python API, within one process)."
+        raise Failure(msg, fix)
+    options = _options(args)
+    _prepare_environment(url, options)
+    kwargs: dict[str, Any] = {"storage_options": options, "timeout": args.timeout}
     if args.template is not None:
         kwargs["router"] = args.template
     context.url, context.action = url, "write"
@@ -304,6 +358,12 @@ def _put(args: argparse.Namespace, context: Context) -> int:
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     tags = dict(args.tag)
+    if isinstance(storage.router, PathTemplate) and (
+        missing := sorted(storage.router.tag_names - tags.keys())
+    ):
+        given = " ".join(f"-t {name}=VALUE" for name in missing)
+        msg = f"the template {storage.router.template!r} needs the tag(s) {missing}: add {given}"
+        raise UsageError(msg)
 
     for name in files:
         pointer = _put_one(storage, name, tags, args.content_type)
@@ -334,7 +394,7 @@ async def _put_stream(
     tags: dict[str, str],
     content_type: str,
 ) -> FsspecPointer:
-    with Progress(label, total) as bar:
+    with Progress(label, total, waiting_on=_named(storage)) as bar:
         stream = FileStream(
             source,
             content_type=content_type,
@@ -347,7 +407,7 @@ async def _put_stream(
 def _get(args: argparse.Namespace, context: Context) -> int:
     output: str | None = args.output
     key, is_option, _ = (output or "").partition("=")
-    if is_option and _KEY.fullmatch(key) and not Path(output or "").exists():
+    if is_option and KEY.fullmatch(key) and not Path(output or "").exists():
         msg = (
             f"-o names the output file in `get`; give storage options with -s "
             f"(did you mean -s {output}?). For a file with '=' in its name, write ./{output}"
@@ -358,17 +418,19 @@ def _get(args: argparse.Namespace, context: Context) -> int:
         msg = "refusing to write an object to the terminal: use -o FILE or redirect (> FILE)"
         raise UsageError(msg)
     options = _options(args)
-    url = args.url or f"{pointer['protocol']}://{pointer['root']}"
+    url = check_url(args.url) if args.url else f"{pointer['protocol']}://{pointer['root']}"
     _prepare_environment(url, options)
     context.url, context.action = url, "read"
-    storage = FsspecStorage(url, storage_options=options, router=None, verify_reads=True)
+    storage = FsspecStorage(
+        url, storage_options=options, router=None, verify_reads=True, timeout=args.timeout
+    )
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     total = pointer.get("content_size")
     label = Path(pointer["path"]).name
 
     async def copy(sink: BinaryIO) -> None:
-        with Progress(label, total) as bar:
+        with Progress(label, total, waiting_on=_named(storage)) as bar:
             async for chunk in storage.read_data_stream(pointer):
                 sink.write(chunk)
                 bar.update(len(chunk))
@@ -377,13 +439,21 @@ def _get(args: argparse.Namespace, context: Context) -> int:
         asyncio.run(copy(sys.stdout.buffer))
         sys.stdout.buffer.flush()
         return 0
-    target = Path(output)
-    if target.is_dir():
-        target = target / Path(pointer["path"]).name
-    if not target.parent.is_dir():
-        raise UsageError(f"cannot write {output}: the folder {target.parent} does not exist")
-    _write_atomically(target, lambda sink: asyncio.run(copy(sink)))
-    if sys.stderr.isatty():
+    target = resolve_output(output, Path(pointer["path"]).name)
+    direct = is_direct(target)
+    try:
+        write_output(target, lambda sink: asyncio.run(copy(sink)))
+    except IntegrityError as error:
+        if mixed_up := pointer_mixed_up(pointer):
+            raise Failure(f"{error} {mixed_up}", "Use the pointer that put printed.") from error
+        if not direct:
+            raise  # nothing was written
+        msg = (
+            f"{error} The bytes already written to {target} are not the object's: it is "
+            "a device, FIFO or socket, written through as the object streamed in."
+        )
+        raise Failure(msg, "Run `lakery-fsspec verify` on the storage.") from error
+    if sys.stderr.isatty() and not direct:
         print(f"wrote {target} ({human_size(target.stat().st_size)})", file=sys.stderr)
     return 0
 
@@ -393,20 +463,28 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     options = _options(args)
     _prepare_environment(url, options)
     context.url, context.action = url, "list"
-    storage = FsspecStorage(url, storage_options=options, temp_prefix=args.temp_prefix)
+    storage = FsspecStorage(
+        url, storage_options=options, temp_prefix=args.temp_prefix, timeout=args.timeout
+    )
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     older_than: float = args.older_than
     age = _age(older_than)
     if args.dry_run:
-        found = asyncio.run(storage.list_temp(older_than))
+        with Progress("gc", waiting_on=_named(storage)):
+            found = asyncio.run(storage.list_temp(older_than))
         for path, seconds in found:
             print(f"{path}\t{_age(seconds)} old{_UPLOAD_NOTE[path.kind]}")
         what = _temps([path for path, _ in found], "would delete", "abort")
         print(f"{what} older than {age}", file=sys.stderr)
         return 0
     context.action = "delete"
-    removed = asyncio.run(storage.cleanup_temp(older_than))
+    try:
+        with Progress("gc", waiting_on=_named(storage)):
+            removed = asyncio.run(storage.cleanup_temp(older_than))
+    except FileNotFoundError:
+        context.action = "list"  # deletions ignore what is gone: the listing found nothing
+        raise
     for path in removed:
         print(f"{path}{_UPLOAD_NOTE[path.kind]}")
     print(f"{_temps(removed, 'deleted', 'aborted')} older than {age}", file=sys.stderr)
@@ -430,13 +508,17 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             if args.pointers == "-" and sys.stdin.isatty():
                 raise UsageError("--pointers -: pipe the pointers in, or name a file")
             pointers = PointerFile(args.pointers)
-        url = args.url
+        url = check_url(args.url) if args.url else None
         if url is None and pointers is not None and pointers.first is not None:
             url = f"{pointers.first['protocol']}://{pointers.first['root']}"
         url = url or _url(args)
         options = _options(args)
         _prepare_environment(url, options)
-        kwargs: dict[str, Any] = {"storage_options": options, "temp_prefix": args.temp_prefix}
+        kwargs: dict[str, Any] = {
+            "storage_options": options,
+            "temp_prefix": args.temp_prefix,
+            "timeout": args.timeout,
+        }
         if args.template is not None:
             kwargs["router"] = args.template
         context.url, context.action = url, "read"
@@ -450,6 +532,7 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             seed=args.seed,
             resume=args.resume,
             concurrency=args.concurrency,
+            allow_empty=args.allow_empty,
         )
         return run.run()
     except JournalError as error:
@@ -467,131 +550,48 @@ def _demo(args: argparse.Namespace, context: Context) -> int:
     from lakery_fsspec.cli.demo import main as demo_main
 
     context.url, context.action = _url(args), "write"
-    return demo_main([context.url])
+    return demo_main([context.url], timeout=args.timeout)
 
 
 # --- argument helpers -------------------------------------------------------------------
 
 
-def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    return parser
+def _named(storage: FsspecStorage) -> str:
+    """The storage's root as a URL, for "waiting for …"."""
+    return f"{storage.location.protocol}://{storage.location.root}"
 
 
-def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "url", nargs="?", metavar="URL", help=f"storage URL (default ${URL_VARIABLE} or ./lake)"
-    )
-
-
-def _add_storage_options(parser: argparse.ArgumentParser, *flags: str, note: str = "") -> None:
-    parser.add_argument(
-        *flags,
-        "--storage-option",
-        dest="storage_option",
-        action="append",
-        default=[],
-        type=_key_value,
-        metavar="KEY=VALUE",
-        help="an fsspec storage option, e.g. endpoint_url=http://127.0.0.1:5000 or anon=true; "
-        f"VALUE is read as JSON when it parses (repeatable){note}",
-    )
-
-
-def _add_temp_prefix(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--temp-prefix",
-        default=".lakery-tmp",
-        metavar="FOLDER",
-        help="the storage's temp folder under its root (default .lakery-tmp)",
-    )
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    """``key=value`` -> ``(key, value)``, the value parsed as JSON when it parses."""
-    key, sep, value = text.partition("=")
-    if not sep or not _KEY.fullmatch(key):
-        msg = f"expected KEY=VALUE, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
+def _version() -> str:
     try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``, ``"1h30m"`` -> seconds."""
-    cleaned = text.strip().lower().replace(" ", "")
-    try:
-        seconds = float(cleaned)
-    except ValueError:
-        pass
-    else:
-        if seconds >= 0:
-            return seconds
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", cleaned)
-    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
-        msg = f"not a duration: {text!r} (write e.g. 90s, 30m, 12h, 7d or 1h30m)"
-        raise argparse.ArgumentTypeError(msg)
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
-
-
-def parse_fraction(text: str) -> float:
-    """``"0.01"``, ``"1%"`` -> a fraction in (0, 1]."""
-    cleaned = text.strip()
-    try:
-        value = float(cleaned.removesuffix("%")) / (100 if cleaned.endswith("%") else 1)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        msg = f"not a fraction: {text!r} (write e.g. 0.01 or 1% for one object in a hundred)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"not a positive whole number: {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def parse_size(text: str) -> int:
-    """``"12MiB"``, ``"512k"``, ``"1000"`` -> bytes (K/M/G are powers of 1024)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZES:
-        msg = f"not a size: {text!r} (write e.g. 4096, 512KiB or 12MiB)"
-        raise argparse.ArgumentTypeError(msg)
-    return int(float(match.group(1)) * _SIZES[unit])
+        return metadata.version("lakery-fsspec")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _url(args: argparse.Namespace) -> str:
-    return args.url or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    """The URL given, else $LAKERY_FSSPEC_URL, else ./lake; a mistyped scheme is refused."""
+    return check_url(getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or DEFAULT_URL)
+
+
+def _scheme(url: str) -> str:
+    """The innermost protocol a URL names (``""`` for a local path)."""
+    inner = url.split("::")[-1]
+    return inner.split("://", 1)[0] if "://" in inner else ""
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(args.storage_option)
 
 
-def _split_put_paths(paths: list[str]) -> tuple[str, list[str]]:
-    """``[URL] FILE...``: the first argument is the URL unless it is an existing file or '-'."""
-    default = os.environ.get(URL_VARIABLE) or DEFAULT_URL
-    if not paths:
-        return default, ["-"]
-    first = paths[0]
-    if first == "-" or Path(first).is_file():
-        return default, paths
-    return first, paths[1:] or ["-"]
-
-
 def _read_pointer(text: str) -> FsspecPointer:
-    if not text.lstrip().startswith("{") and text != "-" and Path(text).is_file():
+    if not text.lstrip().startswith("{") and text != "-":
+        if not Path(text).is_file():
+            why = "is a directory" if Path(text).is_dir() else "no such file"
+            msg = (
+                f"{text!r}: {why}. POINTER is the JSON that put printed, a file holding it, "
+                "or '-' for standard input"
+            )
+            raise UsageError(msg)
         text = Path(text).read_text()
     elif text == "-":
         if sys.stdin.isatty():
@@ -608,22 +608,9 @@ def _read_pointer(text: str) -> FsspecPointer:
         raise UsageError(str(error)) from None
 
 
-def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file beside ``target``, renamed over it only when complete."""
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            write(sink)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:
     """Set what the URL's client reads from the environment when it is imported."""
-    scheme = url.split("::")[-1].split("://", 1)[0] if "://" in url else "file"
-    backend_class(scheme).prepare_environment(options)
+    backend_class(_scheme(url) or "file").prepare_environment(options)
 
 
 def _age(seconds: float) -> str:
@@ -632,6 +619,11 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}".removesuffix(".0") + unit
     return f"{seconds:.0f}s"
+
+
+def _tell(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
 def _explain(found: Diagnosis) -> None:

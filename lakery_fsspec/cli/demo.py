@@ -1,6 +1,6 @@
 """The main job: save and load data through labox with FsspecStorage, saying what happened.
 
-    python -m lakery_fsspec.cli.demo [URL]
+    python -m lakery_fsspec.demo [URL] [--timeout SECONDS]   (= lakery-fsspec demo)
 
 URL defaults to ``$LAKERY_FSSPEC_URL`` or the local directory ``./lake``. The labox
 database is a SQLite file beside a local lake (``./lake.db``), or ``./lakery-demo.db``.
@@ -32,9 +32,10 @@ async def run_demo(
     database: str,
     storage_options: dict[str, Any] | None = None,
     echo: Callable[[str], object] = print,
+    call_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Save a value and a stream to ``url`` through labox, load both back, and compare."""
-    storage = FsspecStorage(url, storage_options=storage_options)
+    storage = FsspecStorage(url, storage_options=storage_options, timeout=call_timeout)
     registry = Registry(modules=["labox.builtin"], default_storage=storage)
     engine = create_async_engine(database)
     await BaseRecord.create_all(engine)
@@ -85,8 +86,9 @@ def _stored_paths(storage: FsspecStorage) -> list[str]:
     return sorted(path for path in fs.find(root) if not path.startswith(temp))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo on the URL given, ``$LAKERY_FSSPEC_URL`` or ``./lake``."""
+def main(argv: Sequence[str] | None = None, *, timeout: float | None = None) -> int:
+    """Run the demo on the URL given, ``$LAKERY_FSSPEC_URL`` or ``./lake`` (no options:
+    ``lakery-fsspec demo`` parses them and explains errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
     url = args[0] if args else os.environ.get("LAKERY_FSSPEC_URL", DEFAULT_URL)
     if "://" not in url or url.startswith("file://"):
@@ -95,10 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         database = f"sqlite+aiosqlite:///{lake.with_name(lake.name + '.db')}"
     else:
         database = "sqlite+aiosqlite:///lakery-demo.db"
-    result = asyncio.run(run_demo(url, database))
+    result = asyncio.run(run_demo(url, database, call_timeout=timeout))
     print("ok" if result["ok"] else "FAILED: what was loaded differs from what was saved")
     return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lakery_fsspec.cli.commands import main as command
+
+    raise SystemExit(command(["demo", *sys.argv[1:]]))

@@ -16,8 +16,16 @@ from urllib.parse import urlsplit
 
 from lakery_fsspec._errors import exception_chain
 from lakery_fsspec._location import backend_of
+from lakery_fsspec._pointer import FsspecPointer
 
-__all__ = ["Diagnosis", "EndpointUnreachable", "diagnose", "endpoint_of", "probe_endpoint"]
+__all__ = [
+    "Diagnosis",
+    "EndpointUnreachable",
+    "diagnose",
+    "endpoint_of",
+    "pointer_mixed_up",
+    "probe_endpoint",
+]
 
 _NO_BUCKET_CODES = {"NoSuchBucket", "ContainerNotFound"}
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException"}
@@ -48,6 +56,9 @@ _CONNECT_CLASSES = {
 _TIMEOUT_CLASSES = {"ConnectTimeoutError", "ReadTimeoutError", "ServerTimeoutError", "TimeoutError"}
 
 
+_NOUNS = {"write": "write", "list": "listing"}
+
+
 class EndpointUnreachable(ConnectionError):
     """Nothing answered at the storage's endpoint (raised by ``probe_endpoint``)."""
 
@@ -59,7 +70,8 @@ class Diagnosis:
     ``kind`` is a stable keyword for scripts and tests: ``unknown-protocol``,
     ``missing-package``, ``bad-argument``, ``read-only``, ``no-data``, ``corrupt``,
     ``no-bucket``, ``no-credentials``, ``bad-credentials``, ``permission-denied``,
-    ``unreachable``, ``timeout``, ``local-error`` or ``unexpected``.
+    ``unreachable``, ``timeout``, ``local-error``, ``unexpected``, or ``refused`` (the
+    command line's own refusals).
     """
 
     kind: str
@@ -110,7 +122,7 @@ def diagnose(
         if backend.bare_refusals:  # a missing bucket has a code; a bare 404 may not be one
             return Diagnosis(
                 "no-bucket",
-                f"The server{where} answered 'Not Found' to a write: the {kind_of_root} "
+                f"The server{where} answered 'Not Found' to a {_NOUNS[action]}: the {kind_of_root} "
                 f"{bucket!r} does not exist, or this endpoint is not a {protocol}:// service.",
                 f"Check the endpoint URL and the {kind_of_root} name.",
             )
@@ -161,6 +173,20 @@ def endpoint_of(protocol: str, options: Mapping[str, Any]) -> str | None:
     return backend_of(protocol).endpoint(options)
 
 
+def pointer_mixed_up(pointer: FsspecPointer) -> str:
+    """Why a pointer cannot be right, if its path holds another hash than it records
+    (a pointer edited, or pieced together from two): else ``""``."""
+    recorded = pointer.get("content_hash")
+    hashes = re.findall(r"[0-9a-f]{32,}", pointer["path"])
+    if not recorded or not hashes or recorded in hashes:
+        return ""
+    return (
+        f"The pointer itself is wrong: its path names the content {hashes[-1][:12]}…, but "
+        f"it records the hash {recorded[:12]}… (it was edited, or pieced together from "
+        "two pointers); the stored object may well be intact."
+    )
+
+
 # --- the kinds --------------------------------------------------------------------------
 
 
@@ -170,7 +196,12 @@ def _argument_problem(error: BaseException, names: set[str], text: str) -> Diagn
     if "NoStorageData" in names:
         return Diagnosis("no-data", text, "Check the pointer; the object may have been deleted.")
     if "IntegrityError" in names:
-        return Diagnosis("corrupt", text, "The stored object was changed or damaged.")
+        return Diagnosis(
+            "corrupt",
+            text,
+            "The stored object was changed or damaged since it was written. Delete it and "
+            "put the original again (`lakery-fsspec verify` finds any others).",
+        )
     if type(error) is not ValueError:
         return None
     if text.startswith("Unknown fsspec protocol"):

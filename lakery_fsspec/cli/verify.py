@@ -17,7 +17,10 @@ from lakery_fsspec._verify import KINDS, Checked, Problem, Verification
 from lakery_fsspec.cli.journal import Journal
 from lakery_fsspec.cli.progress import Progress, human_size
 
-__all__ = ["PointerFile", "VerifyRun"]
+__all__ = ["EMPTY", "PointerFile", "VerifyRun"]
+
+EMPTY = 3
+"""The exit status of a verify that found no stored object to check."""
 
 
 class PointerFile:
@@ -88,6 +91,7 @@ class VerifyRun:
     seed: str = "0"
     resume: str | None = None
     concurrency: int = 8
+    allow_empty: bool = False
 
     def header(self) -> dict[str, Any]:
         """What identifies the run in its journal."""
@@ -125,7 +129,8 @@ class VerifyRun:
             total = self.pointers.total_size(skip) if self.sample is None else None
         problems = checked_here = 0
         noted = 0.0
-        with Progress("verify", total) as bar:
+        where = f"{self.storage.location.protocol}://{self.storage.location.root}"
+        with Progress("verify", total, waiting_on=where) as bar:
 
             def on_object(checked: Checked) -> None:
                 nonlocal problems, checked_here, noted
@@ -175,9 +180,32 @@ class VerifyRun:
                 f"  {result.unhashed} object(s) had no hash to compare (none recorded, or an "
                 "algorithm this Python lacks); their size was checked where recorded"
             )
-        lines.append(f"FAILED: {len(problems)} problem(s)" if problems else "OK: no problems")
+        # Objects left out by --sample or checked by an earlier run were found all the same.
+        found = checked + result.sampled_out + result.skipped
+        where = f"{self.storage.location.protocol}://{self.storage.location.root}"
+        if problems:
+            lines.append(f"FAILED: {len(problems)} problem(s)")
+        elif found:
+            lines.append("OK: no problems")
+        elif self.allow_empty:
+            lines.append(f"OK: nothing is stored under {where} (--allow-empty)")
+        else:
+            lines.append(f"EMPTY: {_nothing(where, self.pointers, result.unmatched)}")
         print("\n".join(lines), file=sys.stderr)
-        return 1 if problems else 0
+        if problems:
+            return 1
+        return EMPTY if not found and not self.allow_empty else 0
+
+
+def _nothing(where: str, pointers: PointerFile | None, unmatched: int) -> str:
+    """Why a run found no object to check, and what to do if that is expected."""
+    if pointers is not None:
+        why = f"{pointers.name} holds no pointer"
+    elif unmatched:
+        why = f"no stored object under {where} matches the template"
+    else:
+        why = f"nothing is stored under {where} (an empty or mistyped root, or the wrong endpoint)"
+    return f"{why}; nothing was checked. Pass --allow-empty if an empty lake is expected."
 
 
 def _seconds(seconds: float) -> str:
