@@ -22,12 +22,13 @@ from labox.core.storage import Digest, GetStreamDigest, Storage
 from lakery_fsspec._backends import Backend, backend_for, reader_for
 from lakery_fsspec._bridge import in_daemon_thread, timed_out
 from lakery_fsspec._errors import (
+    IntegrityError,
     ReadOnlyStorageError,
     StorageUnavailableError,
     exception_chain,
     unavailable,
 )
-from lakery_fsspec._integrity import Checker
+from lakery_fsspec._integrity import Checker, hasher
 from lakery_fsspec._location import (
     Location,
     backend_of,
@@ -36,6 +37,7 @@ from lakery_fsspec._location import (
 )
 from lakery_fsspec._paths import path_problem
 from lakery_fsspec._pointer import FsspecPointer, check_pointer, parse_pointer
+from lakery_fsspec._relocation import Relocations
 from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
 from lakery_fsspec._temp import TempPath, temp_age, temp_name
 from lakery_fsspec._verify import Verification, VerifyOptions, verify
@@ -57,7 +59,16 @@ class FsspecStorage(Storage[FsspecPointer]):
             read-only storage.
         storage_options: Options for the URL's own filesystem (credentials, endpoint).
         read_options: Options per OTHER protocol this storage may read pointers from;
-            pointers of any protocol not listed here (or the storage's own) are refused.
+            pointers of any protocol not listed here (or the storage's own) are refused,
+            unless their object is found, verified, under this storage's root.
+        relocated: ``{OLD_URL: NEW_URL}`` for lakes that moved: pointers recorded under an
+            old URL's root (or inside it) are read from the new one, same relative path.
+            URLs are compared as the storage resolves its own (``s3a://b/lake/`` is
+            ``s3://b/lake``); a new URL must be of the storage's own protocol or one in
+            ``read_options``, whose options are used. Without an entry, a pointer whose
+            object is not at its recorded place is looked up under this storage's root and
+            returned only if its bytes hash to the pointer's hash (a WARNING, once per
+            recorded root, says where it was found).
         chunk_size: Size of the chunks streamed reads yield, and the smallest upload block
             for streamed writes (backends may round it up to their minimum).
         temp_prefix: Folder under the root where streams are written before their move.
@@ -84,6 +95,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         router: str | Router | None = DEFAULT_TEMPLATE,
         storage_options: Mapping[str, Any] | None = None,
         read_options: Mapping[str, Mapping[str, Any]] | None = None,
+        relocated: Mapping[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         temp_prefix: str = ".lakery-tmp",
         verify_reads: bool = False,
@@ -108,6 +120,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             canonical_protocol(protocol): dict(options)
             for protocol, options in (read_options or {}).items()
         }
+        self._relocations = Relocations(relocated, readable=self._may_read)
         self._origin_pid = os.getpid()
         self._process = _ProcessState()
 
@@ -145,18 +158,30 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()
-        backend, path = await self._reader("read_data", config)
-        try:
-            with _located("read_data", backend, path):
-                data = await backend.read(path)
-        except FileNotFoundError:
-            raise _no_data(config) from None
-        if self.verify_reads:
-            checker = Checker(config, _where(config))
-            checker.update(data)
-            checker.finish()
-        _log("read_data", backend, path, len(data), started)
-        return data
+        sources, refused = self._sources(config)
+        damaged: dict[_Source, IntegrityError] = {}
+        for source in sources:
+            backend = await self._reader("read_data", source)
+            try:
+                with _located("read_data", backend, source.path):
+                    data = await backend.read(source.path)
+            except FileNotFoundError:
+                continue
+            if self.verify_reads or source.guess:
+                try:
+                    checker = Checker(config, str(source))
+                    checker.update(data)
+                    checker.finish()
+                except IntegrityError as error:
+                    if not source.guess:
+                        raise
+                    damaged[source] = error
+                    continue
+            if source.guess:
+                self._found_elsewhere("read_data", config, source)
+            _log("read_data", backend, source.path, len(data), started)
+            return data
+        raise _not_found(sources, refused, damaged)
 
     async def write_data_stream(
         self,
@@ -192,21 +217,41 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def read_data_stream(self, config: FsspecPointer, /) -> AsyncGenerator[bytes]:
         """Yield the object's bytes in chunks of at most ``chunk_size``."""
         started = time.perf_counter()
-        backend, path = await self._reader("read_data_stream", config)
-        checker = Checker(config, _where(config)) if self.verify_reads else None
-        size = 0
-        try:
-            with _located("read_data_stream", backend, path):
-                async for chunk in backend.iter_chunks(path, self.chunk_size):
-                    if checker:
-                        checker.update(chunk)
-                    size += len(chunk)
-                    yield chunk
-        except FileNotFoundError:
-            raise _no_data(config) from None
-        if checker:
-            checker.finish()
-        _log("read_data_stream", backend, path, size, started)
+        sources, refused = self._sources(config)
+        damaged: dict[_Source, IntegrityError] = {}
+        for source in sources:
+            backend = await self._reader("read_data_stream", source)
+            if source.guess:
+                # A copy found by its path alone: read through once, before handing out
+                # a byte, and used only if it hashes right.
+                try:
+                    await self._check_copy(backend, source, config)
+                except FileNotFoundError:
+                    continue
+                except IntegrityError as error:
+                    damaged[source] = error
+                    continue
+                self._found_elsewhere("read_data_stream", config, source)
+            checker = Checker(config, str(source)) if self.verify_reads or source.guess else None
+            size = 0
+            yielded = False
+            try:
+                with _located("read_data_stream", backend, source.path):
+                    async for chunk in backend.iter_chunks(source.path, self.chunk_size):
+                        if checker:
+                            checker.update(chunk)
+                        size += len(chunk)
+                        yielded = True
+                        yield chunk
+            except FileNotFoundError:
+                if not yielded:
+                    continue
+                raise _gone(source) from None
+            if checker:
+                checker.finish()
+            _log("read_data_stream", backend, source.path, size, started)
+            return
+        raise _not_found(sources, refused, damaged)
 
     async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[TempPath, float]]:
         """``(path, age in seconds)`` of what streams left under ``temp_prefix`` at least
@@ -323,36 +368,93 @@ class FsspecStorage(Storage[FsspecPointer]):
             raise ReadOnlyStorageError(msg)
         return self.router
 
-    def _readable(self, pointer: FsspecPointer) -> tuple[str, str]:
-        """A pointer's protocol as this storage names it, and the object's full path;
-        ValueError for a pointer of a protocol this storage does not read."""
+    def _may_read(self, protocol: str) -> bool:
+        return protocol == self.location.protocol or protocol in self._read_options
+
+    def _sources(self, pointer: FsspecPointer) -> tuple[list[_Source], ValueError | None]:
+        """Where to look for a pointer's object, in order, and why its own place was
+        refused (a protocol this storage may not read): its recorded place (or where
+        ``relocated`` moved it), then, for a pointer with a hash to check a copy against,
+        the same relative path under this storage's root. ValueError for a bad pointer,
+        or a refused one with no copy to look for."""
         check_pointer(pointer)
         protocol = _spelled_as_ours(pointer["protocol"])
-        if protocol != self.location.protocol and protocol not in self._read_options:
+        place, old = self._relocations.place(protocol, pointer["root"])
+        how = "recorded in the pointer" if old is None else f"relocated from {old}"
+        sources: list[_Source] = []
+        refused = None
+        if self._may_read(place.protocol):
+            path = self._join(place.root, pointer["path"])
+            sources.append(_Source(place.protocol, path, how, guess=False))
+        else:
             msg = (
                 f"{self!r} refuses to read a {protocol!r} pointer: it reads only its own "
                 f"protocol ({self.location.protocol!r}) and those in read_options "
-                f"({sorted(self._read_options)}). Add read_options={{{protocol!r}: {{...}}}} "
-                "to allow it."
+                f"({sorted(self._read_options)}), or a copy under its own root that hashes "
+                f"to the pointer's hash. Add read_options={{{protocol!r}: {{...}}}} to "
+                "allow it."
             )
-            raise ValueError(msg)
-        return protocol, self._join(pointer["root"], pointer["path"])
+            refused = ValueError(msg)
+        own = _Source(
+            self.location.protocol,
+            self._join(self.location.root, pointer["path"]),
+            "under this storage's root",
+            guess=True,
+        )
+        if _checkable(pointer) and own.place not in [source.place for source in sources]:
+            sources.append(own)
+        if refused is not None and not sources:
+            raise refused
+        return sources, refused
 
-    async def _reader(self, operation: str, pointer: FsspecPointer) -> tuple[Backend, str]:
-        """The backend that reads ``pointer`` and the object's full path; ValueError for a
-        pointer ``_readable`` refuses."""
-        protocol, path = self._readable(pointer)
-        return (await self._opened(operation, path, protocol)).reader, path
+    async def _reader(self, operation: str, source: _Source) -> Backend:
+        """The backend that reads at ``source``."""
+        return (await self._opened(operation, source.path, source.protocol)).reader
+
+    async def _check_copy(self, backend: Backend, source: _Source, pointer: FsspecPointer) -> None:
+        """Read the object at ``source`` through; IntegrityError unless it has the size and
+        hash ``pointer`` records."""
+        checker = Checker(pointer, str(source))
+        with _located("read_data_stream", backend, source.path):
+            async for chunk in backend.iter_chunks(source.path, self.chunk_size):
+                checker.update(chunk)
+        checker.finish()
+
+    def _found_elsewhere(self, operation: str, pointer: FsspecPointer, source: _Source) -> None:
+        """Tell, once per recorded root, that its objects were found under this root."""
+        recorded = f"{pointer['protocol']}://{pointer['root'].rstrip('/')}"
+        noted = self._process.found_elsewhere
+        if recorded in noted:
+            return
+        noted.add(recorded)
+        here = f"{self.location.protocol}://{self.location.root}"
+        _LOG.warning(
+            "%s: the object at %s is not where its pointer says (%s); found it under this "
+            "storage's root, at %s, and its bytes hash to the pointer's. Objects recorded "
+            "under %s are looked for here from now on (a miss and a check each); give the "
+            "storage relocated={%r: %r} to read them here directly.",
+            operation,
+            f"{recorded}/{pointer['path']}",
+            "gone, or a protocol this storage may not read",
+            source,
+            recorded,
+            recorded,
+            here,
+        )
 
     async def _target(
         self, operation: str, pointer: FsspecPointer | None = None
     ) -> tuple[Backend, str]:
         """The backend of the target filesystem (no cache layers) and the full path of
-        ``pointer``, or of the root; ValueError for a pointer ``_readable`` refuses."""
+        ``pointer`` (where ``relocated`` says it is; never a copy found elsewhere), or of
+        the root; ValueError for a pointer ``_sources`` refuses."""
         if pointer is None:
             protocol, path = self.location.protocol, self.location.root
         else:
-            protocol, path = self._readable(pointer)
+            sources, refused = self._sources(pointer)
+            if refused is not None:
+                raise refused
+            protocol, path = sources[0].place
         return (await self._opened(operation, path, protocol)).target, path
 
     async def _opened(self, operation: str, path: str, protocol: str | None = None) -> _Backends:
@@ -436,6 +538,23 @@ class FsspecStorage(Storage[FsspecPointer]):
         return f"{root.rstrip('/')}/{path}"
 
 
+class _Source(NamedTuple):
+    """A place a pointer's object is looked for, and why there."""
+
+    protocol: str
+    path: str
+    how: str
+    guess: bool
+    """Found by its relative path alone: returned only if its bytes hash to the pointer's."""
+
+    @property
+    def place(self) -> tuple[str, str]:
+        return self.protocol, self.path
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.path}"
+
+
 class _Backends(NamedTuple):
     """A protocol's backends: reads go through ``reader`` (a chained URL's caching
     layers, say), writes straight to ``target``."""
@@ -452,6 +571,8 @@ class _ProcessState:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.backends: dict[str, _Backends] = {}
+        self.found_elsewhere: set[str] = set()
+        """Recorded roots whose objects were found under the storage's root (told once)."""
 
 
 _warned_process_local: int | None = None
@@ -504,12 +625,36 @@ def _is_timeout(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
-def _where(pointer: FsspecPointer) -> str:
-    return f"{pointer['protocol']}://{pointer['root']}/{pointer['path']}"
+def _checkable(pointer: FsspecPointer) -> bool:
+    """Whether a copy of the object can be checked against the hash the pointer records."""
+    return bool(pointer.get("content_hash")) and (
+        hasher(pointer.get("content_hash_algorithm")) is not None
+    )
 
 
-def _no_data(pointer: FsspecPointer) -> NoStorageData:
-    return NoStorageData(f"No object at {_where(pointer)}; it was deleted or never written.")
+def _gone(source: _Source) -> NoStorageData:
+    return NoStorageData(f"No object at {source}; it was deleted while it was read.")
+
+
+def _not_found(
+    sources: list[_Source], refused: ValueError | None, damaged: dict[_Source, IntegrityError]
+) -> Exception:
+    """The error of a read that found the object nowhere: NoStorageData naming every place
+    looked at, or, for a pointer of a protocol this storage may not read, its refusal. A
+    copy that does not hash right is no object (a damaged one, or another object at the
+    same path) and is named as such, never returned."""
+    missing = [f"{source} ({source.how})" for source in sources if source not in damaged]
+    told = [
+        f"The object at {source} ({source.how}) is not returned: its bytes are not the "
+        f"ones the pointer records. {error}"
+        for source, error in damaged.items()
+    ]
+    if refused is not None:
+        said = [f"No copy at {where} either." for where in missing]
+        return ValueError(" ".join([str(refused), *said, *told]))
+    # Not refused: the pointer's own place was looked at, and is missing.
+    said = f"No object at {', nor at '.join(missing)}; it was deleted or never written."
+    return NoStorageData(" ".join([said, *told]))
 
 
 def _log(operation: str, backend: Backend, path: str, size: int, started: float) -> None:
