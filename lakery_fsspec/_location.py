@@ -18,6 +18,7 @@ from lakery_fsspec._paths import path_problem
 __all__ = [
     "Location",
     "backend_of",
+    "canonical_or_as_is",
     "canonical_protocol",
     "filesystem_class",
     "open_filesystem",
@@ -55,6 +56,16 @@ def canonical_protocol(protocol: str) -> str:
     names = cls.protocol
     first = names if isinstance(names, str) else names[0]
     return (backend_class(first).protocols or (first,))[0]
+
+
+def canonical_or_as_is(protocol: str) -> str:
+    """A pointer's protocol by its canonical name (``ssh`` -> ``sftp``), so that a storage
+    reads its own pointers whichever spelling wrote them; unknown names, and those whose
+    package is not installed, stay as they are (and are refused)."""
+    try:
+        return canonical_protocol(protocol)
+    except ValueError:
+        return protocol
 
 
 class Location:

@@ -7,9 +7,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from lakery_fsspec._location import Location
+from lakery_fsspec._location import Location, canonical_or_as_is
+from lakery_fsspec._pointer import FsspecPointer
 
-__all__ = ["Place", "Relocations"]
+__all__ = ["Place", "Relocations", "rerooted"]
 
 
 class Place(NamedTuple):
@@ -75,9 +76,10 @@ class Relocations:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
-    def place(self, protocol: str, root: str) -> tuple[Place, Place | None]:
-        """Where objects recorded under ``protocol://root`` are now, and the old place it
-        matched (None: not relocated, the recorded root itself)."""
+    def place_of(self, pointer: FsspecPointer) -> tuple[Place, Place | None]:
+        """The root ``pointer``'s object is under now, and the old place it matched (None:
+        not relocated, the recorded root itself, its protocol spelled canonically)."""
+        protocol, root = canonical_or_as_is(pointer["protocol"]), pointer["root"]
         for old, new in self.entries:
             below = old.holds(protocol, root)
             if below is not None:
@@ -88,6 +90,11 @@ class Relocations:
     def new_places(self) -> list[Place]:
         """The new place of every entry."""
         return [new for _, new in self.entries]
+
+
+def rerooted(pointer: FsspecPointer, place: Place) -> FsspecPointer:
+    """``pointer`` with its object under ``place``, same relative path."""
+    return {**pointer, "protocol": place.protocol, "root": place.root}
 
 
 def _place(url: object, old_url: object, new_url: object) -> Place:

@@ -378,8 +378,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         the same relative path under this storage's root. ValueError for a bad pointer,
         or a refused one with no copy to look for."""
         check_pointer(pointer)
-        protocol = _spelled_as_ours(pointer["protocol"])
-        place, old = self._relocations.place(protocol, pointer["root"])
+        place, old = self._relocations.place_of(pointer)
         how = "recorded in the pointer" if old is None else f"relocated from {old}"
         sources: list[_Source] = []
         refused = None
@@ -388,10 +387,10 @@ class FsspecStorage(Storage[FsspecPointer]):
             sources.append(_Source(place.protocol, path, how, guess=False))
         else:
             msg = (
-                f"{self!r} refuses to read a {protocol!r} pointer: it reads only its own "
+                f"{self!r} refuses to read a {place.protocol!r} pointer: it reads only its own "
                 f"protocol ({self.location.protocol!r}) and those in read_options "
                 f"({sorted(self._read_options)}), or a copy under its own root that hashes "
-                f"to the pointer's hash. Add read_options={{{protocol!r}: {{...}}}} to "
+                f"to the pointer's hash. Add read_options={{{place.protocol!r}: {{...}}}} to "
                 "allow it."
             )
             refused = ValueError(msg)
@@ -606,16 +605,6 @@ def _located(operation: str, backend: Backend, path: str) -> Generator[None]:
     except StorageUnavailableError as error:
         error.locate(operation, f"{backend.protocol}://{path}")
         raise
-
-
-def _spelled_as_ours(protocol: str) -> str:
-    """A pointer's protocol by its canonical name (``ssh`` -> ``sftp``), so that a storage
-    reads its own pointers whichever spelling wrote them; unknown names stay as they are
-    (and are refused)."""
-    try:
-        return canonical_protocol(protocol)
-    except ValueError:
-        return protocol
 
 
 def _is_timeout(value: object) -> bool:

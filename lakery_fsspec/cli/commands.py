@@ -22,6 +22,7 @@ from lakery_fsspec._backends import backend_class
 from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
+from lakery_fsspec._relocation import Place, Relocations, rerooted
 from lakery_fsspec._router import PathTemplate
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._temp import TempPath
@@ -33,6 +34,7 @@ from lakery_fsspec.cli.filestream import FileStream, guess_content_type
 from lakery_fsspec.cli.flags import (
     KEY,
     URL_VARIABLE,
+    add_relocated,
     add_storage_options,
     add_temp_prefix,
     add_timeout,
@@ -224,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_storage_options(get, "-s", note="; -o is the output file here")
     get.add_argument(
-        "--url", help="read through this storage URL instead of the pointer's own root"
+        "--url",
+        help="read from this storage URL instead of the pointer's own root, same relative "
+        "path (a lake that was moved or copied there)",
     )
+    add_relocated(get)
     add_timeout(get)
     get.set_defaults(handler=_get)
 
@@ -269,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="check the objects these pointers name (one JSON a line, as put prints them; "
         "'-' for standard input) against the hash and size they record, instead of walking "
-        "the storage; this also finds missing objects. URL defaults to the first pointer's",
+        "the storage; this also finds missing objects. Given a URL, each object is read "
+        "from there, same relative path, instead of its pointer's own root; URL defaults "
+        "to the first pointer's",
     )
     verify.add_argument(
         "--sample",
@@ -292,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="objects read at once (default 8)",
     )
+    add_relocated(verify)
     add_timeout(verify)
     verify.add_argument(
         "--allow-empty",
@@ -418,12 +426,20 @@ def _get(args: argparse.Namespace, context: Context) -> int:
         msg = "refusing to write an object to the terminal: use -o FILE or redirect (> FILE)"
         raise UsageError(msg)
     options = _options(args)
-    url = check_url(args.url) if args.url else f"{pointer['protocol']}://{pointer['root']}"
+    relocations = _relocations(args)
+    url = check_url(args.url) if args.url else str(relocations.place_of(pointer)[0])
     _prepare_environment(url, options)
     context.url, context.action = url, "read"
     storage = FsspecStorage(
-        url, storage_options=options, router=None, verify_reads=True, timeout=args.timeout
+        url,
+        storage_options=options,
+        router=None,
+        verify_reads=True,
+        timeout=args.timeout,
+        **_relocated(args, relocations),
     )
+    if args.url:
+        pointer = rerooted(pointer, Place(storage.location.protocol, storage.location.root))
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
     total = pointer.get("content_size")
@@ -508,9 +524,13 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             if args.pointers == "-" and sys.stdin.isatty():
                 raise UsageError("--pointers -: pipe the pointers in, or name a file")
             pointers = PointerFile(args.pointers)
+        elif args.relocated:
+            raise UsageError("--relocated moves where pointers are read: give --pointers")
+        relocations = _relocations(args)
         url = check_url(args.url) if args.url else None
         if url is None and pointers is not None and pointers.first is not None:
-            url = f"{pointers.first['protocol']}://{pointers.first['root']}"
+            url = str(relocations.place_of(pointers.first)[0])
+        rerooting = pointers is not None and bool(args.url)
         url = url or _url(args)
         options = _options(args)
         _prepare_environment(url, options)
@@ -518,6 +538,7 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             "storage_options": options,
             "temp_prefix": args.temp_prefix,
             "timeout": args.timeout,
+            **_relocated(args, relocations),
         }
         if args.template is not None:
             kwargs["router"] = args.template
@@ -533,6 +554,7 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             resume=args.resume,
             concurrency=args.concurrency,
             allow_empty=args.allow_empty,
+            reroot=rerooting,
         )
         return run.run()
     except JournalError as error:
@@ -581,6 +603,23 @@ def _scheme(url: str) -> str:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(args.storage_option)
+
+
+def _relocations(args: argparse.Namespace) -> Relocations:
+    """The ``--relocated`` entries, checked."""
+    try:
+        return Relocations(dict(args.relocated))
+    except ValueError as error:
+        raise UsageError(f"--relocated: {error}") from None
+
+
+def _relocated(args: argparse.Namespace, relocations: Relocations) -> dict[str, Any]:
+    """The storage's ``relocated``, and ``read_options`` that let it read where they point
+    (with the environment's credentials; ``-s`` options are the storage URL's)."""
+    if not relocations:
+        return {}
+    others = {place.protocol: {} for place in relocations.new_places()}
+    return {"relocated": dict(args.relocated), "read_options": others}
 
 
 def _read_pointer(text: str) -> FsspecPointer:

@@ -1,5 +1,5 @@
-"""The options commands share, and reading their values: storage options, durations,
-sizes, fractions, seconds."""
+"""The options commands share, and reading their values: storage options, relocations,
+durations, sizes, fractions, seconds."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "KEY",
     "URL_VARIABLE",
+    "add_relocated",
     "add_storage_options",
     "add_temp_prefix",
     "add_timeout",
@@ -22,6 +23,7 @@ __all__ = [
     "parse_fraction",
     "parse_size",
     "positive_int",
+    "relocation",
     "seconds",
 ]
 
@@ -78,6 +80,28 @@ def add_storage_options(parser: argparse.ArgumentParser, *flags: str, note: str 
         help="an fsspec storage option, e.g. endpoint_url=http://127.0.0.1:5000 or anon=true; "
         f"VALUE is read as JSON when it parses (repeatable){note}",
     )
+
+
+def add_relocated(parser: argparse.ArgumentParser) -> None:
+    """``--relocated OLD=NEW``, repeatable."""
+    parser.add_argument(
+        "--relocated",
+        action="append",
+        default=[],
+        type=relocation,
+        metavar="OLD=NEW",
+        help="read pointers recorded under the root OLD (or inside it) from NEW instead, "
+        "same relative path, e.g. --relocated ./old-lake=s3://bucket/lake (repeatable)",
+    )
+
+
+def relocation(text: str) -> tuple[str, str]:
+    """``--relocated``'s value: ``OLD=NEW`` -> ``(OLD, NEW)``."""
+    old, sep, new = text.partition("=")
+    if not sep or not old.strip() or not new.strip():
+        msg = f"expected OLD=NEW (two storage URLs or local paths), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return old, new
 
 
 def add_timeout(parser: argparse.ArgumentParser) -> None:

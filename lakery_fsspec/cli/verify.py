@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
+from lakery_fsspec._relocation import Place, rerooted
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._verify import KINDS, Checked, Problem, Verification
 from lakery_fsspec.cli.journal import Journal
@@ -92,6 +93,8 @@ class VerifyRun:
     resume: str | None = None
     concurrency: int = 8
     allow_empty: bool = False
+    reroot: bool = False
+    """Read each pointer's object under the storage's root, same relative path."""
 
     def header(self) -> dict[str, Any]:
         """What identifies the run in its journal."""
@@ -126,6 +129,9 @@ class VerifyRun:
         if self.pointers is not None:
             skip = journal.handled if journal else 0
             pointers = self.pointers.pointers(skip)
+            if self.reroot:
+                here = Place(self.storage.location.protocol, self.storage.location.root)
+                pointers = (rerooted(pointer, here) for pointer in pointers)
             total = self.pointers.total_size(skip) if self.sample is None else None
         problems = checked_here = 0
         noted = 0.0
