@@ -105,18 +105,23 @@ async def test_every_url_spelling_reads_every_other(backend: BackendInfo) -> Non
             assert await make(backend, backend.new_url(other)).read_data(pointer) == data
 
 
-async def test_foreign_protocol_is_refused_unless_in_read_options(
+async def test_foreign_protocol_is_refused_unless_in_read_options_or_found_under_our_root(
     storage: FsspecStorage, backend: BackendInfo, tmp_path: object
 ) -> None:
     foreign_url = "file://" + str(tmp_path) if backend.protocol != "file" else "memory://foreign"
     foreign = FsspecStorage(foreign_url)
     pointer = await foreign.write_data(b"x", digest_of(b"x"), {})
+    # Its object is not under this storage's root: refused, and nothing foreign is read.
     with pytest.raises(ValueError, match="read_options"):
         await storage.read_data(pointer)
     with pytest.raises(ValueError, match="read_options"):
         [_ async for _ in storage.read_data_stream(pointer)]
     allowed = make(backend, backend.new_url(), read_options={pointer["protocol"]: {}})
     assert await allowed.read_data(pointer) == b"x"
+    # The same relative path under this storage's root, hashing to the pointer's: read.
+    await storage.write_data(b"x", digest_of(b"x"), {})
+    assert await storage.read_data(pointer) == b"x"
+    assert [_ async for _ in storage.read_data_stream(pointer)] == [b"x"]
 
 
 @pytest.mark.parametrize("how", HOW)
