@@ -428,13 +428,14 @@ class FsspecStorage(Storage[FsspecPointer]):
         noted.add(recorded)
         here = f"{self.location.protocol}://{self.location.root}"
         _LOG.warning(
-            "%s: the object at %s is not where its pointer says (%s); found it under this "
-            "storage's root, at %s, and its bytes hash to the pointer's. Objects recorded "
-            "under %s are looked for here from now on (a miss and a check each); give the "
-            "storage relocated={%r: %r} to read them here directly.",
+            "%s: %s/%s is not at its recorded place (or is of a protocol this storage may "
+            "not read); found it under this storage's root, at %s, its bytes hashing to the "
+            "pointer's. Objects recorded under %s are looked for there, each at the cost of "
+            "a miss and a check; give the storage relocated={%r: %r} to read them there "
+            "directly.",
             operation,
-            f"{recorded}/{pointer['path']}",
-            "gone, or a protocol this storage may not read",
+            recorded,
+            pointer["path"],
             source,
             recorded,
             recorded,
