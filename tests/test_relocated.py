@@ -371,6 +371,17 @@ def test_verify_pointers_with_a_url_reads_from_it(
     assert capsys.readouterr().out.count("missing: ") == 3
 
 
+def test_get_of_a_moved_lake_says_how_to_read_it(
+    backend: BackendInfo, moved_lake: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pointers, _, _ = moved_lake
+    line = pointers.read_text().splitlines()[0]
+    assert main(["get", line, "-o", "-", *flags(backend, "-s")]) == 1
+    err = capsys.readouterr().err
+    assert "error: No object at" in err
+    assert "--url NEW_URL, or --relocated OLD_URL=NEW_URL" in err
+
+
 def test_relocated_flag_usage_errors(
     backend: BackendInfo, moved_lake: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -194,7 +194,11 @@ def _argument_problem(error: BaseException, names: set[str], text: str) -> Diagn
     if "ReadOnlyStorageError" in names:
         return Diagnosis("read-only", text, "Give the storage a path template to write.")
     if "NoStorageData" in names:
-        return Diagnosis("no-data", text, "Check the pointer; the object may have been deleted.")
+        fix = (
+            "Check the pointer; the object may have been deleted. If the lake was moved, "
+            "read it where it is now: --url NEW_URL, or --relocated OLD_URL=NEW_URL."
+        )
+        return Diagnosis("no-data", text, fix)
     if "IntegrityError" in names:
         return Diagnosis(
             "corrupt",
