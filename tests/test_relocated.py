@@ -31,7 +31,7 @@ HOW = ["blob", "stream"]
 DATA = payload(3 * CHUNK + 5, seed=23)
 
 
-def make(backend: BackendInfo, url: str, **kwargs: Any) -> FsspecStorage:
+def make(backend: BackendInfo, url: str | Path, **kwargs: Any) -> FsspecStorage:
     return FsspecStorage(url, storage_options=backend.storage_options, chunk_size=CHUNK, **kwargs)
 
 
