@@ -5,6 +5,7 @@ private.
 """
 
 from lakery_fsspec._backends import Backend, register_backend
+from lakery_fsspec._copy import CopyResult, copy_lake
 from lakery_fsspec._errors import (
     IntegrityError,
     ReadOnlyStorageError,
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_TEMPLATE",
     "Backend",
+    "CopyResult",
     "FsspecPointer",
     "FsspecStorage",
     "IntegrityError",
@@ -27,5 +29,6 @@ __all__ = [
     "Router",
     "StorageUnavailableError",
     "TempPath",
+    "copy_lake",
     "register_backend",
 ]

@@ -155,6 +155,33 @@ class FsspecStorage(Storage[FsspecPointer]):
         _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)
 
+    async def _store_at(
+        self, operation: str, path: str, data_stream: AsyncIterable[bytes], digest: Digest
+    ) -> bool:
+        """Write a stream of ``digest["content_size"]`` bytes at ``path`` (relative to the
+        root) the way writes do, create-only (an object of another size there is damage,
+        replaced); whether it was written. A stream that raises (a hash that does not
+        match) leaves nothing behind. Memory: one chunk for objects up to ``chunk_size``,
+        one upload block for larger ones."""
+        final = self._join(self.location.root, path)
+        backend = (await self._opened(operation, final)).target
+        if digest["content_size"] <= self.chunk_size:
+            data = b"".join([chunk async for chunk in data_stream])
+            with _located(operation, backend, final):
+                written = await backend.create(final, data, digest, self._temp_path())
+                if not written and not await backend.intact(final, len(data)):
+                    written = await backend.create(final, data, digest, self._temp_path())
+            return written
+        temp = self._temp_path()
+        try:
+            with _located(operation, backend, temp):
+                await backend.upload(temp, data_stream, digest, self.chunk_size)
+            with _located(operation, backend, final):
+                return await backend.move(temp, final, digest)
+        except BaseException:
+            await backend.discard(temp)
+            raise
+
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()

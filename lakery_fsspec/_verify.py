@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from lakery_fsspec._storage import FsspecStorage
 
 __all__ = [
+    "ALL_KINDS",
     "KINDS",
     "Checked",
     "Problem",
@@ -46,9 +47,11 @@ __all__ = [
     "walk_key",
 ]
 
-ProblemKind = Literal["corrupt", "truncated", "missing", "unreadable"]
+ProblemKind = Literal["corrupt", "truncated", "missing", "unreadable", "failed"]
 KINDS: tuple[ProblemKind, ...] = ("corrupt", "truncated", "missing", "unreadable")
 """What can be wrong with a stored object, in the order reports list them."""
+ALL_KINDS: tuple[ProblemKind, ...] = (*KINDS, "failed")
+"""Those, and ``failed``: a copy could not write the object at its destination."""
 
 DEFAULT_CONCURRENCY = 8
 
@@ -60,7 +63,8 @@ class Problem:
     kind: ProblemKind
     """``corrupt`` (other bytes than its hash), ``truncated`` (fewer bytes than its
     recorded size), ``missing`` (no object where a pointer says) or ``unreadable``
-    (reading it failed, or its pointer is refused)."""
+    (reading it failed, or its pointer is refused); for a copy also ``failed`` (writing it
+    at the destination failed)."""
     url: str
     """The object's URL, ``protocol://root/path``."""
     detail: str
@@ -90,6 +94,9 @@ class Checked:
     after: str | None
     """For a walk: every path up to this one (in walk order) is handled, so a resumed run
     may start after it (``after=``). None in the walk's first steps and for pointers."""
+    done: str = "checked"
+    """What was done: ``checked``; for a copy ``copied``, ``present`` (already at the
+    destination) or ``problem``."""
 
 
 @dataclass
@@ -241,6 +248,7 @@ class _Object:
     source: str = "path"  # what recorded the expectation: "path" or "pointer"
     unreadable: str | None = None  # why it cannot be read at all
     matched: bool = True  # walk: whether the template can make its path
+    size: int | None = None  # walk: the size its listing gave
 
 
 async def _walked(
@@ -265,6 +273,7 @@ async def _walked(
                 expected=expected,
                 unreadable=unreadable,
                 matched=expected is not None,
+                size=entry.get("size"),
             )
 
 
@@ -396,6 +405,7 @@ class _Outcome:
     size: int
     problem: Problem | None
     hashed: bool
+    done: str = "checked"
 
 
 class _Run:
@@ -479,6 +489,7 @@ class _Run:
                         hashed=outcome.hashed,
                         handled=handled,
                         after=after,
+                        done=outcome.done if outcome.problem is None else "problem",
                     )
                 )
 

@@ -1,4 +1,5 @@
-"""The ``lakery-fsspec`` command (``python -m lakery_fsspec``): check, put, get, gc, verify, demo.
+"""The ``lakery-fsspec`` command (``python -m lakery_fsspec``): check, put, get, gc, verify,
+copy, demo.
 
 Every command that takes a storage URL defaults to ``$LAKERY_FSSPEC_URL``, else the local
 directory ``./lake``. Errors are explained in plain words on stderr with a non-zero exit
@@ -23,7 +24,7 @@ from lakery_fsspec._errors import IntegrityError
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
 from lakery_fsspec._relocation import Place, Relocations, rerooted
-from lakery_fsspec._router import PathTemplate
+from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._temp import TempPath
 from lakery_fsspec.cli.arguments import PUT_RULE, check_url, split_put_paths
@@ -310,6 +311,60 @@ def build_parser() -> argparse.ArgumentParser:
     add_temp_prefix(verify)
     verify.set_defaults(handler=_verify)
 
+    copy = command(
+        commands,
+        "copy",
+        "copy a lake to another storage, same relative paths, create-only, checked by hash",
+        epilog="Exit status: 0 every object is at the destination, 1 some were not copied "
+        "(corrupt, truncated, missing or unreadable at the source, or failed to write; each "
+        "is printed on stdout) or a failure, 2 a command-line mistake.",
+    )
+    copy.add_argument("src", metavar="SRC", help="the storage URL to copy from")
+    copy.add_argument("dst", metavar="DST", help="the storage URL to copy to")
+    add_storage_options(copy, "-o", "-s", note="; SRC's own (DST's: --dst-option)")
+    copy.add_argument(
+        "--dst-option",
+        dest="dst_option",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="an fsspec storage option of DST (credentials, endpoint), as -o is SRC's (repeatable)",
+    )
+    copy.add_argument(
+        "--template",
+        help="the path template SRC's objects were written with, from which each path's "
+        "hash is read (default: lakery-fsspec's default template)",
+    )
+    copy.add_argument(
+        "--pointers",
+        metavar="FILE",
+        help="copy only the objects these pointers name (one JSON a line, as put prints "
+        "them; '-' for standard input), checked against the hash and size they record, "
+        "instead of every object under SRC",
+    )
+    copy.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="journal of the run: each object handled is recorded there, and the same "
+        "command with the same FILE goes on where an interrupted run stopped",
+    )
+    copy.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash objects already at DST (of the right size) and replace damaged ones",
+    )
+    copy.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="objects copied at once (default 8)",
+    )
+    add_timeout(copy)
+    add_temp_prefix(copy)
+    copy.set_defaults(handler=_copy)
+
     demo = command(commands, "demo", "save and load data through labox (lakery_fsspec.demo)")
     add_url(demo)
     add_timeout(demo)
@@ -555,6 +610,49 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             concurrency=args.concurrency,
             allow_empty=args.allow_empty,
             reroot=rerooting,
+        )
+        return run.run()
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+    except ValueError as error:
+        if pointers is None and args.pointers is not None:  # a bad pointers file
+            raise UsageError(str(error)) from None
+        raise
+    finally:
+        if pointers is not None:
+            pointers.close()
+
+
+def _copy(args: argparse.Namespace, context: Context) -> int:
+    from lakery_fsspec.cli.copy import CopyRun
+    from lakery_fsspec.cli.journal import JournalError
+    from lakery_fsspec.cli.verify import PointerFile
+
+    pointers = None
+    try:
+        if args.pointers is not None:
+            if args.pointers == "-" and sys.stdin.isatty():
+                raise UsageError("--pointers -: pipe the pointers in, or name a file")
+            pointers = PointerFile(args.pointers)
+        src, dst = check_url(args.src), check_url(args.dst)
+        options, dst_options = _options(args), dict(args.dst_option)
+        _prepare_environment(src, options)
+        _prepare_environment(dst, dst_options)
+        common: dict[str, Any] = {"temp_prefix": args.temp_prefix, "timeout": args.timeout}
+        context.url, context.action = src, "read"
+        source = FsspecStorage(
+            src, storage_options=options, router=args.template or DEFAULT_TEMPLATE, **common
+        )
+        context.protocol = source.location.protocol
+        context.endpoint = endpoint_of(context.protocol, options)
+        destination = FsspecStorage(dst, storage_options=dst_options, **common)
+        run = CopyRun(
+            source,
+            destination,
+            pointers,
+            resume=args.resume,
+            concurrency=args.concurrency,
+            verify_present=args.verify,
         )
         return run.run()
     except JournalError as error:

@@ -1,4 +1,4 @@
-"""The journal of a long ``lakery-fsspec verify`` run, from which an interrupted run resumes.
+"""The journal of a long ``lakery-fsspec verify`` or ``copy`` run, to resume it from.
 
 A JSON-lines file: a header naming the run (URL, pointers or walk, sample and seed),
 then one line per object checked, written as each check finishes, with where the run
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from lakery_fsspec._verify import KINDS, Checked, Problem, walk_key
+from lakery_fsspec._verify import ALL_KINDS, Checked, Problem, walk_key
 
 __all__ = ["Journal", "JournalError"]
 
@@ -43,6 +44,8 @@ class Journal:
         self.problems: list[Problem] = []
         self.checked = 0
         self.bytes = 0
+        self.done: Counter[str] = Counter()
+        """Objects by what was done (``Checked.done``: a copy's ``copied``, ``present``)."""
         self._header = {"journal": _MARK, **header}
         self._offset_after: str | None = None
         self._offset_handled = 0
@@ -68,6 +71,7 @@ class Journal:
                 else {"kind": problem.kind, "detail": problem.detail},
                 "handled": self._offset_handled + checked.handled,
                 "after": checked.after if checked.after is not None else self._offset_after,
+                "done": checked.done,
             }
         )
 
@@ -95,6 +99,7 @@ class Journal:
             self.bytes += int(line["size"])
             self.handled = int(line["handled"])
             self.after = line["after"]
+            self.done[str(line.get("done", "checked"))] += 1
             if (problem := line["problem"]) is not None:
                 self.problems.append(Problem(problem["kind"], line["url"], problem["detail"]))
         beyond = walk_key(self.after) if self.after is not None else None
@@ -157,7 +162,7 @@ def _check_line(line: Any) -> None:
         if not isinstance(line[key], kind):
             raise TypeError(key)
     problem = line["problem"]
-    if problem is not None and problem["kind"] not in KINDS:
+    if problem is not None and problem["kind"] not in ALL_KINDS:
         raise ValueError(problem)
 
 

@@ -1,0 +1,316 @@
+"""Copying a lake to another storage: same relative paths, create-only, checked by hash.
+
+The objects are those ``verify`` would check (a walk of the source, the template read
+backwards, never the temp folder; or the objects pointers name). Each is streamed from
+the source through a hash check into the destination's write path (staged, then moved
+create-only), ``concurrency`` at a time; a source object whose bytes do not match what
+its path or pointer records is reported and not copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lakery_fsspec._errors import IntegrityError, StorageUnavailableError
+from lakery_fsspec._integrity import hasher
+from lakery_fsspec._matcher import Expected, PathMatcher
+from lakery_fsspec._relocation import Place
+from lakery_fsspec._router import PathTemplate
+from lakery_fsspec._verify import (
+    DEFAULT_CONCURRENCY,
+    Checked,
+    Problem,
+    ProblemKind,
+    _hash,  # pyright: ignore[reportPrivateUsage]
+    _Object,  # pyright: ignore[reportPrivateUsage]
+    _Outcome,  # pyright: ignore[reportPrivateUsage]
+    _pointed,  # pyright: ignore[reportPrivateUsage]
+    _Run,  # pyright: ignore[reportPrivateUsage]
+    _walked,  # pyright: ignore[reportPrivateUsage]
+)
+
+if TYPE_CHECKING:
+    from labox.core.storage import Digest
+
+    from lakery_fsspec._backends import Backend
+    from lakery_fsspec._pointer import FsspecPointer
+    from lakery_fsspec._storage import FsspecStorage
+
+__all__ = ["CopyResult", "copy_lake"]
+
+
+@dataclass
+class CopyResult:
+    """What a copy did."""
+
+    copied: int = 0
+    """Objects written at the destination."""
+    present: int = 0
+    """Objects already there (of the right size; re-hashed with ``verify_present``)."""
+    bytes: int = 0
+    """Bytes read from the source (and from the destination, re-hashing)."""
+    problems: list[Problem] = field(default_factory=list[Problem])
+    """Objects not copied: ``corrupt``, ``truncated``, ``missing`` or ``unreadable`` at
+    the source, or ``failed`` (writing at the destination failed)."""
+    unmatched: int = 0
+    """Walk: objects at paths the template cannot make, not copied."""
+    skipped: int = 0
+    """Objects left out because their URL was in ``skip``."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every object considered is at the destination."""
+        return not self.problems
+
+
+async def copy_lake(
+    source: FsspecStorage,
+    destination: FsspecStorage,
+    pointers: Iterable[FsspecPointer] | AsyncIterable[FsspecPointer] | None = None,
+    *,
+    after: str | None = None,
+    skip: Container[str] = frozenset(),
+    concurrency: int = DEFAULT_CONCURRENCY,
+    algorithm: str = "sha256",
+    verify_present: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+    on_object: Callable[[Checked], None] | None = None,
+) -> CopyResult:
+    """Copy the objects of ``source`` (or those ``pointers`` name) to ``destination``,
+    each at the same path relative to the root, so that ``relocated=`` reads find them.
+
+    Create-only: an object already at the destination with the right size is left alone
+    (and, with ``verify_present``, re-hashed; a damaged one is replaced), one of another
+    size is replaced. Objects are streamed and hashed on the way; one whose bytes do not
+    hash to what its path (or pointer) records is reported and not copied. ``after``,
+    ``skip`` and ``on_object`` resume as in :func:`lakery_fsspec._verify.verify`
+    (``Checked.done`` tells ``copied``, ``present`` and ``problem`` apart). A
+    StorageUnavailableError from either side stops the copy. ValueError for a walk of a
+    source whose router is not a template, or a destination that is, or is inside, the
+    source.
+    """
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
+        msg = f"concurrency must be a positive number of objects, not {concurrency!r}."
+        raise ValueError(msg)
+    here = Place(source.location.protocol, source.location.root)
+    there = Place(destination.location.protocol, destination.location.root)
+    if here.holds(*there) is not None:
+        msg = f"Cannot copy {here} to {there}: the destination is the source, or inside it."
+        raise ValueError(msg)
+    matcher = _matcher(source, algorithm, walking=pointers is None)
+    if pointers is None:
+        assert matcher is not None
+        backend, root = await source._target("copy")  # pyright: ignore[reportPrivateUsage]
+        objects = _walked(backend, root, source.temp_prefix, matcher, after)
+    else:
+        if after is not None:
+            msg = "after= resumes a walk; to resume pointers, pass only those not yet handled."
+            raise ValueError(msg)
+        objects = _pointed(source, pointers, matcher)
+    target, target_root = await destination._target("copy")  # pyright: ignore[reportPrivateUsage]
+    result = CopyResult()
+
+    def counted(checked: Checked) -> None:
+        result.copied += checked.done == "copied"
+        result.present += checked.done == "present"
+        if on_object is not None:
+            on_object(checked)
+
+    run = _CopyRun(
+        destination,
+        target,
+        target_root,
+        verify_present=verify_present,
+        chunk_size=source.chunk_size,
+        algorithm=algorithm,
+        concurrency=concurrency,
+        keep=_everything,
+        skip=skip,
+        on_bytes=on_bytes,
+        on_object=counted,
+    )
+    await run.run(objects, after)
+    result.bytes = run.result.bytes
+    result.problems = run.result.problems
+    result.unmatched = run.result.unmatched
+    result.skipped = run.result.skipped
+    return result
+
+
+def _matcher(source: FsspecStorage, algorithm: str, *, walking: bool) -> PathMatcher | None:
+    router = source.router
+    if isinstance(router, PathTemplate):
+        try:
+            return PathMatcher(router, algorithm)
+        except ValueError:
+            if walking:
+                raise
+    if walking:
+        msg = (
+            f"{source!r} cannot tell the hash of an object from its path: its router is not "
+            "a path template. Pass the pointers to copy, or give the source the template "
+            "its objects were written with."
+        )
+        raise ValueError(msg)
+    return None
+
+
+class _SourceError(Exception):
+    """Reading the source failed (not writing the destination)."""
+
+
+class _CopyRun(_Run):
+    """Copies each object instead of only checking it."""
+
+    def __init__(
+        self,
+        destination: FsspecStorage,
+        target: Backend,
+        target_root: str,
+        *,
+        verify_present: bool,
+        **options: object,
+    ) -> None:
+        super().__init__(**options)  # pyright: ignore[reportArgumentType]
+        self._destination = destination
+        self._target = target
+        self._target_root = target_root.rstrip("/")
+        self._verify_present = verify_present
+
+    async def _check(self, item: _Object) -> _Outcome:
+        if item.unreadable is not None or item.backend is None:
+            problem = Problem("unreadable", item.url, item.unreadable or "it cannot be read")
+            return _Outcome(0, problem, hashed=False)
+        source = item.backend
+        size = item.size if item.size is not None else await source.size(item.location)
+        expected = item.expected or Expected("", None, None)
+        if size is None:
+            what = "no object there: it was deleted, or never written; not copied"
+            return _Outcome(0, Problem("missing", item.url, what), hashed=False)
+        if expected.size is not None and size != expected.size:
+            kind = "truncated" if size < expected.size else "corrupt"
+            what = f"it holds {size} bytes, not the {expected.size} its {item.source} records"
+            return _Outcome(0, Problem(kind, item.url, f"{what}; not copied"), hashed=False)
+        final = f"{self._target_root}/{item.path}"
+        extra = 0
+        if await self._target.intact(final, size):
+            if not self._verify_present:
+                return _Outcome(0, None, hashed=False, done="present")
+            there = _Object(
+                url=f"{self._target.protocol}://{final}",
+                path=item.path,
+                backend=self._target,
+                location=final,
+                expected=Expected(expected.content_hash, expected.algorithm, size),
+                source=item.source,
+            )
+            checked = await super()._check(there)
+            if checked.problem is None:
+                return _Outcome(checked.size, None, hashed=checked.hashed, done="present")
+            extra = checked.size
+            await self._target.remove(final)  # damaged: copied anew below
+        algorithm = expected.algorithm or self._algorithm
+        digest: Digest = {
+            "content_hash": expected.content_hash,
+            "content_hash_algorithm": algorithm,
+            "content_size": size,
+            "content_type": "application/octet-stream",
+            "content_encoding": None,
+        }
+        stream = _Checked(source, item, expected.content_hash, algorithm, size, self)
+        try:
+            written = await self._destination._store_at("copy", item.path, stream, digest)  # pyright: ignore[reportPrivateUsage]
+        except IntegrityError as error:
+            problem = Problem(stream.kind, item.url, f"{error} Not copied.")
+            return _Outcome(stream.seen + extra, problem, hashed=stream.hashed)
+        except _SourceError as error:
+            cause = error.__cause__
+            if isinstance(cause, FileNotFoundError):
+                what = "it was gone when read (deleted meanwhile); not copied"
+                return _Outcome(stream.seen, Problem("missing", item.url, what), hashed=False)
+            return _Outcome(stream.seen, Problem("unreadable", item.url, str(error)), False)
+        except StorageUnavailableError:
+            raise
+        except Exception as error:
+            said = next(iter(str(error).strip().splitlines()), "")
+            what = f"writing it at {self._target.protocol}://{final} failed: "
+            what += f"{type(error).__name__}: {said}"
+            return _Outcome(stream.seen + extra, Problem("failed", item.url, what), False)
+        done = "copied" if written else "present"
+        return _Outcome(stream.seen + extra, None, hashed=stream.hashed, done=done)
+
+
+class _Checked(AsyncIterable[bytes]):
+    """An object's bytes read from the source, hashed on the way; the last chunk is
+    followed by IntegrityError, not the end, if they are not what was recorded."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        item: _Object,
+        content_hash: str,
+        algorithm: str,
+        size: int,
+        run: _CopyRun,
+    ) -> None:
+        self._backend = backend
+        self._item = item
+        self._expected = content_hash.lower()
+        self._digest = hasher(algorithm) if content_hash else None
+        self._algorithm = algorithm
+        self._size = size
+        self._run = run
+        self.seen = 0
+        self.kind: ProblemKind = "corrupt"
+        self.hashed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        run = self._run
+        chunks = self._backend.iter_chunks(self._item.location, run._chunk_size)  # pyright: ignore[reportPrivateUsage]
+        try:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except StorageUnavailableError:
+                    raise
+                except Exception as error:
+                    said = next(iter(str(error).strip().splitlines()), "")
+                    what = f"reading it failed after {self.seen} bytes: "
+                    what += f"{type(error).__name__}: {said}; not copied"
+                    raise _SourceError(what) from error
+                self.seen += len(chunk)
+                if run._on_bytes is not None:  # pyright: ignore[reportPrivateUsage]
+                    run._on_bytes(len(chunk))  # pyright: ignore[reportPrivateUsage]
+                if self.seen > self._size:
+                    raise IntegrityError(f"It grew past {self._size} bytes while it was read.")
+                if self._digest is not None:
+                    await _hash(self._digest, chunk)
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self.seen < self._size:
+            self.kind = "truncated"
+            msg = f"{self.seen} bytes were read of the {self._size} it holds."
+            raise IntegrityError(msg)
+        if self._digest is not None:
+            actual = self._digest.hexdigest()
+            self.hashed = True
+            if actual != self._expected:
+                msg = (
+                    f"The {self._algorithm} of its {self.seen} bytes is {actual}, not the "
+                    f"{self._expected} its {self._item.source} records."
+                )
+                raise IntegrityError(msg)
+
+
+def _everything(path: str) -> bool:
+    return True

@@ -1,0 +1,138 @@
+"""``lakery-fsspec copy``: copy a lake to another storage, print each object not copied,
+resume an interrupted run from its journal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lakery_fsspec._copy import CopyResult, copy_lake
+from lakery_fsspec._storage import FsspecStorage
+from lakery_fsspec._verify import ALL_KINDS, Checked, Problem
+from lakery_fsspec.cli.journal import Journal
+from lakery_fsspec.cli.progress import Progress, human_size
+from lakery_fsspec.cli.verify import PointerFile
+
+__all__ = ["CopyRun"]
+
+_SAID = {
+    "corrupt": "corrupt at the source",
+    "truncated": "truncated at the source",
+    "missing": "missing at the source",
+    "unreadable": "unreadable at the source",
+    "failed": "failed",
+}
+
+
+@dataclass
+class CopyRun:
+    """One ``copy`` command: both storages, what to copy and how."""
+
+    source: FsspecStorage
+    destination: FsspecStorage
+    pointers: PointerFile | None = None
+    resume: str | None = None
+    concurrency: int = 8
+    verify_present: bool = False
+
+    def header(self) -> dict[str, Any]:
+        """What identifies the run in its journal."""
+        return {
+            "command": "copy",
+            "url": _named(self.source),
+            "to": _named(self.destination),
+            "mode": "pointers" if self.pointers else "walk",
+            "pointers": self.pointers.name if self.pointers else None,
+        }
+
+    def run(self) -> int:
+        """Copy, print each object not copied on stdout and a report on stderr; the exit
+        status (1 if anything was not copied)."""
+        journal = Journal(self.resume, self.header()) if self.resume else None
+        started = time.monotonic()
+        try:
+            for problem in journal.problems if journal else []:
+                print(problem, flush=True)
+            result = asyncio.run(self._copy(journal))
+        except KeyboardInterrupt:
+            if journal is not None:
+                print(f"run the same command to go on from {journal.path}", file=sys.stderr)
+            raise
+        finally:
+            if journal is not None:
+                journal.close()
+        return self._report(result, journal, time.monotonic() - started)
+
+    async def _copy(self, journal: Journal | None) -> CopyResult:
+        pointers = None
+        total = None
+        if self.pointers is not None:
+            skip = journal.handled if journal else 0
+            pointers = self.pointers.pointers(skip)
+            total = self.pointers.total_size(skip)
+        done = problems = 0
+        noted = 0.0
+        with Progress("copy", total, waiting_on=_named(self.source)) as bar:
+
+            def on_object(checked: Checked) -> None:
+                nonlocal done, problems, noted
+                done += 1
+                if journal is not None:
+                    journal.record(checked)
+                if checked.problem is not None:
+                    problems += 1
+                    bar.clear()
+                    print(checked.problem, flush=True)
+                now = time.monotonic()
+                if now - noted >= 0.1:
+                    noted = now
+                    bar.note(f"{done} objects, {problems} not copied")
+
+            return await copy_lake(
+                self.source,
+                self.destination,
+                pointers,
+                after=journal.after if journal and not self.pointers else None,
+                skip=journal.skip if journal else frozenset(),
+                concurrency=self.concurrency,
+                verify_present=self.verify_present,
+                on_bytes=bar.update,
+                on_object=on_object,
+            )
+
+    def _report(self, result: CopyResult, journal: Journal | None, seconds: float) -> int:
+        problems: list[Problem] = [*(journal.problems if journal else []), *result.problems]
+        copied = result.copied + (journal.done["copied"] if journal else 0)
+        present = result.present + (journal.done["present"] if journal else 0)
+        size = result.bytes + (journal.bytes if journal else 0)
+        counted = {kind: sum(p.kind == kind for p in problems) for kind in ALL_KINDS}
+        counts = [
+            f"{count} {_SAID[kind]}"
+            for kind, count in counted.items()
+            if count or kind in ("corrupt", "failed")
+        ]
+        lines = [
+            f"copy {_named(self.source)} -> {_named(self.destination)}: "
+            f"{copied} copied, {present} already there, " + ", ".join(counts),
+            f"  {human_size(size)} read in {seconds:.1f} s",
+        ]
+        if journal is not None and journal.checked:
+            lines.append(f"  {journal.checked} object(s) handled by earlier runs ({journal.path})")
+        if result.unmatched:
+            lines.append(
+                f"  left alone: {result.unmatched} object(s) at paths the template cannot "
+                "make (use --template if the objects were written with another one)"
+            )
+        if problems:
+            lines.append(f"FAILED: {len(problems)} object(s) not copied")
+        else:
+            lines.append("OK: every object is at the destination")
+        print("\n".join(lines), file=sys.stderr)
+        return 1 if problems else 0
+
+
+def _named(storage: FsspecStorage) -> str:
+    return f"{storage.location.protocol}://{storage.location.root}"
