@@ -211,35 +211,55 @@ class _CopyRun(_Run):
                 return _Outcome(checked.size, None, hashed=checked.hashed, done="present")
             extra = checked.size
             await self._target.remove(final)  # damaged: copied anew below
-        algorithm = expected.algorithm or self._algorithm
-        digest: Digest = {
-            "content_hash": expected.content_hash,
-            "content_hash_algorithm": algorithm,
-            "content_size": size,
-            "content_type": "application/octet-stream",
-            "content_encoding": None,
-        }
-        stream = _Checked(source, item, expected.content_hash, algorithm, size, self)
-        try:
-            written = await self._destination._store_at("copy", item.path, stream, digest)  # pyright: ignore[reportPrivateUsage]
-        except IntegrityError as error:
-            problem = Problem(stream.kind, item.url, f"{error} Not copied.")
-            return _Outcome(stream.seen + extra, problem, hashed=stream.hashed)
-        except _SourceError as error:
-            cause = error.__cause__
-            if isinstance(cause, FileNotFoundError):
-                what = "it was gone when read (deleted meanwhile); not copied"
-                return _Outcome(stream.seen, Problem("missing", item.url, what), hashed=False)
-            return _Outcome(stream.seen, Problem("unreadable", item.url, str(error)), False)
-        except StorageUnavailableError:
-            raise
-        except Exception as error:
-            said = next(iter(str(error).strip().splitlines()), "")
-            what = f"writing it at {self._target.protocol}://{final} failed: "
-            what += f"{type(error).__name__}: {said}"
-            return _Outcome(stream.seen + extra, Problem("failed", item.url, what), False)
-        done = "copied" if written else "present"
-        return _Outcome(stream.seen + extra, None, hashed=stream.hashed, done=done)
+        outcome = await send(self, self._destination, self._target, final, item, expected, size)
+        outcome.size += extra
+        return outcome
+
+
+async def send(
+    run: _Run,
+    storage: FsspecStorage,
+    target: Backend,
+    final: str,
+    item: _Object,
+    expected: Expected,
+    size: int,
+) -> _Outcome:
+    """Stream ``item`` (its backend and location) through a hash check into ``final`` on
+    ``target``, one of ``storage``'s targets, by its write path; the outcome (``done``:
+    ``copied``, or ``present`` if an object of that size was there) or the problem."""
+    assert item.backend is not None
+    algorithm = expected.algorithm or run._algorithm  # pyright: ignore[reportPrivateUsage]
+    digest: Digest = {
+        "content_hash": expected.content_hash,
+        "content_hash_algorithm": algorithm,
+        "content_size": size,
+        "content_type": "application/octet-stream",
+        "content_encoding": None,
+    }
+    stream = _Checked(item.backend, item, expected.content_hash, algorithm, size, run)
+    try:
+        written = await storage._store_at(  # pyright: ignore[reportPrivateUsage]
+            "copy", target, final, stream, digest
+        )
+    except IntegrityError as error:
+        problem = Problem(stream.kind, item.url, f"{error} Not copied.")
+        return _Outcome(stream.seen, problem, hashed=stream.hashed)
+    except _SourceError as error:
+        cause = error.__cause__
+        if isinstance(cause, FileNotFoundError):
+            what = "it was gone when read (deleted meanwhile); not copied"
+            return _Outcome(stream.seen, Problem("missing", item.url, what), hashed=False)
+        return _Outcome(stream.seen, Problem("unreadable", item.url, str(error)), False)
+    except StorageUnavailableError:
+        raise
+    except Exception as error:
+        said = next(iter(str(error).strip().splitlines()), "")
+        what = f"writing it at {target.protocol}://{final} failed: "
+        what += f"{type(error).__name__}: {said}"
+        return _Outcome(stream.seen, Problem("failed", item.url, what), False)
+    done = "copied" if written else "present"
+    return _Outcome(stream.seen, None, hashed=stream.hashed, done=done)
 
 
 class _Checked(AsyncIterable[bytes]):
@@ -253,7 +273,7 @@ class _Checked(AsyncIterable[bytes]):
         content_hash: str,
         algorithm: str,
         size: int,
-        run: _CopyRun,
+        run: _Run,
     ) -> None:
         self._backend = backend
         self._item = item

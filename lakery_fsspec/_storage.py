@@ -156,15 +156,18 @@ class FsspecStorage(Storage[FsspecPointer]):
         return self._pointer(path, digest)
 
     async def _store_at(
-        self, operation: str, path: str, data_stream: AsyncIterable[bytes], digest: Digest
+        self,
+        operation: str,
+        backend: Backend,
+        final: str,
+        data_stream: AsyncIterable[bytes],
+        digest: Digest,
     ) -> bool:
-        """Write a stream of ``digest["content_size"]`` bytes at ``path`` (relative to the
-        root) the way writes do, create-only (an object of another size there is damage,
-        replaced); whether it was written. A stream that raises (a hash that does not
-        match) leaves nothing behind. Memory: one chunk for objects up to ``chunk_size``,
-        one upload block for larger ones."""
-        final = self._join(self.location.root, path)
-        backend = (await self._opened(operation, final)).target
+        """Write a stream of ``digest["content_size"]`` bytes at ``final`` (a full path on
+        ``backend``, one of this storage's targets) the way writes do, create-only (an
+        object of another size there is damage, replaced); whether it was written. A
+        stream that raises (a hash that does not match) leaves nothing behind. Memory:
+        one chunk for objects up to ``chunk_size``, one upload block for larger ones."""
         if digest["content_size"] <= self.chunk_size:
             data = b"".join([chunk async for chunk in data_stream])
             with _located(operation, backend, final):

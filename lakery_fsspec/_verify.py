@@ -95,8 +95,8 @@ class Checked:
     """For a walk: every path up to this one (in walk order) is handled, so a resumed run
     may start after it (``after=``). None in the walk's first steps and for pointers."""
     done: str = "checked"
-    """What was done: ``checked``; for a copy ``copied``, ``present`` (already at the
-    destination) or ``problem``."""
+    """What was done: ``checked``, ``problem``, ``repaired`` (``problem`` says what was
+    put right); for a copy ``copied``, ``present`` (already at the destination)."""
 
 
 @dataclass
@@ -116,6 +116,9 @@ class Verification:
     """Objects left out by ``sample``."""
     skipped: int = 0
     """Objects left out because their URL was in ``skip``."""
+    repaired: list[Problem] = field(default_factory=list[Problem])
+    """With ``repair_from``: problems found and put right from the other storage (not in
+    ``problems``)."""
 
     @property
     def ok(self) -> bool:
@@ -152,6 +155,10 @@ class VerifyOptions(TypedDict, total=False):
     """Called with the size of every chunk read (a progress bar)."""
     on_object: Callable[[Checked], None] | None
     """Called for every object checked, in the order checks finish."""
+    repair_from: FsspecStorage | None
+    """Another storage holding the same objects at the same relative paths: a corrupt,
+    truncated or missing object is replaced with its copy there, once that copy hashes
+    right (``Checked.done`` is then ``repaired``)."""
 
 
 async def verify(
@@ -166,6 +173,7 @@ async def verify(
     algorithm: str = "sha256",
     on_bytes: Callable[[int], None] | None = None,
     on_object: Callable[[Checked], None] | None = None,
+    repair_from: FsspecStorage | None = None,
 ) -> Verification:
     """Re-hash the objects of ``storage`` (or those ``pointers`` name) and report problems.
 
@@ -206,15 +214,27 @@ async def verify(
             msg = "after= resumes a walk; to resume pointers, pass only those not yet handled."
             raise ValueError(msg)
         objects = _pointed(storage, pointers, matcher)
-    run = _Run(
-        chunk_size=storage.chunk_size,
-        algorithm=algorithm,
-        concurrency=concurrency,
-        keep=(lambda path: True) if sample is None else (lambda path: sampled(path, sample, seed)),
-        skip=skip,
-        on_bytes=on_bytes,
-        on_object=on_object,
-    )
+
+    def keep(path: str) -> bool:
+        return sample is None or sampled(path, sample, seed)
+
+    options: dict[str, Any] = {
+        "chunk_size": storage.chunk_size,
+        "algorithm": algorithm,
+        "concurrency": concurrency,
+        "keep": keep,
+        "skip": skip,
+        "on_bytes": on_bytes,
+        "on_object": on_object,
+    }
+    if repair_from is None:
+        run = _Run(**options)
+    else:
+        from lakery_fsspec._repair import RepairRun  # it builds on this module
+
+        target, _ = await storage._target("verify")
+        source, source_root = await repair_from._target("verify")
+        run = RepairRun(storage, target, source, source_root, **options)
     await run.run(objects, after)
     return run.result
 
@@ -475,7 +495,9 @@ class _Run:
             self.result.checked += 1
             self.result.bytes += outcome.size
             self.result.unhashed += outcome.problem is None and not outcome.hashed
-            if outcome.problem is not None:
+            if outcome.done == "repaired" and outcome.problem is not None:
+                self.result.repaired.append(outcome.problem)
+            elif outcome.problem is not None:
                 self.result.problems.append(outcome.problem)
             if self._on_object is not None:
                 handled, after = self._handled()
@@ -489,7 +511,9 @@ class _Run:
                         hashed=outcome.hashed,
                         handled=handled,
                         after=after,
-                        done=outcome.done if outcome.problem is None else "problem",
+                        done="problem"
+                        if outcome.problem is not None and outcome.done != "repaired"
+                        else outcome.done,
                     )
                 )
 

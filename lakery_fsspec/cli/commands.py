@@ -300,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="objects read at once (default 8)",
     )
+    verify.add_argument(
+        "--repair-from",
+        metavar="URL",
+        help="replace each corrupt, truncated or missing object with the one at the same "
+        "relative path under URL (a copy of the lake), once that one hashes right",
+    )
+    verify.add_argument(
+        "--repair-option",
+        dest="repair_option",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="an fsspec storage option of --repair-from's URL (repeatable)",
+    )
     add_relocated(verify)
     add_timeout(verify)
     verify.add_argument(
@@ -610,6 +625,7 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             concurrency=args.concurrency,
             allow_empty=args.allow_empty,
             reroot=rerooting,
+            repair_from=_repair_source(args),
         )
         return run.run()
     except JournalError as error:
@@ -664,6 +680,15 @@ def _copy(args: argparse.Namespace, context: Context) -> int:
     finally:
         if pointers is not None:
             pointers.close()
+
+
+def _repair_source(args: argparse.Namespace) -> FsspecStorage | None:
+    """``verify --repair-from URL``'s storage, with its own options."""
+    if args.repair_from is None:
+        return None
+    url, options = check_url(args.repair_from), dict(args.repair_option)
+    _prepare_environment(url, options)
+    return FsspecStorage(url, storage_options=options, router=None, timeout=args.timeout)
 
 
 def _demo(args: argparse.Namespace, context: Context) -> int:

@@ -100,7 +100,7 @@ class Journal:
             self.handled = int(line["handled"])
             self.after = line["after"]
             self.done[str(line.get("done", "checked"))] += 1
-            if (problem := line["problem"]) is not None:
+            if (problem := line["problem"]) is not None and line.get("done") != "repaired":
                 self.problems.append(Problem(problem["kind"], line["url"], problem["detail"]))
         beyond = walk_key(self.after) if self.after is not None else None
         lines = self._lines()

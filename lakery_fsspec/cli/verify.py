@@ -95,6 +95,8 @@ class VerifyRun:
     allow_empty: bool = False
     reroot: bool = False
     """Read each pointer's object under the storage's root, same relative path."""
+    repair_from: FsspecStorage | None = None
+    """Replace damaged objects with their copies there."""
 
     def header(self) -> dict[str, Any]:
         """What identifies the run in its journal."""
@@ -104,6 +106,7 @@ class VerifyRun:
             "pointers": self.pointers.name if self.pointers else None,
             "sample": self.sample,
             "seed": self.seed if self.sample is not None else None,
+            **({"repair_from": _named(self.repair_from)} if self.repair_from else {}),
         }
 
     def run(self) -> int:
@@ -144,9 +147,11 @@ class VerifyRun:
                 if journal is not None:
                     journal.record(checked)
                 if checked.problem is not None:
-                    problems += 1
+                    repaired = checked.done == "repaired"
+                    problems += not repaired
                     bar.clear()
-                    print(checked.problem, flush=True)
+                    print(f"repaired: {checked.problem}" if repaired else checked.problem)
+                    sys.stdout.flush()
                 now = time.monotonic()
                 if now - noted >= 0.1:
                     noted = now
@@ -161,6 +166,7 @@ class VerifyRun:
                 concurrency=self.concurrency,
                 on_bytes=bar.update,
                 on_object=on_object,
+                repair_from=self.repair_from,
             )
 
     def _summary(self, result: Verification, journal: Journal | None, seconds: float) -> int:
@@ -169,6 +175,9 @@ class VerifyRun:
         size = result.bytes + (journal.bytes if journal else 0)
         counts = ", ".join(f"{sum(p.kind == kind for p in problems)} {kind}" for kind in KINDS)
         lines = [f"checked {checked} object(s), {human_size(size)}: {counts}"]
+        if self.repair_from is not None:
+            done = len(result.repaired) + (journal.done["repaired"] if journal else 0)
+            lines.append(f"  repaired {done} from {_named(self.repair_from)}")
         if journal is not None and journal.checked:
             lines.append(
                 f"  {journal.checked} of them in earlier runs (journal {journal.path}); "
@@ -216,3 +225,7 @@ def _nothing(where: str, pointers: PointerFile | None, unmatched: int) -> str:
 
 def _seconds(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def _named(storage: FsspecStorage) -> str:
+    return f"{storage.location.protocol}://{storage.location.root}"
