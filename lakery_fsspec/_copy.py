@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from lakery_fsspec._errors import IntegrityError, StorageUnavailableError
 from lakery_fsspec._integrity import hasher
 from lakery_fsspec._matcher import Expected, PathMatcher
+from lakery_fsspec._records import pointers_under, rewrite_pointers
 from lakery_fsspec._relocation import Place
 from lakery_fsspec._router import PathTemplate
 from lakery_fsspec._verify import (
@@ -33,6 +34,7 @@ from lakery_fsspec._verify import (
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from lakery_fsspec._backends import Backend
     from lakery_fsspec._pointer import FsspecPointer
@@ -58,6 +60,8 @@ class CopyResult:
     """Walk: objects at paths the template cannot make, not copied."""
     skipped: int = 0
     """Objects left out because their URL was in ``skip``."""
+    rewritten: int = 0
+    """With ``rewrite``: labox records now pointing at the destination."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +79,9 @@ async def copy_lake(
     concurrency: int = DEFAULT_CONCURRENCY,
     algorithm: str = "sha256",
     verify_present: bool = False,
+    database: AsyncEngine | None = None,
+    rewrite: bool = False,
+    landed_before: Iterable[str] = (),
     on_bytes: Callable[[int], None] | None = None,
     on_object: Callable[[Checked], None] | None = None,
 ) -> CopyResult:
@@ -90,7 +97,19 @@ async def copy_lake(
     StorageUnavailableError from either side stops the copy. ValueError for a walk of a
     source whose router is not a template, or a destination that is, or is inside, the
     source.
+
+    ``database`` (labox's, an async SQLAlchemy engine) without ``pointers`` copies the
+    objects its content records point at under the source's root (compared canonically),
+    so that garbage stays behind. With ``rewrite``, once the copy is done, each of those
+    records whose object is verified at the destination (copied, hashed on the way, or
+    already there and re-hashed: ``rewrite`` implies ``verify_present``; or among
+    ``landed_before``, the relative paths an interrupted run landed) is rewritten to
+    point there, in batches of one transaction each.
     """
+    if rewrite and database is None:
+        msg = "rewrite=True rewrites labox's records: pass database=..."
+        raise ValueError(msg)
+    verify_present = verify_present or rewrite
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:  # pyright: ignore[reportUnnecessaryIsInstance]
         msg = f"concurrency must be a positive number of objects, not {concurrency!r}."
         raise ValueError(msg)
@@ -99,6 +118,8 @@ async def copy_lake(
     if here.holds(*there) is not None:
         msg = f"Cannot copy {here} to {there}: the destination is the source, or inside it."
         raise ValueError(msg)
+    if pointers is None and database is not None:
+        pointers = pointers_under(database, here)
     matcher = _matcher(source, algorithm, walking=pointers is None)
     if pointers is None:
         assert matcher is not None
@@ -111,10 +132,13 @@ async def copy_lake(
         objects = _pointed(source, pointers, matcher)
     target, target_root = await destination._target("copy")  # pyright: ignore[reportPrivateUsage]
     result = CopyResult()
+    landed = set(landed_before) if rewrite else set[str]()
 
     def counted(checked: Checked) -> None:
         result.copied += checked.done == "copied"
         result.present += checked.done == "present"
+        if rewrite and checked.done in ("copied", "present"):
+            landed.add(checked.path)
         if on_object is not None:
             on_object(checked)
 
@@ -136,6 +160,9 @@ async def copy_lake(
     result.problems = run.result.problems
     result.unmatched = run.result.unmatched
     result.skipped = run.result.skipped
+    if rewrite:
+        assert database is not None
+        result.rewritten = await rewrite_pointers(database, here, there, landed)
     return result
 
 

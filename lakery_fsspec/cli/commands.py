@@ -359,6 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of every object under SRC",
     )
     copy.add_argument(
+        "--db",
+        metavar="DATABASE_URL",
+        help="labox's database (an async SQLAlchemy URL, e.g. sqlite+aiosqlite:///labox.db): "
+        "copy only the objects its records point at under SRC, so garbage stays behind",
+    )
+    copy.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="with --db: once the copy is done, point each record whose object is verified "
+        "at DST (copied, or already there and re-hashed) at DST, in batches of one "
+        "transaction each",
+    )
+    copy.add_argument(
         "--resume",
         metavar="FILE",
         help="journal of the run: each object handled is recorded there, and the same "
@@ -650,6 +663,10 @@ def _copy(args: argparse.Namespace, context: Context) -> int:
             if args.pointers == "-" and sys.stdin.isatty():
                 raise UsageError("--pointers -: pipe the pointers in, or name a file")
             pointers = PointerFile(args.pointers)
+        if args.rewrite and args.db is None:
+            raise UsageError("--rewrite rewrites labox's records: give --db DATABASE_URL")
+        if args.db is not None and pointers is not None:
+            raise UsageError("--pointers and --db both choose the objects: give one")
         src, dst = check_url(args.src), check_url(args.dst)
         options, dst_options = _options(args), dict(args.dst_option)
         _prepare_environment(src, options)
@@ -669,6 +686,8 @@ def _copy(args: argparse.Namespace, context: Context) -> int:
             resume=args.resume,
             concurrency=args.concurrency,
             verify_present=args.verify,
+            database=args.db,
+            rewrite=args.rewrite,
         )
         return run.run()
     except JournalError as error:

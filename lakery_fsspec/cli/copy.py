@@ -7,14 +7,19 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec._copy import CopyResult, copy_lake
+from lakery_fsspec._records import pointers_under
+from lakery_fsspec._relocation import Place
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._verify import ALL_KINDS, Checked, Problem
 from lakery_fsspec.cli.journal import Journal
 from lakery_fsspec.cli.progress import Progress, human_size
 from lakery_fsspec.cli.verify import PointerFile
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["CopyRun"]
 
@@ -37,6 +42,11 @@ class CopyRun:
     resume: str | None = None
     concurrency: int = 8
     verify_present: bool = False
+    database: str | None = None
+    """labox's database URL (``sqlite+aiosqlite:///labox.db``): copy what its records
+    point at under the source's root."""
+    rewrite: bool = False
+    """Then point those records at the destination."""
 
     def header(self) -> dict[str, Any]:
         """What identifies the run in its journal."""
@@ -44,8 +54,10 @@ class CopyRun:
             "command": "copy",
             "url": _named(self.source),
             "to": _named(self.destination),
-            "mode": "pointers" if self.pointers else "walk",
+            "mode": "pointers" if self.pointers or self.database else "walk",
             "pointers": self.pointers.name if self.pointers else None,
+            **({"db": _hidden(self.database)} if self.database else {}),
+            **({"rewrite": True} if self.rewrite else {}),
         }
 
     def run(self) -> int:
@@ -67,9 +79,24 @@ class CopyRun:
         return self._report(result, journal, time.monotonic() - started)
 
     async def _copy(self, journal: Journal | None) -> CopyResult:
-        pointers = None
+        if self.database is None:
+            return await self._copy_with(journal, None)
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.database)
+        try:
+            return await self._copy_with(journal, engine)
+        finally:
+            await engine.dispose()
+
+    async def _copy_with(self, journal: Journal | None, engine: AsyncEngine | None) -> CopyResult:
+        pointers: Any = None
         total = None
-        if self.pointers is not None:
+        if engine is not None:
+            skip = journal.handled if journal else 0
+            here = Place(self.source.location.protocol, self.source.location.root)
+            pointers = pointers_under(engine, here, skip)
+        elif self.pointers is not None:
             skip = journal.handled if journal else 0
             pointers = self.pointers.pointers(skip)
             total = self.pointers.total_size(skip)
@@ -99,6 +126,9 @@ class CopyRun:
                 skip=journal.skip if journal else frozenset(),
                 concurrency=self.concurrency,
                 verify_present=self.verify_present,
+                database=engine,
+                rewrite=self.rewrite,
+                landed_before=journal.landed if journal else (),
                 on_bytes=bar.update,
                 on_object=on_object,
             )
@@ -121,6 +151,11 @@ class CopyRun:
         ]
         if journal is not None and journal.checked:
             lines.append(f"  {journal.checked} object(s) handled by earlier runs ({journal.path})")
+        if self.rewrite:
+            lines.append(
+                f"  {result.rewritten} labox record(s) rewritten to point at "
+                f"{_named(self.destination)}"
+            )
         if result.unmatched:
             lines.append(
                 f"  left alone: {result.unmatched} object(s) at paths the template cannot "
@@ -132,6 +167,13 @@ class CopyRun:
             lines.append("OK: every object is at the destination")
         print("\n".join(lines), file=sys.stderr)
         return 1 if problems else 0
+
+
+def _hidden(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _named(storage: FsspecStorage) -> str:

@@ -46,6 +46,9 @@ class Journal:
         self.bytes = 0
         self.done: Counter[str] = Counter()
         """Objects by what was done (``Checked.done``: a copy's ``copied``, ``present``)."""
+        self.landed: set[str] = set()
+        """A copy journal with ``"rewrite"`` in its header: the relative paths of the
+        objects verified at the destination (one string per object in memory)."""
         self._header = {"journal": _MARK, **header}
         self._offset_after: str | None = None
         self._offset_handled = 0
@@ -100,6 +103,8 @@ class Journal:
             self.handled = int(line["handled"])
             self.after = line["after"]
             self.done[str(line.get("done", "checked"))] += 1
+            if self._header.get("rewrite") and line.get("done") in ("copied", "present"):
+                self.landed.add(line["path"])
             if (problem := line["problem"]) is not None and line.get("done") != "repaired":
                 self.problems.append(Problem(problem["kind"], line["url"], problem["detail"]))
         beyond = walk_key(self.after) if self.after is not None else None
