@@ -10,7 +10,7 @@ its path or pointer records is reported and not copied.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Container, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lakery_fsspec._errors import IntegrityError, StorageUnavailableError
@@ -82,6 +82,8 @@ async def copy_lake(
     database: AsyncEngine | None = None,
     rewrite: bool = False,
     landed_before: Iterable[str] = (),
+    server_side: bool = True,
+    link: bool = False,
     on_bytes: Callable[[int], None] | None = None,
     on_object: Callable[[Checked], None] | None = None,
 ) -> CopyResult:
@@ -97,6 +99,12 @@ async def copy_lake(
     StorageUnavailableError from either side stops the copy. ValueError for a walk of a
     source whose router is not a template, or a destination that is, or is inside, the
     source.
+
+    Where both are on one service (same protocol and endpoint) and ``server_side``, each
+    object is read and hashed at the source and then copied by the store itself
+    (``Backend.copy_new``: S3 copies, a reflink or in-kernel copy locally), with the
+    destination's credentials; where that is refused, the run streams. ``link`` asks
+    for hard links instead, where the store has them: a linked copy is no backup.
 
     ``database`` (labox's, an async SQLAlchemy engine) without ``pointers`` copies the
     objects its content records point at under the source's root (compared canonically),
@@ -147,6 +155,8 @@ async def copy_lake(
         target,
         target_root,
         verify_present=verify_present,
+        server_side=server_side and _one_service(source, destination, target),
+        link=link,
         chunk_size=source.chunk_size,
         algorithm=algorithm,
         concurrency=concurrency,
@@ -164,6 +174,17 @@ async def copy_lake(
         assert database is not None
         result.rewritten = await rewrite_pointers(database, here, there, landed)
     return result
+
+
+def _one_service(source: FsspecStorage, destination: FsspecStorage, target: Backend) -> bool:
+    """Whether both storages are on one service (same protocol and endpoint), where the
+    store may copy from one to the other with the destination's credentials."""
+    if source.location.protocol != destination.location.protocol:
+        return False
+    if source.location.chained or destination.location.chained:
+        return False
+    endpoint = type(target).endpoint
+    return endpoint(source.location.options) == endpoint(destination.location.options)
 
 
 def _matcher(source: FsspecStorage, algorithm: str, *, walking: bool) -> PathMatcher | None:
@@ -198,9 +219,13 @@ class _CopyRun(_Run):
         target_root: str,
         *,
         verify_present: bool,
+        server_side: bool,
+        link: bool,
         **options: object,
     ) -> None:
         super().__init__(**options)  # pyright: ignore[reportArgumentType]
+        self._server_side = server_side
+        self._link = link
         self._destination = destination
         self._target = target
         self._target_root = target_root.rstrip("/")
@@ -238,9 +263,47 @@ class _CopyRun(_Run):
                 return _Outcome(checked.size, None, hashed=checked.hashed, done="present")
             extra = checked.size
             await self._target.remove(final)  # damaged: copied anew below
+        if self._server_side:
+            done = await self._server_copy(item, expected, size, final)
+            if done is not None:
+                done.size += extra
+                return done
         outcome = await send(self, self._destination, self._target, final, item, expected, size)
         outcome.size += extra
         return outcome
+
+    async def _server_copy(
+        self, item: _Object, expected: Expected, size: int, final: str
+    ) -> _Outcome | None:
+        """Hash the source object, then have the store copy it; None where it cannot (or
+        these credentials may not read the source): then this run streams."""
+        sized = replace(item, expected=Expected(expected.content_hash, expected.algorithm, size))
+        checked = await super()._check(sized)
+        if checked.problem is not None:
+            problem = checked.problem
+            return replace(
+                checked, problem=replace(problem, detail=f"{problem.detail}; not copied")
+            )
+        digest = _digest(expected, size, expected.algorithm or self._algorithm)
+        temp = self._destination._temp_path()  # pyright: ignore[reportPrivateUsage]
+        try:
+            created = await self._target.copy_new(
+                item.location, final, digest, temp, link=self._link
+            )
+        except (PermissionError, FileNotFoundError):
+            created = None
+        except StorageUnavailableError:
+            raise
+        except Exception as error:
+            said = next(iter(str(error).strip().splitlines()), "")
+            what = f"copying it to {self._target.protocol}://{final} failed: "
+            what += f"{type(error).__name__}: {said}"
+            return _Outcome(checked.size, Problem("failed", item.url, what), False)
+        if created is None:
+            self._server_side = False
+            return None
+        done = "copied" if created else "present"
+        return _Outcome(checked.size, None, hashed=checked.hashed, done=done)
 
 
 async def send(
@@ -257,13 +320,7 @@ async def send(
     ``copied``, or ``present`` if an object of that size was there) or the problem."""
     assert item.backend is not None
     algorithm = expected.algorithm or run._algorithm  # pyright: ignore[reportPrivateUsage]
-    digest: Digest = {
-        "content_hash": expected.content_hash,
-        "content_hash_algorithm": algorithm,
-        "content_size": size,
-        "content_type": "application/octet-stream",
-        "content_encoding": None,
-    }
+    digest = _digest(expected, size, algorithm)
     stream = _Checked(item.backend, item, expected.content_hash, algorithm, size, run)
     try:
         written = await storage._store_at(  # pyright: ignore[reportPrivateUsage]
@@ -287,6 +344,17 @@ async def send(
         return _Outcome(stream.seen, Problem("failed", item.url, what), False)
     done = "copied" if written else "present"
     return _Outcome(stream.seen, None, hashed=stream.hashed, done=done)
+
+
+def _digest(expected: Expected, size: int, algorithm: str) -> Digest:
+    """What the destination's write path takes (the content type is not known here)."""
+    return {
+        "content_hash": expected.content_hash,
+        "content_hash_algorithm": algorithm,
+        "content_size": size,
+        "content_type": "application/octet-stream",
+        "content_encoding": None,
+    }
 
 
 class _Checked(AsyncIterable[bytes]):

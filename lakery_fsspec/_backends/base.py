@@ -354,6 +354,17 @@ class Backend:
         else:
             await self.io.call("mv", source, destination)
 
+    async def copy_new(
+        self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
+    ) -> bool | None:
+        """Copy the object at ``source``, on this same store, to ``destination`` without
+        its bytes passing through this process, unless an object is there already:
+        whether it was created, or None where the store cannot (the caller streams).
+        ``temp`` is a free path to stage it at; ``link`` asks for a hard link where the
+        store has them (the two names share the bytes: no backup). PermissionError or
+        FileNotFoundError where these credentials cannot read ``source``."""
+        return None
+
     async def list(self, folder: str) -> list[str]:
         """Paths of the objects directly in ``folder``; FileNotFoundError if there is none."""
         self.fs.invalidate_cache(folder)

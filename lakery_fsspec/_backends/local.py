@@ -67,6 +67,13 @@ class LocalBackend(Backend):
             digest,
         )
 
+    async def copy_new(
+        self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
+    ) -> bool | None:
+        if link:
+            return await self.io.thread(partial(_hard_link, source, destination))
+        return await self.io.thread(partial(_clone_new, source, destination, temp))
+
     async def list_aged(self, folder: str) -> list[Aged]:
         # The kernel stamps each write; this machine's clock is the server's.
         return await self.io.thread(partial(_list_aged, folder))
@@ -155,4 +162,52 @@ def _link_new(source: str, destination: str) -> bool:
         _making_folder(os.path.dirname(destination), partial(os.replace, source, destination))
         return True
     os.unlink(source)
+    return True
+
+
+_FICLONE = 0x40049409
+"""Linux's ioctl that makes a file share another's blocks (btrfs, XFS, bcachefs)."""
+
+
+def _clone_new(source: str, destination: str, temp: str) -> bool:
+    """Copy ``source`` to ``destination`` in the kernel, unless a file is there: a
+    reflink where the filesystem shares blocks, else ``copy_file_range`` (or a plain
+    copy across filesystems); staged at ``temp`` and linked into place."""
+    import shutil
+
+    try:
+        import fcntl  # not on Windows
+    except ImportError:
+        fcntl = None
+    _making_folder(os.path.dirname(temp), partial(open, temp, "xb")).close()
+    try:
+        cloned = False
+        if fcntl is not None:
+            with (
+                open(source, "rb") as reading,
+                open(temp, "r+b") as writing,
+                contextlib.suppress(OSError),  # no shared blocks here
+            ):
+                fcntl.ioctl(writing.fileno(), _FICLONE, reading.fileno())
+                cloned = True
+        if not cloned:
+            shutil.copyfile(source, temp)  # sendfile on Linux: in the kernel
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return _move_new(temp, destination)
+
+
+def _hard_link(source: str, destination: str) -> bool | None:
+    """Link ``destination`` to ``source`` unless a file is there; None where the
+    filesystem (or a crossing between two) has no hard links."""
+    try:
+        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno in _NO_LINKS or error.errno == errno.EXDEV:
+            return None
+        raise
     return True

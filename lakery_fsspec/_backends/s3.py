@@ -211,6 +211,13 @@ class S3Backend(Backend):
         await self.remove(source)
         return created
 
+    async def copy_new(
+        self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
+    ) -> bool | None:
+        if digest["content_size"] == 0:
+            return await self._put_new(destination, b"", digest)
+        return await self._copy_new(source, destination, digest)
+
     async def _put_new(self, path: str, data: bytes, digest: Digest) -> bool:
         try:
             await self.put(path, data, digest, mode="create")  # PutObject, If-None-Match: *

@@ -389,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="objects copied at once (default 8)",
     )
+    copy.add_argument(
+        "--link",
+        action="store_true",
+        help="on one local filesystem, hard-link instead of copying (the two lakes then "
+        "share the bytes: a linked copy is no backup)",
+    )
+    copy.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream every object through this machine, even where SRC and DST are one "
+        "service that could copy server-side (S3 copies, reflinks)",
+    )
     add_timeout(copy)
     add_temp_prefix(copy)
     copy.set_defaults(handler=_copy)
@@ -688,6 +700,8 @@ def _copy(args: argparse.Namespace, context: Context) -> int:
             verify_present=args.verify,
             database=args.db,
             rewrite=args.rewrite,
+            server_side=not args.stream,
+            link=args.link,
         )
         return run.run()
     except JournalError as error:

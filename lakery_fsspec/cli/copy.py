@@ -47,6 +47,8 @@ class CopyRun:
     point at under the source's root."""
     rewrite: bool = False
     """Then point those records at the destination."""
+    server_side: bool = True
+    link: bool = False
 
     def header(self) -> dict[str, Any]:
         """What identifies the run in its journal."""
@@ -128,6 +130,8 @@ class CopyRun:
                 verify_present=self.verify_present,
                 database=engine,
                 rewrite=self.rewrite,
+                server_side=self.server_side,
+                link=self.link,
                 landed_before=journal.landed if journal else (),
                 on_bytes=bar.update,
                 on_object=on_object,

@@ -1,0 +1,118 @@
+"""Where SRC and DST are one service, ``copy`` has the store copy each object (S3 copies,
+a reflink or in-kernel copy locally) after hashing it at the source; ``--link`` hard-links
+on one local filesystem; ``--stream`` (and two services, S3 -> GCS) streams."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BackendInfo
+from helpers import CHUNK, payload, write
+
+from lakery_fsspec import FsspecStorage, copy_lake
+from lakery_fsspec._backends.base import Backend
+from lakery_fsspec.cli import main
+
+DATA = [payload(CHUNK // 2, 41), payload(3 * CHUNK + 1, 42), b""]
+
+
+def make(backend: BackendInfo, url: str | Path, **kwargs: Any) -> FsspecStorage:
+    return FsspecStorage(url, storage_options=backend.storage_options, chunk_size=CHUNK, **kwargs)
+
+
+def _no_client_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the bytes went through this process")
+
+    for name in ("upload", "create"):
+        monkeypatch.setattr(Backend, name, refused)
+    from lakery_fsspec._backends.s3 import S3Backend
+
+    put = S3Backend.put
+
+    async def put_empty(self: S3Backend, path: str, data: bytes, *args: Any, **kwargs: Any) -> None:
+        assert data == b"", "the bytes went through this process"  # an empty object is put
+        await put(self, path, data, *args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, "put", put_empty)
+
+
+async def _lake(storage: FsspecStorage) -> list[Any]:
+    return [await write(storage, data, "stream" if len(data) > CHUNK else "blob") for data in DATA]
+
+
+@pytest.mark.backends("s3", "local")
+async def test_one_service_copies_server_side_and_still_checks_hashes(
+    backend: BackendInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = make(backend, backend.new_url()), make(backend, backend.new_url())
+    pointers = await _lake(src)
+    fs = backend.fs()
+    bad = payload(CHUNK // 4, 43)
+    rotten = await write(src, bad, "blob")
+    fs.pipe_file(f"{src.location.root}/{rotten['path']}", b"!" + bad[1:])
+    _no_client_writes(monkeypatch)
+    if backend.name == "local":
+        from lakery_fsspec._backends import local
+
+        monkeypatch.setattr(local, "_create", lambda *a: pytest.fail("streamed"))  # pyright: ignore[reportUnknownLambdaType]
+    result = await copy_lake(src, dst)
+    assert (result.copied, [p.kind for p in result.problems]) == (3, ["corrupt"])
+    for pointer, data in zip(pointers, DATA, strict=True):
+        assert fs.cat_file(f"{dst.location.root}/{pointer['path']}") == data
+    assert not fs.exists(f"{dst.location.root}/{rotten['path']}")
+    again = await copy_lake(src, dst)
+    assert (again.copied, again.present) == (0, 3)
+
+
+@pytest.mark.backends("s3")
+async def test_stream_streams_on_one_service(backend: BackendInfo) -> None:
+    src, dst = make(backend, backend.new_url()), make(backend, backend.new_url())
+    await _lake(src)
+    result = await copy_lake(src, dst, server_side=False)
+    assert (result.copied, result.ok) == (3, True)
+
+
+@pytest.mark.backends("local")
+def test_link_hard_links_and_the_default_does_not(
+    backend: BackendInfo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    src = FsspecStorage(tmp_path / "lake", chunk_size=CHUNK)
+    pointers = asyncio.run(_lake(src))
+    assert main(["copy", str(tmp_path / "lake"), str(tmp_path / "linked"), "--link"]) == 0
+    assert main(["copy", str(tmp_path / "lake"), str(tmp_path / "copied")]) == 0
+    assert "3 copied" in capsys.readouterr().err
+    for pointer in pointers:
+        original = tmp_path / "lake" / pointer["path"]
+        linked, copied = (
+            tmp_path / "linked" / pointer["path"],
+            tmp_path / "copied" / pointer["path"],
+        )
+        assert linked.stat().st_ino == original.stat().st_ino
+        assert copied.stat().st_ino != original.stat().st_ino
+        assert copied.read_bytes() == original.read_bytes()
+    assert not list((tmp_path / "copied" / ".lakery-tmp").glob("*"))
+
+
+@pytest.mark.backends("gcs")
+async def test_s3_to_gcs_streams(backend: BackendInfo, s3_server: Any) -> None:
+    """Two services: every object streams through this process, hashed on the way."""
+    s3_server.start()
+    src = FsspecStorage(
+        f"s3://{s3_server.bucket}/{hashlib.sha1(b'gcs').hexdigest()}-{id(backend)}",
+        storage_options=s3_server.storage_options,
+        chunk_size=CHUNK,
+    )
+    pointers = await _lake(src)
+    dst = make(backend, backend.new_url())
+    result = await copy_lake(src, dst)
+    assert (result.copied, result.ok) == (3, True)
+    moved = {f"s3://{src.location.root}": f"{dst.location.protocol}://{dst.location.root}"}
+    reader = make(backend, backend.new_url(), relocated=moved, router=None)
+    for pointer, data in zip(pointers, DATA, strict=True):
+        assert await reader.read_data(pointer) == data
