@@ -101,7 +101,8 @@ async def copy_lake(
     source.
 
     Where both are on one service (same protocol and endpoint) and ``server_side``, each
-    object is read and hashed at the source and then copied by the store itself
+    object larger than the source's ``chunk_size`` (smaller ones stream in one request
+    each way) is read and hashed at the source and then copied by the store itself
     (``Backend.copy_new``: S3 copies, a reflink or in-kernel copy locally), with the
     destination's credentials; where that is refused, the run streams. ``link`` asks
     for hard links instead, where the store has them: a linked copy is no backup.
@@ -263,7 +264,9 @@ class _CopyRun(_Run):
                 return _Outcome(checked.size, None, hashed=checked.hashed, done="present")
             extra = checked.size
             await self._target.remove(final)  # damaged: copied anew below
-        if self._server_side:
+        # A small object streams in one GET and one PUT; a store's copy (S3: a multipart
+        # copy, three requests) pays off only where the upload it saves is large.
+        if self._server_side and (self._link or size > self._chunk_size):
             done = await self._server_copy(item, expected, size, final)
             if done is not None:
                 done.size += extra
