@@ -137,7 +137,7 @@ def main() -> None:
         server.stop()
     megabytes = args.objects * args.size / 1e6
     print(f"{args.objects} objects of {args.size} bytes, {WORKERS} at once, {args.repeat} runs; ")
-    print(f"load average before: {os.getloadavg()}\n")
+    print(f"load average at the end (1, 5, 15 min): {os.getloadavg()}\n")
     print("| direction | contender | seconds, median [min-max] | objects/s | MB/s |")
     print("|---|---|---|---|---|")
     for name, times in rows.items():
