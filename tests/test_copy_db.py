@@ -141,3 +141,25 @@ def test_a_record_whose_object_is_not_copied_is_not_rewritten(
     with pytest.raises(SystemExit, match="2"):
         main(["copy", "--rewrite", str(tmp_path / "A"), dst_url])
     assert "give --db DATABASE_URL" in capsys.readouterr().err
+
+
+def test_a_resumed_rewrite_rewrites_what_earlier_runs_landed(
+    backend: BackendInfo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _, _ = asyncio.run(_records(tmp_path))
+    database = tmp_path / "labox.db"
+    shutil.copy(database, tmp_path / "before.db")
+    dst_url, journal = backend.new_url(), tmp_path / "copy.journal"
+    args = ["copy", str(tmp_path / "A"), dst_url, "--db", url, "--rewrite", "--resume"]
+    args += [str(journal), "--concurrency", "1", *dst_options(backend)]
+    assert main(args) == 0
+    assert "4 labox record(s) rewritten" in capsys.readouterr().err
+    # As if the run had stopped after two objects, before its rewrite.
+    shutil.copy(tmp_path / "before.db", database)
+    journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:3]))
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2 object(s) handled by earlier runs" in err
+    assert "4 labox record(s) rewritten" in err  # the journal's two as well
+    dst = make(backend, dst_url)
+    assert sum(c["root"] == dst.location.root for c in asyncio.run(_configs(url))) == 4
