@@ -196,3 +196,11 @@ async def test_a_copy_into_its_own_source_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="inside it"):
             await copy_lake(src, FsspecStorage(dst))
     assert not (tmp_path / "lake" / "inner").exists()
+
+
+def test_nothing_to_copy_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped SRC is not "OK": nothing found exits 3, unless --allow-empty."""
+    args = ["copy", str(tmp_path / "no-such-lake"), str(tmp_path / "dst")]
+    assert main(args) == 3
+    assert "EMPTY: no object to copy under" in capsys.readouterr().err
+    assert main([*args, "--allow-empty"]) == 0

@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         "copy a lake to another storage, same relative paths, create-only, checked by hash",
         epilog="Exit status: 0 every object is at the destination, 1 some were not copied "
         "(corrupt, truncated, missing or unreadable at the source, or failed to write; each "
-        "is printed on stdout) or a failure, 2 a command-line mistake.",
+        "is printed on stdout) or a failure, 2 a command-line mistake, 3 no object to copy "
+        "was found (see --allow-empty).",
     )
     copy.add_argument("src", metavar="SRC", help="the storage URL to copy from")
     copy.add_argument("dst", metavar="DST", help="the storage URL to copy to")
@@ -400,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stream every object through this machine, even where SRC and DST are one "
         "service that could copy server-side (S3 copies, reflinks)",
+    )
+    copy.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when SRC holds no object to copy; otherwise that exits 3",
     )
     add_timeout(copy)
     add_temp_prefix(copy)
@@ -702,6 +708,7 @@ def _copy(args: argparse.Namespace, context: Context) -> int:
             rewrite=args.rewrite,
             server_side=not args.stream,
             link=args.link,
+            allow_empty=args.allow_empty,
         )
         return run.run()
     except JournalError as error:

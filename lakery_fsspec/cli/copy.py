@@ -16,7 +16,7 @@ from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._verify import ALL_KINDS, Checked, Problem
 from lakery_fsspec.cli.journal import Journal
 from lakery_fsspec.cli.progress import Progress, human_size
-from lakery_fsspec.cli.verify import PointerFile
+from lakery_fsspec.cli.verify import EMPTY, PointerFile
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +49,7 @@ class CopyRun:
     """Then point those records at the destination."""
     server_side: bool = True
     link: bool = False
+    allow_empty: bool = False
 
     def header(self) -> dict[str, Any]:
         """What identifies the run in its journal."""
@@ -165,12 +166,21 @@ class CopyRun:
                 f"  left alone: {result.unmatched} object(s) at paths the template cannot "
                 "make (use --template if the objects were written with another one)"
             )
+        found = copied + present + len(problems) + result.skipped
         if problems:
             lines.append(f"FAILED: {len(problems)} object(s) not copied")
-        else:
+        elif found or self.allow_empty:
             lines.append("OK: every object is at the destination")
+        else:
+            lines.append(
+                f"EMPTY: no object to copy under {_named(self.source)} (an empty or mistyped "
+                "root, the wrong endpoint, or no record naming it); nothing was copied. Pass "
+                "--allow-empty if that is expected."
+            )
         print("\n".join(lines), file=sys.stderr)
-        return 1 if problems else 0
+        if problems:
+            return 1
+        return EMPTY if not found and not self.allow_empty else 0
 
 
 def _hidden(url: str) -> str:
