@@ -175,15 +175,10 @@ class FsspecStorage(Storage[FsspecPointer]):
                 if not written and not await backend.intact(final, len(data)):
                     written = await backend.create(final, data, digest, self._temp_path())
             return written
-        temp = self._temp_path()
-        try:
-            with _located(operation, backend, temp):
-                await backend.upload(temp, data_stream, digest, self.chunk_size)
-            with _located(operation, backend, final):
-                return await backend.move(temp, final, digest)
-        except BaseException:
-            await backend.discard(temp)
-            raise
+        with _located(operation, backend, final):
+            return await backend.upload_new(
+                final, data_stream, digest, self.chunk_size, self._temp_path()
+            )
 
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""

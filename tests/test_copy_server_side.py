@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import BackendInfo
-from helpers import CHUNK, payload, write
+from helpers import CHUNK, digest_of, payload, write
 
 from lakery_fsspec import FsspecStorage, copy_lake
 from lakery_fsspec._backends.base import Backend
@@ -182,3 +182,41 @@ async def test_a_lake_moved_within_one_service_or_to_another_loads_through_labox
         assert await _load_fresh(engine, saved, elsewhere) == VALUES
     finally:
         await engine.dispose()
+
+
+@pytest.mark.backends("s3", "local", "memory")
+async def test_upload_new_writes_once_and_leaves_nothing_on_a_refusal(
+    backend: BackendInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream step of copy: a new key is written (on S3 straight to it, no temp); an
+    existing one is refused and kept; a stream that raises leaves nothing, no upload."""
+    storage = make(backend, backend.new_url())
+    target, root = await storage._target("test")  # pyright: ignore[reportPrivateUsage]
+    data = payload(3 * CHUNK + 7, 44)
+    final = f"{root}/aa/new.bin"
+
+    async def stream(fail: bool = False) -> Any:
+        for start in range(0, len(data), CHUNK):
+            yield data[start : start + CHUNK]
+        if fail:
+            raise RuntimeError("hash mismatch")
+
+    digest = digest_of(data)
+    if backend.name == "s3":  # straight to the key: no temp object, no move
+
+        async def no_move(*args: Any) -> bool:
+            raise AssertionError("moved")
+
+        monkeypatch.setattr(type(target), "move", no_move)
+    temp = storage._temp_path()  # pyright: ignore[reportPrivateUsage]
+    assert await target.upload_new(final, stream(), digest, CHUNK, temp) is True
+    temp = storage._temp_path()  # pyright: ignore[reportPrivateUsage]
+    assert await target.upload_new(final, stream(), digest, CHUNK, temp) is False
+    fs = backend.fs()
+    assert fs.cat_file(final) == data
+    with pytest.raises(RuntimeError, match="hash mismatch"):
+        await target.upload_new(f"{root}/bb/bad.bin", stream(True), digest, CHUNK, temp)
+    assert not fs.exists(f"{root}/bb/bad.bin")
+    assert [p for p in fs.find(root) if ".lakery-tmp" in p] == []
+    if backend.lists_uploads:
+        assert backend.open_uploads(root) == []

@@ -274,6 +274,28 @@ class Backend:
         """Keyword arguments that carry content type and encoding to pipe_file and open."""
         return {}
 
+    async def upload_new(
+        self,
+        path: str,
+        stream: AsyncIterable[bytes],
+        digest: Digest,
+        chunk_size: int,
+        temp: str,
+    ) -> bool:
+        """Write a stream at ``path`` unless an object is there; whether it was written.
+
+        Never visible half-written, and nothing remains if the stream raises. The generic
+        way uploads to the free path ``temp`` and moves it create-only (``move``); a store
+        whose uploads stay invisible until completed, and which can refuse an overwrite
+        on completion, writes ``path`` directly (S3).
+        """
+        try:
+            await self.upload(temp, stream, digest, chunk_size)
+            return await self.move(temp, path, digest)
+        except BaseException:
+            await self.discard(temp)
+            raise
+
     async def upload(
         self, path: str, stream: AsyncIterable[bytes], digest: Digest, chunk_size: int
     ) -> None:
@@ -282,9 +304,22 @@ class Backend:
         ``digest`` may be incomplete (the stream is not read yet): only its content type
         and encoding are used. Memory is bounded by one block, whatever the stream's length.
         """
+        await self._upload_through(
+            path, stream, digest, chunk_size, partial(self.open_writer, path, digest)
+        )
+
+    async def _upload_through(
+        self,
+        path: str,
+        stream: AsyncIterable[bytes],
+        digest: Digest,
+        chunk_size: int,
+        opener: Callable[[int], Writer],
+    ) -> None:
+        """``upload``, through the writer ``opener`` makes for a block size."""
         block_size = self.block_size(chunk_size)
         # Serialized: a step abandoned at a timeout never races the abort.
-        writer = SerialWriter(partial(self.open_writer, path, digest, block_size))
+        writer = SerialWriter(partial(opener, block_size))
         written = False
         try:
             await self.io.thread(writer.open)

@@ -8,7 +8,7 @@ import functools
 import os
 import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -152,6 +152,30 @@ class S3Backend(Backend):
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return self._writer(path, digest, block_size)
+
+    async def upload_new(
+        self,
+        path: str,
+        stream: AsyncIterable[bytes],
+        digest: Digest,
+        chunk_size: int,
+        temp: str,
+    ) -> bool:
+        # A multipart upload is invisible until completed, and its completion (or a
+        # single PutObject) refuses an existing key: no temp object, no server-side move.
+        if digest["content_size"] == 0:
+            return await self._put_new(path, b"", digest)
+        try:
+            await self._upload_through(
+                path,
+                stream,
+                digest,
+                chunk_size,
+                partial(self._writer, path, digest, exclusive=True),
+            )
+        except FileExistsError:
+            return False
+        return True
 
     @property
     def checksums(self) -> bool:
