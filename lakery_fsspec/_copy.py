@@ -18,7 +18,7 @@ from lakery_fsspec._integrity import hasher
 from lakery_fsspec._matcher import Expected, PathMatcher
 from lakery_fsspec._records import pointers_under, rewrite_pointers
 from lakery_fsspec._relocation import Place
-from lakery_fsspec._router import PathTemplate
+from lakery_fsspec._router import PathTemplate, content_type_of
 from lakery_fsspec._verify import (
     DEFAULT_CONCURRENCY,
     Checked,
@@ -287,7 +287,7 @@ class _CopyRun(_Run):
             return replace(
                 checked, problem=replace(problem, detail=f"{problem.detail}; not copied")
             )
-        digest = _digest(expected, size, expected.algorithm or self._algorithm)
+        digest = _digest(expected, size, expected.algorithm or self._algorithm, item.path)
         temp = self._destination._temp_path()  # pyright: ignore[reportPrivateUsage]
         try:
             created = await self._target.copy_new(
@@ -323,7 +323,7 @@ async def send(
     ``copied``, or ``present`` if an object of that size was there) or the problem."""
     assert item.backend is not None
     algorithm = expected.algorithm or run._algorithm  # pyright: ignore[reportPrivateUsage]
-    digest = _digest(expected, size, algorithm)
+    digest = _digest(expected, size, algorithm, item.path)
     stream = _Checked(item.backend, item, expected.content_hash, algorithm, size, run)
     try:
         written = await storage._store_at(  # pyright: ignore[reportPrivateUsage]
@@ -349,13 +349,14 @@ async def send(
     return _Outcome(stream.seen, None, hashed=stream.hashed, done=done)
 
 
-def _digest(expected: Expected, size: int, algorithm: str) -> Digest:
-    """What the destination's write path takes (the content type is not known here)."""
+def _digest(expected: Expected, size: int, algorithm: str, path: str) -> Digest:
+    """What the destination's write path takes; the content type is the one the path's
+    extension names (the source's own metadata is not read; encodings are lost)."""
     return {
         "content_hash": expected.content_hash,
         "content_hash_algorithm": algorithm,
         "content_size": size,
-        "content_type": "application/octet-stream",
+        "content_type": content_type_of(path),
         "content_encoding": None,
     }
 

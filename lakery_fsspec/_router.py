@@ -38,6 +38,12 @@ _DIGEST_FIELDS = frozenset(FIELDS) - {"tags[NAME]"}
 _MIME_TYPES = MimeTypes()
 
 
+def content_type_of(path: str) -> str:
+    """The content type a path's extension names (as templates render ``{extension}``),
+    else ``application/octet-stream``."""
+    return _MIME_TYPES.guess_type(path)[0] or "application/octet-stream"
+
+
 class PathTemplate:
     """A router rendered from a ``str.format`` template, validated when it is created.
 

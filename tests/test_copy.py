@@ -204,3 +204,21 @@ def test_nothing_to_copy_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(args) == 3
     assert "EMPTY: no object to copy under" in capsys.readouterr().err
     assert main([*args, "--allow-empty"]) == 0
+
+
+@pytest.mark.backends("s3")
+async def test_the_copy_keeps_the_content_type_its_path_names(
+    backend: BackendInfo, tmp_path: Path
+) -> None:
+    src = FsspecStorage(tmp_path / "lake", chunk_size=CHUNK)
+    small, large = b'{"a": 1}', b"[" + b"1," * (2 * CHUNK) + b"1]"
+    pointers = [
+        await src.write_data(data, digest_of(data, "application/json"), {})
+        for data in (small, large)
+    ]
+    dst = make(backend, backend.new_url())
+    assert (await copy_lake(src, dst)).copied == 2
+    for pointer in pointers:
+        assert pointer["path"].endswith(".json")
+        where = f"s3://{dst.location.root}/{pointer['path']}"
+        assert backend.metadata(where)["content_type"] == "application/json"
