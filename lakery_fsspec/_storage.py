@@ -155,31 +155,6 @@ class FsspecStorage(Storage[FsspecPointer]):
         _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)
 
-    async def _store_at(
-        self,
-        operation: str,
-        backend: Backend,
-        final: str,
-        data_stream: AsyncIterable[bytes],
-        digest: Digest,
-    ) -> bool:
-        """Write a stream of ``digest["content_size"]`` bytes at ``final`` (a full path on
-        ``backend``, one of this storage's targets) the way writes do, create-only (an
-        object of another size there is damage, replaced); whether it was written. A
-        stream that raises (a hash that does not match) leaves nothing behind. Memory:
-        one chunk for objects up to ``chunk_size``, one upload block for larger ones."""
-        if digest["content_size"] <= self.chunk_size:
-            data = b"".join([chunk async for chunk in data_stream])
-            with _located(operation, backend, final):
-                written = await backend.create(final, data, digest, self._temp_path())
-                if not written and not await backend.intact(final, len(data)):
-                    written = await backend.create(final, data, digest, self._temp_path())
-            return written
-        with _located(operation, backend, final):
-            return await backend.upload_new(
-                final, data_stream, digest, self.chunk_size, self._temp_path()
-            )
-
     async def read_data(self, config: FsspecPointer, /) -> bytes:
         """Return the object's bytes exactly as stored."""
         started = time.perf_counter()
@@ -386,6 +361,31 @@ class FsspecStorage(Storage[FsspecPointer]):
         return parse_pointer(config)
 
     # --- internals ------------------------------------------------------------------------
+
+    async def _store_at(
+        self,
+        operation: str,
+        backend: Backend,
+        final: str,
+        data_stream: AsyncIterable[bytes],
+        digest: Digest,
+    ) -> bool:
+        """Write a stream of ``digest["content_size"]`` bytes at ``final`` (a full path on
+        ``backend``, one of this storage's targets) the way writes do, create-only (an
+        object of another size there is damage, replaced); whether it was written. A
+        stream that raises (a hash that does not match) leaves nothing behind. Memory:
+        one chunk for objects up to ``chunk_size``, one upload block for larger ones."""
+        if digest["content_size"] <= self.chunk_size:
+            data = b"".join([chunk async for chunk in data_stream])
+            with _located(operation, backend, final):
+                written = await backend.create(final, data, digest, self._temp_path())
+                if not written and not await backend.intact(final, len(data)):
+                    written = await backend.create(final, data, digest, self._temp_path())
+            return written
+        with _located(operation, backend, final):
+            return await backend.upload_new(
+                final, data_stream, digest, self.chunk_size, self._temp_path()
+            )
 
     def _writable_router(self) -> Router:
         if self.router is None:
