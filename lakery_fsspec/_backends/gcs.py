@@ -158,6 +158,13 @@ class GCSBackend(Backend):
         await self.remove(source)
         return created
 
+    async def copy_new(
+        self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
+    ) -> bool | None:
+        # A rewrite, create-only (the caller found nothing at ``destination`` first, for
+        # servers that ignore the precondition); the source's metadata comes along.
+        return await self.io.run(lambda fs: _rewrite_new(fs, source, destination))
+
 
 async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
     """Objects directly under ``prefix``, aged by the server's clock."""
