@@ -103,7 +103,8 @@ async def copy_lake(
     Where both are on one service (same protocol and endpoint) and ``server_side``, each
     object larger than the source's ``chunk_size`` (smaller ones stream in one request
     each way) is read and hashed at the source and then copied by the store itself
-    (``Backend.copy_new``: S3 copies, GCS rewrites, a reflink or in-kernel copy locally), with the
+    (``Backend.copy_new``: S3 and Azure copies, GCS rewrites, a reflink or in-kernel copy
+    locally), with the
     destination's credentials; where that is refused, the run streams. ``link`` asks
     for hard links instead, where the store has them: a linked copy is no backup.
 

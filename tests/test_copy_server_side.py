@@ -45,7 +45,7 @@ async def _lake(storage: FsspecStorage) -> list[Any]:
     return [await write(storage, data, "stream") for data in DATA]
 
 
-@pytest.mark.backends("s3", "gcs", "local")
+@pytest.mark.backends("s3", "gcs", "azure", "local")
 async def test_one_service_copies_server_side_and_still_checks_hashes(
     backend: BackendInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

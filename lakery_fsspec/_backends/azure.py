@@ -130,6 +130,12 @@ class AzureBackend(Backend):
         # decompress=False returns the stored bytes.
         return await self.io.run(lambda fs: _download(fs, path, start, end))
 
+    async def copy_new(
+        self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
+    ) -> bool | None:
+        # A server-side copy refused over an existing blob, waited for (as move does).
+        return await self.io.run(lambda fs: _copy_new(fs, source, destination))
+
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
         # adlfs's copy only starts the server-side copy; wait for it before deleting.
         created = await self.io.run(lambda fs: _copy_new(fs, source, destination))
