@@ -104,9 +104,9 @@ async def copy_lake(
     object larger than the source's ``chunk_size`` (smaller ones stream in one request
     each way) is read and hashed at the source and then copied by the store itself
     (``Backend.copy_new``: S3 and Azure copies, GCS rewrites, a reflink or in-kernel copy
-    locally), with the
-    destination's credentials; where that is refused, the run streams. ``link`` asks
-    for hard links instead, where the store has them: a linked copy is no backup.
+    locally), with the destination's credentials; where that is refused, the run
+    streams. ``link`` asks for hard links instead, where the store has them: a linked
+    copy is no backup.
 
     ``database`` (labox's, an async SQLAlchemy engine) without ``pointers`` copies the
     objects its content records point at under the source's root (compared canonically),
