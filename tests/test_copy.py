@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import BackendInfo
-from helpers import CHUNK, digest_of, payload, write
+from helpers import CHUNK, digest_of, on_a_terminal, payload, write
 from labox.builtin import StorableStream, StorableValue
 from labox.core import BaseRecord, Registry, load_one, save_one
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -222,3 +224,21 @@ async def test_the_copy_keeps_the_content_type_its_path_names(
         assert pointer["path"].endswith(".json")
         where = f"s3://{dst.location.root}/{pointer['path']}"
         assert backend.metadata(where)["content_type"] == "application/json"
+
+
+def test_the_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    files = []
+    for index in range(3):
+        files.append(tmp_path / f"f{index}.bin")
+        files[-1].write_bytes(payload(300_000, seed=index))
+    command = [sys.executable, "-m", "lakery_fsspec"]
+    lake = tmp_path / "lake"
+    subprocess.run(
+        [*command, "put", str(lake), *map(str, files)], capture_output=True, timeout=60, check=True
+    )
+    status, output, seen = on_a_terminal([*command, "copy", str(lake), str(tmp_path / "dst")])
+    assert (status, output) == (0, b"")
+    terminal = seen.decode()
+    assert "\r" in terminal
+    assert "copy 878.9 KiB" in terminal  # 3 x 300,000 bytes read
+    assert "3 copied, 0 already there" in terminal
