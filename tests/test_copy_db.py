@@ -163,3 +163,21 @@ def test_a_resumed_rewrite_rewrites_what_earlier_runs_landed(
     assert "4 labox record(s) rewritten" in err  # the journal's two as well
     dst = make(backend, dst_url)
     assert sum(c["root"] == dst.location.root for c in asyncio.run(_configs(url))) == 4
+
+
+def test_a_resumed_copy_says_it_does_not_retry_what_was_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _, _ = asyncio.run(_records(tmp_path))
+    configs = asyncio.run(_configs(url))
+    rotten = next(c for c in configs if c["root"] == str(tmp_path / "A"))
+    target = tmp_path / "A" / rotten["path"]
+    target.write_bytes(b"?" + target.read_bytes()[1:])
+    journal = str(tmp_path / "copy.journal")
+    args = ["copy", str(tmp_path / "A"), str(tmp_path / "B"), "--resume", journal]
+    assert main(args) == 1
+    capsys.readouterr()
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "corrupt: " in out  # the earlier run's problem, told again
+    assert "1 of them were not copied and are not retried by --resume" in err

@@ -156,6 +156,12 @@ class CopyRun:
         ]
         if journal is not None and journal.checked:
             lines.append(f"  {journal.checked} object(s) handled by earlier runs ({journal.path})")
+        if journal is not None and journal.problems:
+            lines.append(
+                f"  {len(journal.problems)} of them were not copied and are not retried by "
+                "--resume: once their cause is fixed, run again with a new journal (or none); "
+                "what is already at DST is not sent again"
+            )
         if self.rewrite:
             lines.append(
                 f"  {result.rewritten} labox record(s) rewritten to point at "
