@@ -146,8 +146,8 @@ class FsspecStorage(Storage[FsspecPointer]):
         try:
             with _located("read_data", backend, path):
                 data = await backend.read(path)
-        except FileNotFoundError:
-            raise _no_data(config) from None
+        except FileNotFoundError as error:
+            raise _no_data(config) from error
         if self.verify_reads:
             checker = Checker(config, _where(config))
             checker.update(data)
@@ -199,8 +199,8 @@ class FsspecStorage(Storage[FsspecPointer]):
                         checker.update(chunk)
                     size += len(chunk)
                     yield chunk
-        except FileNotFoundError:
-            raise _no_data(config) from None
+        except FileNotFoundError as error:
+            raise _no_data(config) from error
         if checker:
             checker.finish()
         _log("read_data_stream", backend, path, size, started)
