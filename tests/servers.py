@@ -46,7 +46,7 @@ HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 AWS_KEY = "testing"
-AWS_SECRET = "testing"
+AWS_SECRET = "lakery-s3-secret-2f9c71"  # SeaweedFS checks it (from the environment); moto does not
 AWS_REGION = "us-east-1"
 
 AZURITE_ACCOUNT = "devstoreaccount1"

@@ -25,8 +25,10 @@ WRONG_AZURE_KEY = base64.b64encode(f"{SENTINEL}-wrong-key-padding".encode()).dec
 
 def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
     """Working storage options holding a secret, and the secrets to look for."""
-    if backend.is_s3:  # moto, and SeaweedFS without identities, take any secret key
+    if backend.name == "s3":  # moto does not check signatures: any secret key works
         return {**backend.storage_options, "secret": SENTINEL}, [SENTINEL]
+    if backend.name == "seaweedfs":  # the secret key it was started with, which it checks
+        return dict(backend.storage_options), [backend.storage_options["secret"]]
     if backend.name == "gcs":  # an OAuth access token; the emulator ignores it
         return {**backend.storage_options, "token": SENTINEL}, [SENTINEL]
     if backend.name == "azure":  # the account key inside the connection string
