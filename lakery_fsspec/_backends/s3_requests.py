@@ -116,15 +116,13 @@ async def send(fs: Any, method: str, features: Features | None = None, **paramet
 async def _without_optional(
     fs: Any, method: str, features: Features, parameters: dict[str, Any], error: OSError
 ) -> Any:
-    """Send the refused request again without its conditions, then without its checksums
-    too; the features of the first that succeeds are lost, and if none does, ``error``
+    """Send the refused request again without its conditions, or its checksums, or both;
+    the features the first success went without are lost, and if none succeeds, ``error``
     stands (a 400 may mean another mistake)."""
-    dropped: set[str] = set()
-    for feature in (CONDITIONS, CHECKSUMS):
-        if feature not in _optional(parameters):
-            continue
-        dropped.add(feature)
-        if feature == CONDITIONS and await _exists(fs, parameters):
+    present = [f for f in (CONDITIONS, CHECKSUMS) if f in _optional(parameters)]
+    tries = [{feature} for feature in present] + ([set(present)] if len(present) > 1 else [])
+    for dropped in tries:
+        if CONDITIONS in dropped and await _exists(fs, parameters):
             # Without its condition, a create-only request looks first.
             raise _already_stored(parameters) from error
         kept = {k: v for k, v in parameters.items() if _OPTIONAL.get(k) not in dropped}
