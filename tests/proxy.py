@@ -86,7 +86,12 @@ class CorruptingProxy:
         with self._lock:
             self._rule.select = select
 
-    def refuse(self, select: Callable[[Request], bool] | None, status: int = 501, code: str = "NotImplemented") -> None:
+    def refuse(
+        self,
+        select: Callable[[Request], bool] | None,
+        status: int = 501,
+        code: str = "NotImplemented",
+    ) -> None:
         """Answer every request ``select`` returns True for with ``status`` and the S3
         error ``code`` instead of forwarding it (None: stop)."""
         body = (

@@ -196,7 +196,12 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         assert message.startswith(f"write_data_stream {backend.protocol}://")
         assert f"{backend.root}/" in message
         assert caught.value.__cause__ is not None
-        if backend.name in ("s3", "seaweedfs", "ftp", "sftp"):  # (once per kind: each costs a timeout)
+        if backend.name in (
+            "s3",
+            "seaweedfs",
+            "ftp",
+            "sftp",
+        ):  # (once per kind: each costs a timeout)
             # While the server is down, other operations fail the same way, a read
             # never as a missing object.
             with pytest.raises(StorageUnavailableError, match=r"^write_data \w+://"):
@@ -221,7 +226,8 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         leftovers = objects(backend, root_url)
         assert all(path.startswith(".lakery-tmp/") for path in leftovers), leftovers
         await storage.cleanup_temp(older_than=0)
-    # moto and SeaweedFS kept their data: nothing was committed at the final path or left at a temp one.
+    # moto and SeaweedFS kept their data: nothing was committed at the final path or left
+    # at a temp one.
     assert objects(backend, root_url) == []
     # The same write succeeds now.
     retry = Stream(chunks)

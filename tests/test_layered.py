@@ -244,7 +244,7 @@ def test_dir_spellings_name_the_same_folder(tmp_path: Path) -> None:
 
 
 async def test_dir_takes_the_options_every_filesystem_takes(tmp_path: Path) -> None:
-    base = tmp_path.resolve()
+    base = tmp_path.resolve()  # noqa: ASYNC240 - the test's own folder, before any I/O
     universal = {"skip_instance_cache": True, "use_listings_cache": False}
     storages = [
         FsspecStorage("dir://a", storage_options={"path": str(base), **universal}),

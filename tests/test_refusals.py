@@ -138,7 +138,10 @@ async def test_refusal_that_stays_without_the_header_is_the_error(
     # A 400 may mean another mistake: without If-None-Match it is refused still.
     proxy.refuse(lambda r: r.method == "PUT", 400, "InvalidRequest")
     data = payload(1000, seed=5)
-    with caplog.at_level(logging.WARNING, logger="lakery_fsspec"), pytest.raises(OSError):
+    with (
+        caplog.at_level(logging.WARNING, logger="lakery_fsspec"),
+        pytest.raises(OSError, match="InvalidRequest"),
+    ):
         await storage.write_data(data, digest_of(data), {})
     assert fallbacks(caplog) == []
 

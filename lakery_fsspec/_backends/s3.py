@@ -362,8 +362,7 @@ async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
         token = page.get("NextContinuationToken")
         more = {"ContinuationToken": token} if token else {}
         page = await send(
-            fs,
-            "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+            fs, "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
         )
         now = _server_time(page)
         for item in page.get("Contents", []):
@@ -382,8 +381,7 @@ async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[dict[str, Any
             more = {"KeyMarker": page["NextKeyMarker"]}
             more["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
         page = await send(
-            fs,
-            "list_multipart_uploads", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+            fs, "list_multipart_uploads", None, Bucket=bucket, Prefix=prefix, Delimiter="/", **more
         )
         listed += [
             upload
@@ -408,7 +406,11 @@ async def _upload_age(fs: Any, *, bucket: str, upload: dict[str, Any]) -> float 
         try:
             page = await send(
                 fs,
-                "list_parts", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], **more
+                "list_parts",
+                Bucket=bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+                **more,
             )
         except FileNotFoundError:  # NoSuchUpload
             return None

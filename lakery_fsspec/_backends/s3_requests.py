@@ -26,7 +26,15 @@ from typing import Any, NoReturn, TypeVar
 
 from lakery_fsspec._errors import ServerAnswer, server_answer
 
-__all__ = ["CHECKSUMS", "CONDITIONS", "FALLBACK_LOG", "Conflict", "Features", "looking_again", "send"]
+__all__ = [
+    "CHECKSUMS",
+    "CONDITIONS",
+    "FALLBACK_LOG",
+    "Conflict",
+    "Features",
+    "looking_again",
+    "send",
+]
 
 T = TypeVar("T")
 
@@ -113,7 +121,7 @@ async def send(fs: Any, method: str, features: Features | None = None, **paramet
         return await _without_optional(fs, method, features, parameters, error)
 
 
-async def _without_optional(
+async def _without_optional(  # noqa: RET503 - ends in _raise, which never returns
     fs: Any, method: str, features: Features, parameters: dict[str, Any], error: OSError
 ) -> Any:
     """Send the refused request again without its conditions, or its checksums, or both;
@@ -140,7 +148,7 @@ async def _without_optional(
 async def looking_again(
     request: Callable[[], Awaitable[T]],
     exists: Callable[[], Awaitable[bool]],
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109 - the storage's, bounding the looks as a whole
 ) -> T:
     """Run a create-only ``request``; where it raced another write of the key (409
     ``Conflict``), look again: FileExistsError once the object is there, else the request
