@@ -254,10 +254,13 @@ async def test_racing_writers_on_s3_leave_one_version(
     """TASKS writers of one blob or stream in each of two processes, all past the existence
     check, against the server itself (moto's threaded server, not the serialized one).
 
-    SeaweedFS enforces If-None-Match on PutObject and CompleteMultipartUpload atomically:
-    exactly one version. moto checks the condition and then stores in two steps that its
-    threads interleave, so racing writers can each pass the check: there the test asserts
-    only what holds anyway (one pointer, intact bytes) and reports the versions it saw.
+    SeaweedFS enforces If-None-Match on PutObject atomically: one version of a blob, one
+    writer created it. On CompleteMultipartUpload (a stream's move) it refuses an
+    existing key, but not atomically under load: most runs leave one version, some
+    (1 in ~4 while other tests ran beside it) several. moto checks the condition and
+    then stores in two steps that its threads interleave (3 versions of a stream seen).
+    Where the server does not guarantee it, the test asserts what holds anyway (one
+    pointer, intact bytes, nothing left behind) and reports the versions it saw.
     """
     bucket = backend.server.versioned_bucket()  # type: ignore[union-attr]
     url = f"s3://{bucket}/{uuid.uuid4().hex}"
@@ -270,15 +273,14 @@ async def test_racing_writers_on_s3_leave_one_version(
     versions = evidence(backend, f"{pointers[0]['root']}/{pointers[0]['path']}")
     record_property("versions", len(versions))
     print(f"\n{backend.name} {how}: {len(versions)} version(s) after {2 * TASKS} racing writers")
-    if backend.name == "seaweedfs":
+    if backend.name == "seaweedfs" and how == "blob":
         assert len(versions) == 1
-        operation = "write_data" if how == "blob" else "write_data_stream"
         assert sorted(result["operations"]) == [
-            operation,
-            *[f"{operation} (exists)"] * (2 * TASKS - 1),
+            "write_data",
+            *["write_data (exists)"] * (2 * TASKS - 1),
         ]
-    else:  # moto: see the docstring
-        assert len(versions) >= 1
+    else:  # see the docstring
+        assert 1 <= len(versions) <= 2 * TASKS
     storage = FsspecStorage(url, storage_options=backend.storage_options)
     assert await storage.read_data(pointers[0]) == payload(SIZE)
     assert await storage.list_temp() == []
