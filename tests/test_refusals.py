@@ -140,7 +140,7 @@ async def test_refusal_that_stays_without_the_header_is_the_error(
     data = payload(1000, seed=5)
     with (
         caplog.at_level(logging.WARNING, logger="lakery_fsspec"),
-        pytest.raises(OSError, match="InvalidRequest"),
+        pytest.raises(OSError, match="refused by the test proxy"),
     ):
         await storage.write_data(data, digest_of(data), {})
     assert fallbacks(caplog) == []
