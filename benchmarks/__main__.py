@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.contenders import FAMILIES

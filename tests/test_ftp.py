@@ -151,4 +151,3 @@ async def test_cached_read_after_a_restart_is_unavailable_never_missing(
     assert caught.value.__cause__ is not None  # the dead connection's own error
     # (fsspec's FTP filesystem keeps its dead connection, in its instance cache too: the
     # object is read again by a filesystem made anew, not asserted here.)
-    assert second == payload(1000, seed=2)
