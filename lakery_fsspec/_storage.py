@@ -46,6 +46,8 @@ DEFAULT_CHUNK_SIZE = 8 * 2**20
 """Bytes per streamed chunk read, and the smallest upload block for stream writes."""
 
 _LOG = logging.getLogger("lakery_fsspec")
+_PARENTS: list[object] = []
+"""The per-process state of storages used before a fork, in the child (see _backends_for)."""
 
 
 class FsspecStorage(Storage[FsspecPointer]):
@@ -386,6 +388,10 @@ class FsspecStorage(Storage[FsspecPointer]):
         process = self._process
         if process.pid != os.getpid():
             # Made before a fork: the parent's clients, threads and locks are not ours.
+            # Kept, never collected here: closing its clients (s3fs's finalizers do)
+            # would unregister the parent's pooled sockets from the epoll instance the
+            # two processes share, and the parent's next request on one would hang.
+            _PARENTS.append(process)
             process = self._process = _ProcessState()
         if (found := process.backends.get(protocol)) is not None:
             return found
