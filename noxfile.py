@@ -20,8 +20,9 @@ EXTRAS = ("test", "engines", "bench", "dev", "sshfs", "obstore")
 
 BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 """Run together by `tests(backend='all')`."""
-SERVERS = ("sftp", "sshfs", "ftp", "webdav")
-"""A session each: sftp (fsspec's paramiko client) and sshfs both claim sftp://."""
+SERVERS = ("seaweedfs", "sftp", "sshfs", "ftp", "webdav")
+"""A session each: seaweedfs (a real S3 server; the S3 tests that run on moto in 'all'),
+sftp (fsspec's paramiko client) and sshfs, which both claim sftp://."""
 
 nox.options.sessions = [
     "tests(backend='all')",
@@ -122,6 +123,6 @@ def latest(session: nox.Session) -> None:
     session.env["LAKERY_AZURITE_LOCK"] = str(azurite)
     session.install("-c", str(newest), "-e", ".[test,engines]")
     session.run("pytest", f"--backends={','.join(BACKENDS)}", *session.posargs)
-    for server in ("sftp", "ftp", "webdav"):  # sshfs would take sftp:// from paramiko
+    for server in ("seaweedfs", "sftp", "ftp", "webdav"):  # sshfs would take sftp:// from paramiko
         session.run("pytest", f"--backends={server}", *session.posargs)
     session.run("pytest", "tests/engines", "--backends=local,s3,gcs,azure", *session.posargs)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.contenders import FAMILIES
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "--backends",
         type=lambda text: _names(text, BACKENDS, "backends"),
         default=list(DEFAULT_BACKENDS),
-        help=f"comma-separated, from {','.join(BACKENDS)} (default: all but sshfs)",
+        help=f"comma-separated, from {','.join(BACKENDS)} (default: all but seaweedfs and sshfs)",
     )
     parser.add_argument(
         "--ops",
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {','.join(FAMILIES)} (default: all)",
     )
     parser.add_argument("--repeats", type=int, help="override the number of repetitions")
+    parser.add_argument("--stream-mib", type=int, help="override the stream size (MiB)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
         "--from-json",
@@ -97,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.repeats:
-        from dataclasses import replace
-
         sizes = replace(sizes, repeats=args.repeats)
+    if args.stream_mib:
+        sizes = replace(sizes, stream_size=args.stream_mib * 2**20)
     timeout = args.timeout or (60.0 if args.quick else 600.0)
     progress = Progress()
     if args.from_json:

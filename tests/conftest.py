@@ -3,7 +3,13 @@
 Select them with `--backends=memory,s3` or the `LAKERY_BACKENDS` environment variable
 (default: all). A test that uses the `backend` (or `root_url`) fixture runs once per selected
 backend; `@pytest.mark.backends("s3", "gcs")` narrows that for one test or module. Each cloud
-emulator starts once per session, and only if a selected test needs it.
+emulator starts once per session, and only if a selected test needs it; one that cannot
+start fails the tests that need it (never skips them).
+
+Two backends speak S3: `s3` (moto) and `seaweedfs` (SeaweedFS, a real S3 server). "s3" in a
+`backends` marker means the S3 contract, which both run; a test that needs moto's internals
+(its in-process state, IAM policies, a single-threaded server) says so with
+`@pytest.mark.moto("why")`, and runs on `s3` only.
 """
 
 from __future__ import annotations
@@ -23,18 +29,21 @@ from typing import Any
 
 import fsspec
 import pytest
-from servers import AzureServer, Emulator, GCSServer, S3Server
+from servers import AzureServer, Emulator, GCSServer, S3Server, SeaweedFSServer
 from servers_ftp import FTPServer
 from servers_sftp import SFTPServer
 
 DEFAULT_BACKENDS = ("memory", "local", "s3", "gcs", "azure")
 # sftp is fsspec's paramiko client, sshfs the asyncssh one, on the same SFTP server; both
 # claim sftp:// in fsspec, so one run takes one of them.
-ALL_BACKENDS = (*DEFAULT_BACKENDS, "sftp", "sshfs", "ftp", "webdav")
+ALL_BACKENDS = (*DEFAULT_BACKENDS, "seaweedfs", "sftp", "sshfs", "ftp", "webdav")
+S3_BACKENDS = ("s3", "seaweedfs")
+"""moto and SeaweedFS: a marker naming "s3" names both (unless the test is marked moto)."""
 SCHEMES: dict[str, tuple[str, ...]] = {
     "memory": ("memory",),
     "local": ("file",),
     "s3": ("s3",),
+    "seaweedfs": ("s3",),
     "gcs": ("gs", "gcs"),
     "azure": ("abfs", "az"),
     "sftp": ("sftp", "ssh"),
@@ -46,6 +55,7 @@ PROTOCOLS = {
     "memory": "memory",
     "local": "file",
     "s3": "s3",
+    "seaweedfs": "s3",
     "gcs": "gcs",
     "azure": "abfs",
     "sftp": "sftp",
@@ -74,6 +84,11 @@ class BackendInfo:
     def protocol(self) -> str:
         """The canonical fsspec protocol."""
         return PROTOCOLS[self.name]
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether this is an S3 server (moto or SeaweedFS)."""
+        return self.name in S3_BACKENDS
 
     @property
     def endpoint(self) -> str | None:
@@ -120,6 +135,8 @@ class BackendInfo:
 
                 options["limits"] = httpx.Limits(max_keepalive_connections=0)
                 cls = fsspec.get_filesystem_class(self.protocol)
+            elif self.name == "seaweedfs":
+                cls = _s3_without_folder_objects()
             else:
                 cls = fsspec.get_filesystem_class(self.protocol)
             fs = self._fs = cls(skip_instance_cache=True, **caches, **options)
@@ -143,12 +160,12 @@ class BackendInfo:
     @property
     def keeps_content_type(self) -> bool:
         """Whether objects carry content type and encoding as metadata (FTP, SFTP have none)."""
-        return self.name in ("s3", "gcs", "azure")
+        return self.name in (*S3_BACKENDS, "gcs", "azure")
 
     @property
     def lists_uploads(self) -> bool:
         """Whether the service keeps unfinished uploads that can be listed (S3, Azure)."""
-        return self.name in ("s3", "azure")
+        return self.name in (*S3_BACKENDS, "azure")
 
     def start_upload(self, path: str) -> None:
         """Leave an unfinished upload to `path` (`bucket/key`, as storages name paths)."""
@@ -200,6 +217,25 @@ def _sftp_making_folders() -> type[fsspec.AbstractFileSystem]:
             return super()._open(path, mode, **kwargs)
 
     return MakingFolders
+
+
+@functools.cache
+def _s3_without_folder_objects() -> type[fsspec.AbstractFileSystem]:
+    """s3fs whose ``find`` never reports the folder it was asked about: SeaweedFS (a
+    filer) keeps an emptied folder as a folder object (``key/``), which s3fs's find of
+    that folder reports as a file of the folder's own name. The storage wrote no such
+    object; the tests count the objects it wrote."""
+    from s3fs import S3FileSystem
+
+    class WithoutFolderObjects(S3FileSystem):
+        def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
+            found = super().find(path, *args, **kwargs)
+            folder = self._strip_protocol(path).rstrip("/")
+            if isinstance(found, dict):
+                return {k: v for k, v in found.items() if k.rstrip("/") != folder}
+            return [item for item in found if item.rstrip("/") != folder]
+
+    return WithoutFolderObjects
 
 
 def _plain_get(fs: Any) -> Any:
@@ -257,6 +293,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "backends(*names): run this test only on these backends (if selected)"
     )
+    config.addinivalue_line(
+        "markers", "moto(why): the test needs moto's internals; of the S3 servers, moto only"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -268,7 +307,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         unknown = set(marker.args) - set(ALL_BACKENDS)
         if unknown:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {unknown}")
-        names = [name for name in names if name in marker.args]
+        wanted = set(marker.args)
+        if "s3" in wanted and metafunc.definition.get_closest_marker("moto") is None:
+            wanted.add("seaweedfs")  # the S3 contract: a real S3 server runs it too
+        names = [name for name in names if name in wanted]
         if not names:
             reason = f"needs backends {marker.args}, none selected by --backends"
             skip = pytest.param(None, id="-".join(marker.args), marks=pytest.mark.skip(reason))
@@ -280,6 +322,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server() -> Iterator[SeaweedFSServer]:
+    with SeaweedFSServer() as server:
         yield server
 
 

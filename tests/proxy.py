@@ -6,6 +6,10 @@ requests going upstream (request line, headers, then a Content-Length or chunked
 and records each one; for the requests its rule selects, it flips one byte in the middle
 of the BODY (never in the headers), so the request still parses and only a checksum can
 tell. Responses pass through untouched.
+
+`refuse(select, status, code)` makes it answer the selected requests itself, as a server
+that does not support something would: it reads the request (body included), answers
+with an S3-style XML error and closes the connection; nothing reaches the server.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 HOST = "127.0.0.1"
 _PIECE = 256 * 1024
@@ -38,6 +43,18 @@ class Request:
 class _Rule:
     select: Callable[[Request], bool] | None = None
     requests: list[Request] = field(default_factory=list)
+    refuse: Callable[[Request], bool] | None = None
+    answer: bytes = b""
+
+
+class _Discard:
+    """A writer that drops what it is given (the body of a request answered here)."""
+
+    def write(self, data: bytes | bytearray) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
 
 
 class CorruptingProxy:
@@ -68,6 +85,25 @@ class CorruptingProxy:
         """Flip a body byte of every request ``select`` returns True for (None: stop)."""
         with self._lock:
             self._rule.select = select
+
+    def refuse(
+        self,
+        select: Callable[[Request], bool] | None,
+        status: int = 501,
+        code: str = "NotImplemented",
+    ) -> None:
+        """Answer every request ``select`` returns True for with ``status`` and the S3
+        error ``code`` instead of forwarding it (None: stop)."""
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>refused by the test proxy</Message></Error>"
+        ).encode()
+        head = (
+            f"HTTP/1.1 {status} {code}\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        with self._lock:
+            self._rule.refuse, self._rule.answer = select, head + body
 
     def clear(self) -> None:
         """Forget the requests recorded so far."""
@@ -112,7 +148,9 @@ class CorruptingProxy:
             client_writer.close()
             self._tasks.discard(task)
             return
-        upstream = asyncio.ensure_future(self._requests(client_reader, server_writer))
+        upstream = asyncio.ensure_future(
+            self._requests(client_reader, server_writer, client_writer)
+        )
         downstream = asyncio.ensure_future(_copy(server_reader, client_writer))
         try:
             await asyncio.wait([upstream, downstream], return_when=asyncio.FIRST_COMPLETED)
@@ -124,7 +162,12 @@ class CorruptingProxy:
                 writer.close()
             self._tasks.discard(task)
 
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _requests(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+    ) -> None:
         """Forward requests one after another, each parsed so that its body is known."""
         while True:
             try:
@@ -135,6 +178,10 @@ class CorruptingProxy:
             with self._lock:
                 select = self._rule.select
                 self._rule.requests.append(request)
+                refuse, answer = self._rule.refuse, self._rule.answer
+            if refuse is not None and refuse(request):
+                await self._answer(reader, client, request, answer)
+                return
             writer.write(head)
             damage = select is not None and select(request)
             if request.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -143,6 +190,26 @@ class CorruptingProxy:
                 size = int(request.headers.get("content-length", "0") or 0)
                 await self._body(reader, writer, request, size, damage)
             await writer.drain()
+
+    async def _answer(
+        self,
+        reader: asyncio.StreamReader,
+        client: asyncio.StreamWriter,
+        request: Request,
+        answer: bytes,
+    ) -> None:
+        """Read the request's body (after a 100 Continue if asked for), then answer."""
+        if request.headers.get("expect", "").lower() == "100-continue":
+            client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await client.drain()
+        sink: Any = _Discard()
+        if request.headers.get("transfer-encoding", "").lower() == "chunked":
+            await self._chunked_body(reader, sink, request, False)
+        else:
+            size = int(request.headers.get("content-length", "0") or 0)
+            await self._body(reader, sink, request, size, False)
+        client.write(answer)
+        await client.drain()
 
     async def _body(
         self,

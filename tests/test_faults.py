@@ -51,10 +51,10 @@ def objects(backend: BackendInfo, url: str) -> list[str]:
 
 def pending_uploads(backend: BackendInfo, url: str) -> list[str]:
     """Unfinished uploads under a root: S3 multipart uploads, Azure uncommitted blobs."""
-    if backend.name not in ("s3", "azure"):
+    if not (backend.is_s3 or backend.name == "azure"):
         return []
     prefix = backend.key(url) + "/"
-    if backend.name == "s3":
+    if backend.is_s3:
         client = backend.server.client  # type: ignore[union-attr]
         found = client.list_multipart_uploads(Bucket=backend.root, Prefix=prefix)
         return [upload["Key"] for upload in found.get("Uploads", [])]
@@ -196,7 +196,12 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         assert message.startswith(f"write_data_stream {backend.protocol}://")
         assert f"{backend.root}/" in message
         assert caught.value.__cause__ is not None
-        if backend.name in ("s3", "ftp", "sftp"):  # (once per kind: each costs a timeout)
+        if backend.name in (
+            "s3",
+            "seaweedfs",
+            "ftp",
+            "sftp",
+        ):  # (once per kind: each costs a timeout)
             # While the server is down, other operations fail the same way, a read
             # never as a missing object.
             with pytest.raises(StorageUnavailableError, match=r"^write_data \w+://"):
@@ -206,7 +211,7 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
                 await storage.read_data(pointer)
     finally:
         server.start()
-        if backend.name not in ("s3", "sftp"):  # these subprocess emulators come back empty
+        if backend.name not in ("s3", "seaweedfs", "sftp"):  # these come back empty
             server.create_bucket()
     assert server.port == port
     if backend.name in ("ftp", "sftp", "sshfs"):
@@ -221,7 +226,8 @@ async def test_server_killed_mid_stream_then_back(backend: BackendInfo, root_url
         leftovers = objects(backend, root_url)
         assert all(path.startswith(".lakery-tmp/") for path in leftovers), leftovers
         await storage.cleanup_temp(older_than=0)
-    # moto kept its data: nothing was committed at the final path or left at a temp one.
+    # moto and SeaweedFS kept their data: nothing was committed at the final path or left
+    # at a temp one.
     assert objects(backend, root_url) == []
     # The same write succeeds now.
     retry = Stream(chunks)

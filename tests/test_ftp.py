@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import BackendInfo
@@ -128,3 +129,25 @@ async def test_storage_works_again_after_a_restart(backend: BackendInfo, root_ur
     # Every pooled connection died with the server; new ones are made, no call fails.
     pointers = await asyncio.gather(*(storage.write_data(b, digest_of(b), {}) for b in blobs))
     assert [await storage.read_data(p) for p in pointers] == blobs
+
+
+async def test_cached_read_after_a_restart_is_unavailable_never_missing(
+    backend: BackendInfo, root_url: str, tmp_path: Path
+) -> None:
+    # simplecache reads through fsspec's own FTP filesystem, whose one control connection
+    # dies with the server: "not found" must mean that the server said so.
+    server = backend.server
+    assert server is not None
+    cache = {"simplecache": {"cache_storage": str(tmp_path / "cache")}}
+    options = {**backend.storage_options, **cache}
+    storage = FsspecStorage(f"simplecache::{root_url}", storage_options=options, timeout=5)
+    first, second = payload(1000, seed=1), payload(1000, seed=2)
+    pointers = [await storage.write_data(b, digest_of(b), {}) for b in (first, second)]
+    assert await storage.read_data(pointers[0]) == first  # the cache's connection is open
+    server.stop()
+    server.start()
+    with pytest.raises(StorageUnavailableError, match=r"^read_data ftp:///") as caught:
+        await storage.read_data(pointers[1])  # on the server's disk, not in the cache
+    assert caught.value.__cause__ is not None  # the dead connection's own error
+    # (fsspec's FTP filesystem keeps its dead connection, in its instance cache too: the
+    # object is read again by a filesystem made anew, not asserted here.)

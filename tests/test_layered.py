@@ -243,6 +243,19 @@ def test_dir_spellings_name_the_same_folder(tmp_path: Path) -> None:
     assert {(s.location.protocol, s.location.root) for s in spellings} == {("file", f"{base}/a/b")}
 
 
+async def test_dir_takes_the_options_every_filesystem_takes(tmp_path: Path) -> None:
+    base = tmp_path.resolve()  # noqa: ASYNC240 - the test's own folder, before any I/O
+    universal = {"skip_instance_cache": True, "use_listings_cache": False}
+    storages = [
+        FsspecStorage("dir://a", storage_options={"path": str(base), **universal}),
+        FsspecStorage(f"dir://a::file://{base}", storage_options={"dir": universal}),
+    ]
+    for storage in storages:
+        assert (storage.location.protocol, storage.location.root) == ("file", f"{base}/a")
+        pointer = await write(storage, b"universal", "blob")
+        assert await storage.read_data(pointer) == b"universal"
+
+
 @pytest.mark.parametrize(
     ("url", "options", "message"),
     [

@@ -30,13 +30,13 @@ from lakery_fsspec._temp import temp_name
 
 pytestmark = pytest.mark.backends("s3", "azure")
 
-SCHEME = {"s3": "s3", "azure": "az"}
+SCHEME = {"s3": "s3", "seaweedfs": "s3", "azure": "az"}
 SIZES = [0, 1, CHUNK, 3 * CHUNK + 5]
 
 
 def obstore_options(backend: BackendInfo) -> dict[str, Any]:
     """What points obstore's store at the backend's emulator."""
-    if backend.name == "s3":
+    if backend.is_s3:
         config = {
             "endpoint": backend.endpoint,
             "access_key_id": AWS_KEY,

@@ -27,6 +27,8 @@ def secret_options(backend: BackendInfo) -> tuple[dict[str, Any], list[str]]:
     """Working storage options holding a secret, and the secrets to look for."""
     if backend.name == "s3":  # moto does not check signatures: any secret key works
         return {**backend.storage_options, "secret": SENTINEL}, [SENTINEL]
+    if backend.name == "seaweedfs":  # the secret key it was started with, which it checks
+        return dict(backend.storage_options), [backend.storage_options["secret"], SENTINEL]
     if backend.name == "gcs":  # an OAuth access token; the emulator ignores it
         return {**backend.storage_options, "token": SENTINEL}, [SENTINEL]
     if backend.name == "azure":  # the account key inside the connection string
@@ -92,6 +94,8 @@ async def provoked_errors(
     if backend.name == "ftp":  # a folder that does not exist, and a user who cannot make it
         reader = {**options, "username": FTP_READER}
         missing = FsspecStorage(f"{backend.new_url()}/missing", storage_options=reader)
+    if backend.name == "seaweedfs":  # it makes a bucket on the first write to it
+        missing = FsspecStorage(backend.new_url(), storage_options={**options, "secret": SENTINEL})
     await catch(missing.write_data(b"x", digest_of(b"x"), {}))
     stream = Stream(chunked(payload(1000), 100))
     await catch(missing.write_data_stream(stream, stream.get_digest, {}))

@@ -263,3 +263,20 @@ def test_check_permission_denied(backend: BackendInfo, capsys: pytest.CaptureFix
     assert "403 Forbidden" in text
     assert "read-only for this user" in text
     assert "fix: Use a folder this user may write to" in text
+
+
+async def test_credentials_in_base_url_work_for_moves(backend: BackendInfo) -> None:
+    # httpx takes the user and password from the URL; a MOVE's Destination must not
+    # carry them (wsgidav then answers 502 Bad Gateway: another server).
+    server = server_of(backend)
+    base_url = f"http://{USER}:{PASSWORD}@{server.host_port}"
+    storage = FsspecStorage(
+        f"webdav://{folder()}", storage_options={"base_url": base_url}, chunk_size=BLOCK
+    )
+    data = payload(3 * BLOCK + 5)
+    stream = Stream(chunked(data, BLOCK))
+    pointer = await storage.write_data_stream(stream, stream.get_digest, {})
+    blob = await storage.write_data(b"blob", digest_of(b"blob"), {})
+    assert await storage.read_data(pointer) == data
+    assert await storage.read_data(blob) == b"blob"
+    assert await storage.list_temp() == []

@@ -102,4 +102,11 @@ def reader_for(protocol: str, fs: AbstractFileSystem, timeout: float | None) -> 
     over a target whose canonical protocol is ``protocol``."""
     names = fs.protocol
     cls = backend_class(names if isinstance(names, str) else names[0], type(fs))
-    return cls(protocol, Bridge(fs, timeout=timeout, transient=cls.transient))
+    # The layer's reads are the target's requests: the target's client's errors that mean
+    # "unavailable" (a dead FTP connection) mean it here too, never "not found".
+    target = backend_class(protocol, type(getattr(fs, "fs", fs)))
+
+    def transient(error: BaseException) -> bool:
+        return cls.transient(error) or target.transient(error)
+
+    return cls(protocol, Bridge(fs, timeout=timeout, transient=transient))

@@ -66,6 +66,11 @@ class CacheBackend(Backend):
                 # read it now, or a cache file another process just filled is filled
                 # again, in place, under that process's readers.
                 self.fs.load_cache()
+            if not self.fs._check_file(path):
+                # The cache asks the target with exists(), which answers False to any
+                # error (a dead connection, too) and then raises FileNotFoundError: ask
+                # the target itself, so that "not found" is the target's own answer.
+                self.fs.fs.info(path)
             return self.fs.open(path, "rb")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import threading
@@ -15,12 +16,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from lakery_fsspec._backends.base import Backend, cleanup
 from lakery_fsspec._backends.blocks import BlockWriter, upload_whole
 from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
+from lakery_fsspec._backends.s3_requests import (
+    CHECKSUMS,
+    CONDITIONS,
+    Features,
+    looking_again,
+    send,
+)
 from lakery_fsspec._checksums import b64, computed, digest_sha256, sha256
 from lakery_fsspec._errors import IntegrityError, exception_chain
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
+    from lakery_fsspec._bridge import Bridge
     from lakery_fsspec._writers import Writer
 
 __all__ = ["S3Backend"]
@@ -84,6 +93,12 @@ class S3Backend(Backend):
     min_block_size = 5 * 2**20
     loop_native = True
 
+    def __init__(self, protocol: str, bridge: Bridge) -> None:
+        super().__init__(protocol, bridge)
+        where = self.endpoint(self.fs.storage_options) or "Amazon S3"
+        self.features = Features(f"S3 server {where}")
+        """What this server refused of the optional request headers (see s3_requests)."""
+
     @classmethod
     def endpoint(cls, options: Mapping[str, Any]) -> str | None:
         client_kwargs = options.get("client_kwargs")
@@ -139,16 +154,30 @@ class S3Backend(Backend):
             writer = self._writer(path, digest, part_size, exclusive)
             await upload_whole(self.io, writer, data, f"{self.protocol}://{path}")
             return
+        if exclusive and not self.features.accepts(CONDITIONS):
+            # The server refused If-None-Match: check, then write.
+            if await self.exists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            exclusive = False
         extra = {**self.write_options(digest), **options}
         if exclusive:
             extra["IfNoneMatch"] = "*"
         if self.checksums:
             recorded = digest_sha256(digest) if digest["content_size"] == len(data) else None
             extra["ChecksumSHA256"] = b64(recorded or await computed(self.io, sha256, data))
-        with _mismatch_is_integrity_error(path):
-            await self.io.run(
-                lambda fs: fs._call_s3("put_object", **_location(fs, path), Body=data, **extra)
-            )
+
+        async def put_object() -> None:
+            with _mismatch_is_integrity_error(path):
+                await self.io.run(
+                    lambda fs: send(
+                        fs, "put_object", self.features, **_location(fs, path), Body=data, **extra
+                    )
+                )
+
+        if exclusive:
+            await looking_again(put_object, lambda: self.exists(path), self.io.timeout)
+        else:
+            await put_object()
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return self._writer(path, digest, block_size)
@@ -186,19 +215,21 @@ class S3Backend(Backend):
         setting = self.fs.config_kwargs.get("request_checksum_calculation") or os.environ.get(
             "AWS_REQUEST_CHECKSUM_CALCULATION", ""
         )
-        return str(setting).lower() != "when_required"
+        return str(setting).lower() != "when_required" and self.features.accepts(CHECKSUMS)
 
     def _writer(
         self, path: str, digest: Digest, block_size: int, exclusive: bool = False
     ) -> S3Writer:
         options = self.write_options(digest)
-        return S3Writer(self.fs, path, block_size, options, exclusive, self.checksums)
+        return S3Writer(
+            self.fs, path, block_size, options, exclusive, self.checksums, self.features
+        )
 
     async def size(self, path: str) -> int | None:
         # s3fs's info() follows a miss with a listing; one HEAD is enough for an object.
         bucket, key, _ = self.fs.split_path(path)
         try:
-            head = await self.io.run(lambda fs: fs._call_s3("head_object", Bucket=bucket, Key=key))
+            head = await self.io.run(lambda fs: send(fs, "head_object", Bucket=bucket, Key=key))
         except FileNotFoundError:
             return None
         return int(head["ContentLength"])
@@ -270,7 +301,7 @@ class S3Backend(Backend):
         if self.checksums:
             options |= {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}
         upload = await self.io.run(
-            lambda fs: fs._call_s3("create_multipart_upload", **target, **options)
+            lambda fs: send(fs, "create_multipart_upload", self.features, **target, **options)
         )
         target["UploadId"] = upload["UploadId"]
         try:
@@ -279,7 +310,8 @@ class S3Backend(Backend):
             for number, start in enumerate(range(0, size, _MAX_PART_COPY), start=1):
                 span = f"bytes={start}-{min(start + _MAX_PART_COPY, size) - 1}"
                 part = await self.io.run(
-                    lambda fs, number=number, span=span: fs._call_s3(
+                    lambda fs, number=number, span=span: send(
+                        fs,
                         "upload_part_copy",
                         **target,
                         PartNumber=number,
@@ -292,28 +324,32 @@ class S3Backend(Backend):
                 if "ChecksumCRC32" in copied:  # AWS reports each copied part's CRC32
                     done["ChecksumCRC32"] = copied["ChecksumCRC32"]
                 parts.append(done)
-            await self.io.run(
-                lambda fs: fs._call_s3(
-                    "complete_multipart_upload",
-                    **target,
-                    MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
-                )
+            await looking_again(
+                lambda: self.io.run(
+                    lambda fs: send(
+                        fs,
+                        "complete_multipart_upload",
+                        self.features,
+                        **target,
+                        MultipartUpload={"Parts": parts},
+                        IfNoneMatch="*",
+                    )
+                ),
+                lambda: self.exists(destination),
+                self.io.timeout,
             )
-        except FileExistsError:  # 412: the object was created meanwhile
+        except FileExistsError:  # 412, or 409 and then there: the object was created meanwhile
             await self._abort(target)
             return False
-        except BaseException as error:
+        except BaseException:
             await self._abort(target)
-            if _is_conflict(error) and await self.exists(destination):
-                return False  # 409: a concurrent writer completed first
             raise
         return True
 
     async def _abort(self, upload: dict[str, Any]) -> None:
         where = f"s3://{upload['Bucket']}/{upload['Key']}"
         await cleanup(
-            self.io.run(lambda fs: fs._call_s3("abort_multipart_upload", **upload)),
+            self.io.run(lambda fs: send(fs, "abort_multipart_upload", **upload)),
             f"abort the multipart copy to {where} (upload {upload['UploadId']})",
         )
 
@@ -344,20 +380,10 @@ class S3Backend(Backend):
         bucket, key, _ = self.fs.split_path(path)
         with contextlib.suppress(FileNotFoundError):  # NoSuchUpload: completed or aborted
             await self.io.run(
-                lambda fs: fs._call_s3(
-                    "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
+                lambda fs: send(
+                    fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
                 )
             )
-
-
-def _is_conflict(error: BaseException) -> bool:
-    """Whether S3 answered 409 ConditionalRequestConflict: a conditional write raced
-    another write of the same key (AWS says to retry; here the other write may be ours)."""
-    cause = error.__cause__
-    response: Any = getattr(cause, "response", None)
-    return isinstance(response, dict) and (
-        response.get("Error", {}).get("Code") == "ConditionalRequestConflict"
-    )
 
 
 async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
@@ -367,8 +393,8 @@ async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:
     while page.get("IsTruncated"):
         token = page.get("NextContinuationToken")
         more = {"ContinuationToken": token} if token else {}
-        page = await fs._call_s3(
-            "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+        page = await send(
+            fs, "list_objects_v2", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
         )
         now = _server_time(page)
         for item in page.get("Contents", []):
@@ -386,8 +412,8 @@ async def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[dict[str, Any
         if "NextKeyMarker" in page:
             more = {"KeyMarker": page["NextKeyMarker"]}
             more["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
-        page = await fs._call_s3(
-            "list_multipart_uploads", Bucket=bucket, Prefix=prefix, Delimiter="/", **more
+        page = await send(
+            fs, "list_multipart_uploads", None, Bucket=bucket, Prefix=prefix, Delimiter="/", **more
         )
         listed += [
             upload
@@ -410,8 +436,13 @@ async def _upload_age(fs: Any, *, bucket: str, upload: dict[str, Any]) -> float 
         marker = page.get("NextPartNumberMarker")
         more = {"PartNumberMarker": marker} if marker else {}
         try:
-            page = await fs._call_s3(
-                "list_parts", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], **more
+            page = await send(
+                fs,
+                "list_parts",
+                Bucket=bucket,
+                Key=upload["Key"],
+                UploadId=upload["UploadId"],
+                **more,
             )
         except FileNotFoundError:  # NoSuchUpload
             return None
@@ -451,9 +482,11 @@ class S3Writer(BlockWriter):
         options: dict[str, Any],
         exclusive: bool = False,
         checksums: bool = True,
+        features: Features | None = None,
     ) -> None:
         super().__init__(fs, block_size)
         self._checksums = checksums
+        self._features = features or Features(f"s3://{path}")
         self._path = path
         self._where = _location(fs, path)
         self._options = options
@@ -465,7 +498,7 @@ class S3Writer(BlockWriter):
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         with _mismatch_is_integrity_error(self._path):
-            return self._run(self._fs._call_s3, method, **self._where, **kwargs)
+            return self._run(send, self._fs, method, self._features, **self._where, **kwargs)
 
     def _send_block(self, block: bytes) -> None:
         if self._upload_id is None:
@@ -483,8 +516,14 @@ class S3Writer(BlockWriter):
 
     async def _upload_part(self, part: dict[str, Any], block: bytes) -> None:
         with _mismatch_is_integrity_error(self._path):
-            sent = await self._fs._call_s3(
-                "upload_part", **self._where, UploadId=self._upload_id, Body=block, **part
+            sent = await send(
+                self._fs,
+                "upload_part",
+                self._features,
+                **self._where,
+                UploadId=self._upload_id,
+                Body=block,
+                **part,
             )
         part["ETag"] = sent["ETag"]
 
@@ -509,7 +548,7 @@ class S3Writer(BlockWriter):
         )
         self._upload_id = None
         self._completed = True  # from now on, abort deletes the object
-        if not self._checksums:
+        if not self._checksums or not self._features.accepts(CHECKSUMS):
             return
         reported = completed.get("ChecksumCRC32")
         if reported is None:  # moto reports it only when asked
@@ -563,7 +602,7 @@ def _mismatch_is_integrity_error(path: str) -> Generator[None]:
 async def _get_object(fs: Any, path: str) -> bytes:
     bucket, key, version = fs.split_path(path)
     version_option = {"VersionId": version} if version else {}
-    response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **version_option)
+    response = await send(fs, "get_object", Bucket=bucket, Key=key, **version_option)
     try:
         return await response["Body"].read()
     finally:

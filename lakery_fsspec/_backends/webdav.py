@@ -313,7 +313,10 @@ class WebdavBackend(Backend):
         )
 
     def _move(self, source: str, destination: str) -> bool:
-        headers = {"Destination": str(self._url(destination)), "Overwrite": "F"}
+        # Without the user and password a base_url may carry (httpx sends them as
+        # Authorization): a Destination with userinfo names another server to WebDAV.
+        target = self._url(destination).copy_with(username=None, password=None)
+        headers = {"Destination": str(target), "Overwrite": "F"}
         response = self._request("MOVE", source, headers=headers)
         if response.status_code == 409:  # the destination's folder is missing
             folder = posixpath.dirname(destination)

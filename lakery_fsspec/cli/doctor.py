@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import time
 import urllib.request
@@ -28,6 +29,25 @@ PROBE_FOLDER = ".lakery-check"
 
 _STALE = 86_400.0
 T = TypeVar("T")
+
+
+class _Fallbacks(logging.Handler):
+    """Collects what the storage gave up on this server while the checks run (the
+    WARNINGs of the ``lakery_fsspec.fallback`` logger), to show them at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger("lakery_fsspec.fallback")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> None:
+        self._logger.addHandler(self)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._logger.removeHandler(self)
 
 
 class Problem(Exception):
@@ -99,14 +119,18 @@ class Doctor:
             ("no temp left", "list", self._no_temp_left),
             ("clean up", "delete", self._remove_probes),
         ]
+        fallbacks = _Fallbacks()
         try:
-            for name, action, step in steps:
-                if not self._step(name, action, step):
-                    self._remove_probes_quietly()
-                    return False
+            with fallbacks:
+                for name, action, step in steps:
+                    if not self._step(name, action, step):
+                        self._remove_probes_quietly()
+                        return False
         except KeyboardInterrupt:
             self._remove_probes_quietly()
             raise
+        for message in fallbacks.messages:  # what the server refused, and what that costs
+            self.echo(f"note: {message}")
         shown = redacted(self.url)
         self.echo(f"OK: {shown} works for lakery-fsspec (writes, streams, reads, moves).")
         return True
