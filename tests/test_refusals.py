@@ -78,10 +78,15 @@ async def test_bare_412_to_a_create_only_write_means_already_stored(
     storage: FsspecStorage, proxy: CorruptingProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     # SeaweedFS's answer: no <Condition> in the body, which s3fs needs to see "exists".
-    proxy.refuse(once(conditional), 412, "PreconditionFailed")
+    # (Stored first: a refused create is followed by one HEAD that tells the content
+    # already stored from a damaged or missing object, which would be written again.)
     data = payload(1000)
+    await storage.write_data(data, digest_of(data), {})
+    proxy.clear()
+    proxy.refuse(once(conditional), 412, "PreconditionFailed")
     with caplog.at_level(logging.DEBUG, logger="lakery_fsspec"):
         pointer = await storage.write_data(data, digest_of(data), {})
+    assert [r.method for r in proxy.requests if conditional(r)] == ["PUT"]  # the bare 412
     assert any(r.args and r.args[0] == "write_data (exists)" for r in caplog.records)
     assert pointer["path"].endswith(".bin")
     assert fallbacks(caplog) == []

@@ -74,7 +74,8 @@ async def provoked_errors(
 
     pointer = await storage.write_data(b"x", digest_of(b"x"), {})
     await catch(storage.read_data({**pointer, "path": "ab/missing"}))  # NoStorageData
-    foreign = {**pointer, "protocol": "file" if backend.protocol != "file" else "memory"}
+    other = "file" if backend.protocol != "file" else "memory"
+    foreign = {**pointer, "protocol": other, "path": "ab/missing"}  # not under our root either
     await catch(storage.read_data(foreign))  # ValueError: foreign protocol
     tagged = FsspecStorage(url, storage_options=options, router="{tags[t]}/{content_hash}")
     await catch(tagged.write_data(b"x", digest_of(b"x"), {"t": ".."}))  # ValueError: bad tag
