@@ -3,7 +3,6 @@ resume an interrupted run from its journal."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from lakery_fsspec._records import pointers_under
 from lakery_fsspec._relocation import Place
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._verify import ALL_KINDS, Checked, Problem
-from lakery_fsspec.cli.journal import Journal
+from lakery_fsspec.cli.journal import Journal, journaled
 from lakery_fsspec.cli.progress import Progress, human_size
 from lakery_fsspec.cli.verify import EMPTY, PointerFile
 
@@ -66,19 +65,8 @@ class CopyRun:
     def run(self) -> int:
         """Copy, print each object not copied on stdout and a report on stderr; the exit
         status (1 if anything was not copied)."""
-        journal = Journal(self.resume, self.header()) if self.resume else None
         started = time.monotonic()
-        try:
-            for problem in journal.problems if journal else []:
-                print(problem, flush=True)
-            result = asyncio.run(self._copy(journal))
-        except KeyboardInterrupt:
-            if journal is not None:
-                print(f"run the same command to go on from {journal.path}", file=sys.stderr)
-            raise
-        finally:
-            if journal is not None:
-                journal.close()
+        result, journal = journaled(self.resume, self.header(), self._copy)
         return self._report(result, journal, time.monotonic() - started)
 
     async def _copy(self, journal: Journal | None) -> CopyResult:

@@ -9,12 +9,14 @@ so memory stays bounded however many objects the journal lists.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from lakery_fsspec._verify import ALL_KINDS, Checked, Problem, walk_key
 
@@ -141,6 +143,31 @@ class Journal:
                 "Give another file to --resume."
             ) from None
         return line
+
+
+T = TypeVar("T")
+
+
+def journaled(
+    resume: str | os.PathLike[str] | None,
+    header: dict[str, Any],
+    work: Callable[[Journal | None], Coroutine[Any, Any, T]],
+) -> tuple[T, Journal | None]:
+    """Run ``work`` on a new event loop with the journal at ``resume`` (None: none): the
+    problems an earlier run recorded are printed first, an interruption says how to go on,
+    and the journal is closed whatever happens."""
+    journal = Journal(resume, header) if resume else None
+    try:
+        for problem in journal.problems if journal else []:
+            print(problem, flush=True)
+        return asyncio.run(work(journal)), journal
+    except KeyboardInterrupt:
+        if journal is not None:
+            print(f"run the same command to go on from {journal.path}", file=sys.stderr)
+        raise
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 def _drop_partial_line(path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from lakery_fsspec._pointer import FsspecPointer, parse_pointer
 from lakery_fsspec._relocation import Place, rerooted
 from lakery_fsspec._storage import FsspecStorage
 from lakery_fsspec._verify import KINDS, Checked, Problem, Verification
-from lakery_fsspec.cli.journal import Journal
+from lakery_fsspec.cli.journal import Journal, journaled
 from lakery_fsspec.cli.progress import Progress, human_size
 
 __all__ = ["EMPTY", "PointerFile", "VerifyRun"]
@@ -111,19 +110,8 @@ class VerifyRun:
 
     def run(self) -> int:
         """Check, print each problem on stdout and a summary on stderr; the exit status."""
-        journal = Journal(self.resume, self.header()) if self.resume else None
         started = time.monotonic()
-        try:
-            for problem in journal.problems if journal else []:
-                print(problem, flush=True)
-            result = asyncio.run(self._check(journal))
-        except KeyboardInterrupt:
-            if journal is not None:
-                print(f"run the same command to go on from {journal.path}", file=sys.stderr)
-            raise
-        finally:
-            if journal is not None:
-                journal.close()
+        result, journal = journaled(self.resume, self.header(), self._check)
         return self._summary(result, journal, time.monotonic() - started)
 
     async def _check(self, journal: Journal | None) -> Verification:
