@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lakery_fsspec._backends import backend_class
 from lakery_fsspec._errors import IntegrityError
@@ -50,6 +51,9 @@ from lakery_fsspec.cli.flags import (
 from lakery_fsspec.cli.logs import leftover_warnings, show_logs
 from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
+
+if TYPE_CHECKING:
+    from lakery_fsspec.cli.verify import PointerFile
 
 __all__ = [
     "DEFAULT_URL",
@@ -615,17 +619,35 @@ def _temps(paths: Sequence[TempPath], delete: str, abort: str) -> str:
     return f"{delete} {objects} temp object(s) and {abort} {uploads} unfinished upload(s)"
 
 
-def _verify(args: argparse.Namespace, context: Context) -> int:
+@contextlib.contextmanager
+def _pointer_file(args: argparse.Namespace) -> Generator[PointerFile | None]:
+    """``--pointers``' file, if given, closed afterwards; a file that is not one, or a
+    ``--resume`` journal of another run, is a command-line mistake."""
     from lakery_fsspec.cli.journal import JournalError
-    from lakery_fsspec.cli.verify import PointerFile, VerifyRun
+    from lakery_fsspec.cli.verify import PointerFile
 
     pointers = None
-    try:
-        if args.pointers is not None:
-            if args.pointers == "-" and sys.stdin.isatty():
-                raise UsageError("--pointers -: pipe the pointers in, or name a file")
+    if args.pointers is not None:
+        if args.pointers == "-" and sys.stdin.isatty():
+            raise UsageError("--pointers -: pipe the pointers in, or name a file")
+        try:
             pointers = PointerFile(args.pointers)
-        elif args.relocated:
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    try:
+        yield pointers
+    except JournalError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        if pointers is not None:
+            pointers.close()
+
+
+def _verify(args: argparse.Namespace, context: Context) -> int:
+    from lakery_fsspec.cli.verify import VerifyRun
+
+    with _pointer_file(args) as pointers:
+        if pointers is None and args.relocated:
             raise UsageError("--relocated moves where pointers are read: give --pointers")
         relocations = _relocations(args)
         url = check_url(args.url) if args.url else None
@@ -659,28 +681,12 @@ def _verify(args: argparse.Namespace, context: Context) -> int:
             repair_from=_repair_source(args),
         )
         return run.run()
-    except JournalError as error:
-        raise UsageError(str(error)) from None
-    except ValueError as error:
-        if pointers is None and args.pointers is not None:  # a bad pointers file
-            raise UsageError(str(error)) from None
-        raise
-    finally:
-        if pointers is not None:
-            pointers.close()
 
 
 def _copy(args: argparse.Namespace, context: Context) -> int:
     from lakery_fsspec.cli.copy import CopyRun
-    from lakery_fsspec.cli.journal import JournalError
-    from lakery_fsspec.cli.verify import PointerFile
 
-    pointers = None
-    try:
-        if args.pointers is not None:
-            if args.pointers == "-" and sys.stdin.isatty():
-                raise UsageError("--pointers -: pipe the pointers in, or name a file")
-            pointers = PointerFile(args.pointers)
+    with _pointer_file(args) as pointers:
         if args.rewrite and args.db is None:
             raise UsageError("--rewrite rewrites labox's records: give --db DATABASE_URL")
         if args.db is not None and pointers is not None:
@@ -711,15 +717,6 @@ def _copy(args: argparse.Namespace, context: Context) -> int:
             allow_empty=args.allow_empty,
         )
         return run.run()
-    except JournalError as error:
-        raise UsageError(str(error)) from None
-    except ValueError as error:
-        if pointers is None and args.pointers is not None:  # a bad pointers file
-            raise UsageError(str(error)) from None
-        raise
-    finally:
-        if pointers is not None:
-            pointers.close()
 
 
 def _repair_source(args: argparse.Namespace) -> FsspecStorage | None:
