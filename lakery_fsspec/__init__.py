@@ -4,7 +4,7 @@ Everything importable from here is the public API; the underscore-named modules 
 private.
 """
 
-from lakery_fsspec._backends import Backend, register_backend
+from lakery_fsspec._backends import Backend, Entry, ProtocolSpec, register_protocol
 from lakery_fsspec._copy import CopyResult, copy_lake
 from lakery_fsspec._errors import (
     IntegrityError,
@@ -15,20 +15,25 @@ from lakery_fsspec._pointer import FsspecPointer
 from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router
 from lakery_fsspec._storage import DEFAULT_CHUNK_SIZE, FsspecStorage
 from lakery_fsspec._temp import TempPath
+from lakery_fsspec._verify import Problem, Verification
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_TEMPLATE",
     "Backend",
     "CopyResult",
+    "Entry",
     "FsspecPointer",
     "FsspecStorage",
     "IntegrityError",
     "PathTemplate",
+    "Problem",
+    "ProtocolSpec",
     "ReadOnlyStorageError",
     "Router",
     "StorageUnavailableError",
     "TempPath",
+    "Verification",
     "copy_lake",
-    "register_backend",
+    "register_protocol",
 ]

@@ -157,7 +157,7 @@ async def copy_lake(
         target,
         target_root,
         verify_present=verify_present,
-        server_side=server_side and _one_service(source, destination, target),
+        server_side=server_side and _one_service(source, destination),
         link=link,
         chunk_size=source.chunk_size,
         algorithm=algorithm,
@@ -178,14 +178,14 @@ async def copy_lake(
     return result
 
 
-def _one_service(source: FsspecStorage, destination: FsspecStorage, target: Backend) -> bool:
+def _one_service(source: FsspecStorage, destination: FsspecStorage) -> bool:
     """Whether both storages are on one service (same protocol and endpoint), where the
     store may copy from one to the other with the destination's credentials."""
     if source.location.protocol != destination.location.protocol:
         return False
     if source.location.chained or destination.location.chained:
         return False
-    endpoint = type(target).endpoint
+    endpoint = destination.location.spec.endpoint
     return endpoint(source.location.options) == endpoint(destination.location.options)
 
 

@@ -55,21 +55,15 @@ class StorageUnavailableError(OSError):
         return f"{self.operation} {self.url} failed: {self.reason}"
 
 
-# Names of transport-level exception classes of the clients fsspec backends use
-# (aiohttp, botocore, azure-core, requests, fsspec), matched by name so that none of
-# those optional packages has to be imported here.
+# Transport-level exception classes of fsspec and its own HTTP client (aiohttp), matched
+# by name so that no optional package has to be imported here; each protocol's spec adds
+# its own client's (``ProtocolSpec.transient``: botocore, azure-core, paramiko, …).
 _TRANSIENT_CLASSES = frozenset(
     {
         "ClientConnectionError",  # aiohttp: refused, reset, server disconnected, …
         "ClientPayloadError",  # aiohttp: the body was cut off
         "ServerTimeoutError",  # aiohttp
-        "ConnectionError",  # botocore, requests (and the builtin, caught below anyway)
-        "ConnectionClosedError",  # botocore
-        "ConnectTimeoutError",  # botocore
-        "ReadTimeoutError",  # botocore
-        "IncompleteReadError",  # botocore, asyncio
-        "ServiceRequestError",  # azure-core: the request could not be sent
-        "ServiceResponseError",  # azure-core: no (complete) response
+        "IncompleteReadError",  # asyncio, botocore
         "FSTimeoutError",  # fsspec
     }
 )

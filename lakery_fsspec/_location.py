@@ -12,17 +12,17 @@ from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from lakery_fsspec._backends import Backend, backend_class
+from lakery_fsspec._backends import ProtocolSpec, names_of, spec_for
 from lakery_fsspec._paths import path_problem
 
 __all__ = [
     "Location",
-    "backend_of",
     "canonical_or_as_is",
     "canonical_protocol",
     "filesystem_class",
     "open_filesystem",
     "redacted",
+    "spec_of",
 ]
 
 
@@ -31,7 +31,7 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
     try:
         return fsspec.get_filesystem_class(protocol)
     except ImportError as error:
-        extra = backend_class(protocol).extra
+        extra = spec_for(protocol).extra
         fix = f"pip install 'lakery-fsspec[{extra}]'" if extra else "install the package"
         msg = f"Protocol {protocol!r} needs a package that is not installed ({error}); {fix}."
         raise ValueError(msg) from None
@@ -46,16 +46,16 @@ def filesystem_class(protocol: str) -> type[AbstractFileSystem]:
 
 def canonical_protocol(protocol: str) -> str:
     """The one name recorded in pointers for every spelling of a protocol (gs -> gcs):
-    the first name of its backend, else the first name of its filesystem class.
+    the first name of its spec, else the first name of its filesystem class.
 
-    The backend is looked up by the name given first: a class that names no protocol of
+    The spec is looked up by the name given first: a class that names no protocol of
     its own (sshfs) is stamped by fsspec with whichever name loaded it first."""
     cls = filesystem_class(protocol)
-    if own := backend_class(protocol, cls).protocols:
+    if own := spec_for(protocol, cls).names:
         return own[0]
     names = cls.protocol
     first = names if isinstance(names, str) else names[0]
-    return (backend_class(first).protocols or (first,))[0]
+    return (names_of(first) or (first,))[0]
 
 
 def canonical_or_as_is(protocol: str) -> str:
@@ -69,7 +69,8 @@ def canonical_or_as_is(protocol: str) -> str:
 
 
 class Location:
-    """A storage URL resolved to its target protocol and root, with its filesystem on demand.
+    """A storage URL resolved, once, to its target's protocol spec (and so its backend),
+    canonical protocol and root, with its filesystems on demand.
 
     For a chained URL (``simplecache::s3://bucket/lake``) the target is the innermost
     filesystem; reads go through the whole chain, writes straight to the target.
@@ -91,10 +92,11 @@ class Location:
         scheme = split_protocol(inner)[0] or "file"
         self.protocol = canonical_protocol(scheme)
         fs_class = filesystem_class(scheme)
+        self.spec = spec_for(self.protocol, fs_class)
+        """What the target's protocol is: its names, client, backend and diagnostics."""
         # What the target's URL itself says (host, port, user, password:
         # sftp://user:pw@host/path) counts, under the options given explicitly.
-        backend = backend_class(self.protocol, fs_class)
-        self.root, from_url = backend.split_url(fs_class, inner, options)
+        self.root, from_url = self.spec.split_url(fs_class, inner, options)
         if not self.root.strip("/"):
             msg = (
                 f"The storage URL {url!r} names no root folder or bucket; "
@@ -122,13 +124,13 @@ class Location:
         filesystem, so it pickles and survives a fork as plain configuration.
         """
         if not self.chained:
-            target = open_filesystem(self._scheme, self._options)
+            target = fsspec.filesystem(self._scheme, **self.spec.filesystem_options(self.options))
             return target, target
         # Options keyed by a layer's protocol go to that layer, the rest to the target.
         layer_names = {_layer_protocol(layer) for layer in self.layers[:-1]}
         options = {k: v for k, v in self._options.items() if k in layer_names}
         target_options = {k: v for k, v in self._options.items() if k not in layer_names}
-        options[self._scheme] = _backend_options(self._scheme, target_options)
+        options[self._scheme] = self.spec.filesystem_options(target_options)
         read_fs, _ = url_to_fs("::".join(self.layers), **options)
         return read_fs, _innermost(read_fs)
 
@@ -138,22 +140,15 @@ class Location:
 
 def open_filesystem(protocol: str, options: Mapping[str, Any]) -> AbstractFileSystem:
     """The fsspec filesystem for ``protocol`` with the user's options plus what its
-    backend needs (raw, never decompressed GCS reads, say)."""
-    return fsspec.filesystem(protocol, **_backend_options(protocol, options))
+    spec needs (raw, never decompressed GCS reads, say)."""
+    return fsspec.filesystem(protocol, **spec_of(protocol).filesystem_options(dict(options)))
 
 
-def backend_of(protocol: str) -> type[Backend]:
-    """The backend of the filesystem class fsspec hands out for ``protocol`` now (SFTP:
-    paramiko's or sshfs's), or the one registered for the name if fsspec has none."""
-    try:
-        cls = filesystem_class(protocol)
-    except ValueError:
-        return backend_class(protocol)
-    return backend_class(canonical_protocol(protocol), cls)
-
-
-def _backend_options(protocol: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    return backend_of(protocol).filesystem_options(dict(options))
+def spec_of(protocol: str) -> type[ProtocolSpec]:
+    """The spec of the filesystem class fsspec hands out for the name ``protocol`` now
+    (SFTP: paramiko's, or sshfs's where it was registered for the name), without
+    importing it: what a client reads from the environment at import is set before."""
+    return spec_for(protocol)
 
 
 def _innermost(fs: AbstractFileSystem) -> AbstractFileSystem:

@@ -19,7 +19,7 @@ from labox.common.exceptions import NoStorageData
 from labox.common.types import TagMap
 from labox.core.storage import Digest, GetStreamDigest, Storage
 
-from lakery_fsspec._backends import Backend, backend_for, reader_for
+from lakery_fsspec._backends import Backend, ProtocolSpec, open_reader
 from lakery_fsspec._bridge import in_daemon_thread, timed_out
 from lakery_fsspec._errors import (
     IntegrityError,
@@ -29,12 +29,7 @@ from lakery_fsspec._errors import (
     unavailable,
 )
 from lakery_fsspec._integrity import Checker, hasher
-from lakery_fsspec._location import (
-    Location,
-    backend_of,
-    canonical_protocol,
-    open_filesystem,
-)
+from lakery_fsspec._location import Location, canonical_protocol, open_filesystem, spec_of
 from lakery_fsspec._paths import path_problem
 from lakery_fsspec._pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec._relocation import Relocations
@@ -503,7 +498,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         if process.pid == os.getpid() and (found := process.backends.get(protocol)):
             return found
         try:
-            if not backend_of(protocol).connects_on_init:
+            if not self._spec(protocol).connects_on_init:
                 return self._backends_for(protocol)
             # A thread of its own, not a pool's: connects stuck on one server must not
             # hold the threads other storages need.
@@ -543,18 +538,24 @@ class FsspecStorage(Storage[FsspecPointer]):
                 read_fs = target_fs = open_filesystem(protocol, self._read_options[protocol])
         except Exception as error:
             # Clients that connect when made (SFTP, FTP) fail here while the server is down.
-            cls = backend_of(protocol)
-            if (wrapped := unavailable(error, cls.transient)) is None:
-                if why := cls.explain(error, list(exception_chain(error))):
+            spec = self._spec(protocol)
+            if (wrapped := unavailable(error, spec.transient)) is None:
+                if why := spec.diagnostics.explain(error, list(exception_chain(error))):
                     error.add_note(f"{why.message} Fix: {why.fix}")  # an unknown host key
                 raise
             raise wrapped from error
-        target = backend_for(protocol, target_fs, self.timeout)
+        spec = self._spec(protocol)
+        target = spec.open(protocol, target_fs, self.timeout)
         if target.process_local and os.getpid() != self._origin_pid:
             _warn_process_local(target)
         if read_fs is target_fs:
             return _Backends(target, target)
-        return _Backends(reader_for(protocol, read_fs, self.timeout), target)
+        return _Backends(open_reader(protocol, read_fs, spec, self.timeout), target)
+
+    def _spec(self, protocol: str) -> type[ProtocolSpec]:
+        """The spec of the storage's own protocol as its URL resolved it, or of another
+        one it reads."""
+        return self.location.spec if protocol == self.location.protocol else spec_of(protocol)
 
     def _pointer(self, path: str, digest: Digest) -> FsspecPointer:
         return {

@@ -30,7 +30,7 @@ from lakery_fsspec._matcher import Expected, PathMatcher
 from lakery_fsspec._router import PathTemplate
 
 if TYPE_CHECKING:
-    from lakery_fsspec._backends import Backend
+    from lakery_fsspec._backends.base import Backend, Entry
     from lakery_fsspec._pointer import FsspecPointer
     from lakery_fsspec._storage import FsspecStorage
 
@@ -280,10 +280,11 @@ async def _walked(
             location = f"{root}/{path}"
             url = f"{backend.protocol}://{location}"
             expected = matcher.match(path)
-            kind = entry.get("type")
             unreadable = None
-            if kind not in ("file", "directory") and not entry.get("islink"):
-                unreadable = f"it is not a regular file (fsspec type {kind!r}); it was not opened"
+            if entry.kind not in ("file", "directory", "link"):
+                unreadable = (
+                    f"it is not a regular file (fsspec type {entry.kind!r}); it was not opened"
+                )
             yield _Object(
                 url=url,
                 path=path,
@@ -293,38 +294,38 @@ async def _walked(
                 expected=expected,
                 unreadable=unreadable,
                 matched=expected is not None,
-                size=entry.get("size"),
+                size=entry.size,
             )
 
 
 async def _walk(
     backend: Backend, root: str, temp_prefix: str, after: str | None
-) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
-    """``(path relative to root, fsspec entry)`` of every object, folder by folder in
+) -> AsyncGenerator[tuple[str, Entry]]:
+    """``(path relative to root, entry)`` of every object, folder by folder in
     name order, one folder listing in memory per level; folders wholly at or before
     ``after`` are not listed."""
     start = walk_key(after) if after else None
     try:
-        top = await _listing(backend, root)
+        top = iter(await backend.entries(root))
     except FileNotFoundError as error:
         await _check_bucket(backend, root, error)
         return  # nothing written yet
-    levels: list[tuple[tuple[str, ...], Iterator[tuple[str, dict[str, Any]]]]] = [((), top)]
+    levels: list[tuple[tuple[str, ...], Iterator[Entry]]] = [((), top)]
     while levels:
         parents, entries = levels[-1]
-        name, entry = next(entries, ("", {}))
-        if not name:
+        entry = next(entries, None)
+        if entry is None:
             levels.pop()
             continue
-        parts = (*parents, name)
+        parts = (*parents, entry.name)
         path = "/".join(parts)
-        if entry.get("type") == "directory":
+        if entry.kind == "directory":
             if path == temp_prefix:
                 continue
             if start is not None and parts < start and start[: len(parts)] != parts:
                 continue  # everything in it comes before ``after``
             try:
-                levels.append((parts, await _listing(backend, f"{root}/{path}")))
+                levels.append((parts, iter(await backend.entries(f"{root}/{path}"))))
             except FileNotFoundError:
                 continue  # removed since its parent was listed
         elif start is None or parts > start:
@@ -338,24 +339,6 @@ async def _check_bucket(backend: Backend, root: str, error: FileNotFoundError) -
         where = f"{backend.protocol}://{root}"
         msg = f"Cannot verify {where}: the bucket or container does not exist."
         raise FileNotFoundError(msg) from error
-
-
-async def _listing(backend: Backend, folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The entries directly in ``folder`` as ``(name, entry)``, files before folders of
-    the same name, in name order."""
-    backend.fs.invalidate_cache(folder)  # fresh, and no listings cache growing with the walk
-    try:
-        entries: list[dict[str, Any]] = await backend.io.call("ls", folder, detail=True)
-    finally:
-        backend.fs.invalidate_cache(folder)
-    prefix = folder.rstrip("/") + "/"
-    named: list[tuple[str, bool, dict[str, Any]]] = []
-    for entry in entries:
-        name = str(entry.get("name", "")).rstrip("/")
-        if name.startswith(prefix) and "/" not in (rest := name[len(prefix) :]) and rest:
-            named.append((rest, entry.get("type") == "directory", entry))
-    named.sort(key=lambda item: (item[0], item[1]))
-    return iter([(name, entry) for name, _, entry in named])
 
 
 async def _pointed(

@@ -35,7 +35,7 @@ from proxy import HOST, CorruptingProxy, Request
 from servers import GCSServer
 
 from lakery_fsspec import FsspecStorage, IntegrityError
-from lakery_fsspec._backends import backend_class
+from lakery_fsspec._backends import spec_for
 
 pytestmark = pytest.mark.backends("s3", "gcs", "azure")
 
@@ -52,7 +52,7 @@ class Proxied:
 
     @property
     def block_size(self) -> int:
-        return backend_class(self.backend.protocol).block_size(CHUNK)
+        return spec_for(self.backend.protocol).backend.block_size(CHUNK)
 
     def storage(self, **extra_options: Any) -> FsspecStorage:
         """A storage under a fresh root, reaching the emulator through the proxy."""

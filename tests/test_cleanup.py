@@ -31,7 +31,7 @@ from conftest import BackendInfo
 from helpers import Stream, chunked, digest_of, payload
 
 from lakery_fsspec import FsspecStorage, TempPath
-from lakery_fsspec._backends import backend_class
+from lakery_fsspec._backends import spec_for
 from lakery_fsspec._temp import temp_name
 
 CHUNK = 256 * 1024
@@ -91,7 +91,7 @@ def make(backend: BackendInfo, url: str) -> FsspecStorage:
 def block_size(backend: BackendInfo) -> int:
     """The upload block of a stream written with chunk_size=CHUNK: a stream of this many
     bytes has sent one block (an S3 part, an Azure block, a local write) once it ends."""
-    return backend_class(backend.protocol).block_size(CHUNK)
+    return spec_for(backend.protocol).backend.block_size(CHUNK)
 
 
 def stamped_name(seconds_ago: float) -> str:

@@ -23,7 +23,7 @@ from helpers import Stream, StreamBroke, chunked, digest_of, payload
 from labox.common.exceptions import NoStorageData
 
 from lakery_fsspec import FsspecStorage, StorageUnavailableError
-from lakery_fsspec._backends import backend_class
+from lakery_fsspec._backends import spec_for
 from lakery_fsspec._errors import unavailable
 from lakery_fsspec._writers import SerialWriter
 
@@ -35,7 +35,7 @@ BLOCK = 256 * 1024
 
 
 def block_size(backend: BackendInfo) -> int:
-    return backend_class(backend.protocol).block_size(BLOCK)
+    return spec_for(backend.protocol).backend.block_size(BLOCK)
 
 
 def make(backend: BackendInfo, url: str, **kwargs: Any) -> FsspecStorage:
@@ -324,9 +324,10 @@ async def test_cancelled_mid_stream_leaves_nothing(
 
 
 def transient_examples() -> list[BaseException]:
+    """Errors every client's calls recognise as "unavailable" (transport errors of the
+    clouds' own SDKs are their specs', see test_client_errors_are_their_specs)."""
     import aiohttp
-    import botocore.exceptions
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    from azure.core.exceptions import HttpResponseError
     from gcsfs.retry import HttpError
 
     refused = ConnectionRefusedError(111, "Connect call failed")
@@ -337,10 +338,7 @@ def transient_examples() -> list[BaseException]:
     return [
         refused,
         TimeoutError(),
-        botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"),
-        botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"),
         aiohttp.ServerDisconnectedError(),
-        ServiceRequestError("cannot connect"),
         server_error,
         HttpError({"code": 503, "message": "unavailable"}),
         HttpError({"code": 429, "message": "slow down"}),
@@ -371,6 +369,22 @@ def test_transient_errors_are_recognised() -> None:
         assert unavailable(error) is not None, repr(error)  # type: ignore[arg-type]
     for error in permanent_examples():
         assert unavailable(error) is None, repr(error)  # type: ignore[arg-type]
+
+
+def test_client_errors_are_their_specs() -> None:
+    import botocore.exceptions
+    from azure.core.exceptions import ServiceRequestError
+
+    from lakery_fsspec._backends.azure import Azure
+    from lakery_fsspec._backends.s3 import S3
+
+    for spec, error in [
+        (S3, botocore.exceptions.EndpointConnectionError(endpoint_url="http://x")),
+        (S3, botocore.exceptions.ReadTimeoutError(endpoint_url="http://x")),
+        (Azure, ServiceRequestError("cannot connect")),
+    ]:
+        assert unavailable(error, spec.transient) is not None, repr(error)
+        assert unavailable(error) is None, repr(error)  # another client's class of that name
 
 
 def test_unavailable_error_names_operation_and_url() -> None:

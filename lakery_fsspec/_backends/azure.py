@@ -12,12 +12,14 @@ import uuid
 import weakref
 from collections.abc import Generator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lakery_fsspec._backends.base import Backend, cleanup
 from lakery_fsspec._backends.blocks import BlockWriter
 from lakery_fsspec._backends.body import Body
 from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
+from lakery_fsspec._backends.diagnostics import Diagnostics
+from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._checksums import b64, computed
 from lakery_fsspec._errors import IntegrityError, exception_chain
 
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
     from lakery_fsspec._writers import Writer
 
-__all__ = ["AzureBackend"]
+__all__ = ["Azure", "AzureBackend", "AzureDiagnostics"]
 
 _COPY_POLL_SECONDS = 0.2
 _RAW_BODY = 2**20
@@ -48,38 +50,12 @@ class AzureBackend(Backend):
     under -W error, where the SDK then fails with "Failed to upload block").
     """
 
-    protocols = ("abfs", "az", "abfss")
-    filesystem = "adlfs.spec.AzureBlobFileSystem"
-    extra = "azure"
-    root_kind = "container"
-    credentials_hint = (
-        "Pass -o connection_string=… or -o account_name=… -o account_key=… (or -o sas_token=…)."
-    )
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
+    bucketed = True
     min_block_size = 8 * 2**20  # each block is one staged-block request
     min_range_size = 8 * 2**20
-    loop_native = True
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        connection = options.get("connection_string") or os.environ.get(
-            "AZURE_STORAGE_CONNECTION_STRING", ""
-        )
-        match = re.search(r"BlobEndpoint=([^;]+)", str(connection), re.IGNORECASE)
-        return match.group(1) if match else None
-
-    @staticmethod
-    async def connect(fs: Any) -> None:
-        detach_finalizers(fs)  # the storage closes its copies itself
-
-    @staticmethod
-    async def disconnect(fs: Any) -> None:
-        from adlfs.utils import close_credential, close_service_client
-
-        await close_service_client(fs)
-        await close_credential(fs)
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         create = options.get("mode") == "create"
@@ -162,6 +138,61 @@ class AzureBackend(Backend):
 
     async def _walk(self, folder: str, uncommitted: bool) -> list[Aged]:
         return await self.io.run(lambda fs: _walk(fs, folder, uncommitted))
+
+
+class AzureDiagnostics(Diagnostics):
+    """Azure's words: containers, keys, its error codes, the connection string's endpoint."""
+
+    root_kind = "container"
+    credentials_hint = (
+        "Pass -o connection_string=… or -o account_name=… -o account_key=… (or -o sas_token=…)."
+    )
+    codes: ClassVar[Mapping[str, str]] = {
+        "ContainerNotFound": "no-bucket",
+        "AuthenticationFailed": "bad-secret",
+        "AuthorizationFailure": "unauthorized",
+        "AuthorizationPermissionMismatch": "denied",
+        "AuthorizationResourceTypeMismatch": "denied",
+        "InsufficientAccountPermissions": "denied",
+    }
+
+
+class Azure(ProtocolSpec):
+    """Azure Blob Storage through adlfs, on the caller's loop."""
+
+    names = ("abfs", "az", "abfss")
+    filesystem = "adlfs.spec.AzureBlobFileSystem"
+    extra = "azure"
+    backend = AzureBackend
+    diagnostics = AzureDiagnostics
+    loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        connection = options.get("connection_string") or os.environ.get(
+            "AZURE_STORAGE_CONNECTION_STRING", ""
+        )
+        match = re.search(r"BlobEndpoint=([^;]+)", str(connection), re.IGNORECASE)
+        return match.group(1) if match else None
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        # azure-core's errors for a request not sent, or not (completely) answered.
+        return any(
+            cls.__name__ in ("ServiceRequestError", "ServiceResponseError")
+            for cls in type(error).__mro__
+        )
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        detach_finalizers(fs)  # the storage closes its copies itself
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        from adlfs.utils import close_credential, close_service_client
+
+        await close_service_client(fs)
+        await close_credential(fs)
 
 
 async def _walk(fs: Any, folder: str, uncommitted: bool) -> list[Aged]:

@@ -12,7 +12,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Mapping,
 )
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -27,144 +26,57 @@ if TYPE_CHECKING:
 
     from lakery_fsspec._bridge import Bridge
 
-__all__ = ["Backend", "Explanation", "blocks", "cleanup"]
+__all__ = ["Backend", "Entry", "blocks", "cleanup"]
 
 _LOG = logging.getLogger("lakery_fsspec")
 
 
-class Explanation(NamedTuple):
-    """An error in plain words: a stable ``kind`` keyword (see the CLI's ``Diagnosis``),
-    what went wrong, and how to fix it."""
+class Entry(NamedTuple):
+    """One thing in a folder: its ``name`` there, its ``kind`` (``file``, ``directory``,
+    ``link`` or what the filesystem calls it) and its size if known."""
 
+    name: str
     kind: str
-    message: str
-    fix: str
+    size: int | None
+
+
+_KINDS = ("file", "directory")
 
 
 class Backend:
-    """How FsspecStorage does each operation on one kind of filesystem.
+    """How FsspecStorage does each operation on one kind of filesystem: the data path.
 
     The defaults hold for any fsspec filesystem; subclasses handle what fsspec leaves
     backend-specific: metadata, server-side moves, raw reads, cheap existence checks and
-    block sizes. Every method may be called from any event loop.
+    block sizes. What the protocol is (names, URLs, options, its client) is its
+    ``ProtocolSpec``'s. Every method may be called from any event loop.
     """
 
-    # --- what the protocol is -------------------------------------------------------------
-    protocols: ClassVar[tuple[str, ...]] = ()
-    """The protocol names this backend serves; the first is the one pointers record."""
-    filesystem: ClassVar[str | None] = None
-    """The fsspec class this backend drives (``"s3fs.core.S3FileSystem"``, matched with
-    its subclasses), or None if any implementation of its protocols will do."""
-    extra: ClassVar[str | None] = None
-    """The lakery-fsspec extra that installs the filesystem (``pip install 'lakery-fsspec[x]'``)."""
-    root_kind: ClassVar[str] = "root"
-    """What the first segment of a root names ("bucket", "container"), or "root"."""
-    endpoint_option: ClassVar[str | None] = None
-    """The storage option that points the filesystem at another server, if there is one."""
-    credentials_hint: ClassVar[str] = "Check the credentials in the storage options."
-    """How to give this protocol credentials, for error messages."""
-    operations: ClassVar[Mapping[str, str]] = {}
-    """Operation names the client puts in its errors (botocore's ``operation_name``) ->
-    what the user was doing: write, move, delete, read or list."""
-    permissions: ClassVar[Mapping[str, str]] = {}
-    """What the user was doing -> the permissions that allow it, for error messages."""
-    bare_refusals: ClassVar[bool] = False
-    """Whether the server may refuse with a bare HTTP status, no error code (S3 answers
-    HEAD requests so): a 404 may come from a server of another kind, and a 403 from wrong
-    credentials as well as from a missing permission."""
-
-    # --- how it behaves -------------------------------------------------------------------
+    # --- capabilities ---------------------------------------------------------------------
     atomic_put: ClassVar[bool] = False
     """Whether a single put is never visible half-written (object stores, memory)."""
     exclusive_put: ClassVar[bool] = False
     """Whether ``pipe_file(mode="create")`` refuses to overwrite, in the same request."""
     needs_dirs: ClassVar[bool] = True
     """Whether parent directories must exist before a file is written or moved there."""
+    bucketed: ClassVar[bool] = False
+    """Whether the first segment of a root is a bucket or container, which the storage
+    never makes (object stores): listing a root may then fail because it is missing."""
     min_block_size: ClassVar[int] = 1
+    """The least an upload sends in one block (a request each, on object stores)."""
     block_multiple: ClassVar[int] = 1
+    """What every upload block but the last must be a multiple of."""
     min_range_size: ClassVar[int] = 1
     """The least a stream read asks for in one ranged read; chunks are cut from it (fewer,
     larger requests where each one costs a round trip)."""
     process_local: ClassVar[bool] = False
     """Whether the store lives in the process's own memory, unseen by other processes."""
-    connects_on_init: ClassVar[bool] = False
-    """Whether making the filesystem connects to its server (SFTP, FTP): storages then
-    make it in a thread of its own, never on the event loop."""
-    loop_native: ClassVar[bool] = False
-    """Whether async calls run on the caller's loop, through a copy of the filesystem
-    per loop opened with ``connect`` and closed with ``disconnect``."""
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         self.protocol = protocol
         self.io = bridge
         # Any: each backend calls its own filesystem's untyped, backend-specific API.
         self.fs: Any = bridge.fs
-
-    @classmethod
-    def serves(cls, filesystem: type[Any]) -> bool:
-        """Whether this backend drives filesystems of class ``filesystem``."""
-        wanted = cls.filesystem
-        return wanted is None or any(
-            f"{base.__module__}.{base.__qualname__}" == wanted for base in filesystem.__mro__
-        )
-
-    @staticmethod
-    def transient(error: BaseException) -> bool:
-        """Whether ``error`` (one link of a failed call's exception chain) means the
-        server is unavailable, for a client whose errors the generic rules of
-        ``errors.unavailable`` (timeouts, connection errors, HTTP 5xx) do not cover."""
-        return False
-
-    @classmethod
-    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
-        """Plain words for an error only this protocol's client raises (an unknown SSH
-        host key, an FTP reply code), or None to leave it to the generic diagnosis.
-        ``chain`` is the error with its causes and contexts."""
-        return None
-
-    @classmethod
-    def split_url(
-        cls, fs_class: type[Any], url: str, options: Mapping[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        """The root a URL (a chain's innermost) names, as pointers record it, and the storage
-        options the URL itself carries (host, port, user, password:
-        ``sftp://user:pw@host:port/path``); ``options`` are those given explicitly, which
-        win over the URL's."""
-        return str(fs_class._strip_protocol(url)).rstrip("/"), fs_class._get_kwargs_from_urls(url)
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """The user's storage options plus what this backend needs of its filesystem."""
-        return options
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        """The server a storage was explicitly pointed at (options or environment), if any."""
-        return None
-
-    @classmethod
-    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """``options`` with the client's own retries and timeouts cut short, for a check
-        that should fail within ``timeout`` seconds instead of retrying for minutes."""
-        return options
-
-    @classmethod
-    def prepare_environment(cls, options: Mapping[str, Any]) -> None:
-        """Set what the client reads from the environment at import (emulator switches)."""
-
-    @classmethod
-    def copy_options(cls, fs: Any) -> dict[str, Any]:
-        """Options for ``fs``'s per-loop copies on top of its own, made once per ``fs``:
-        what the copies share, so that a new event loop does not pay for a new client."""
-        return {}
-
-    @staticmethod
-    async def connect(fs: Any) -> None:
-        """Open a per-loop copy's client session before its first call."""
-
-    @staticmethod
-    async def disconnect(fs: Any) -> None:
-        """Close a per-loop copy's client session."""
 
     @classmethod
     def block_size(cls, chunk_size: int) -> int:
@@ -400,16 +312,36 @@ class Backend:
         FileNotFoundError where these credentials cannot read ``source``."""
         return None
 
-    async def list(self, folder: str) -> list[str]:
-        """Paths of the objects directly in ``folder``; FileNotFoundError if there is none."""
-        self.fs.invalidate_cache(folder)
-        return [str(path) for path in await self.io.call("ls", folder, detail=False)]
+    async def entries(self, folder: str) -> list[Entry]:
+        """What is directly in ``folder``, files before folders of the same name, in name
+        order, listed afresh; FileNotFoundError if there is no folder."""
+        self.fs.invalidate_cache(folder)  # fresh, and no listings cache growing with a walk
+        try:
+            listed: list[dict[str, Any]] = await self.io.call("ls", folder, detail=True)
+        finally:
+            self.fs.invalidate_cache(folder)
+        prefix = folder.rstrip("/") + "/"
+        found: list[Entry] = []
+        for item in listed:
+            name = str(item.get("name", "")).rstrip("/")
+            if name.startswith(prefix) and "/" not in (rest := name[len(prefix) :]) and rest:
+                kind = item.get("type")
+                size = item.get("size")
+                found.append(
+                    Entry(
+                        rest,
+                        "link" if item.get("islink") and kind not in _KINDS else kind or "",
+                        size if isinstance(size, int) else None,
+                    )
+                )
+        found.sort(key=lambda entry: (entry.name, entry.kind == "directory"))
+        return found
 
     async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
         """Whether ``error``, raised listing a folder under ``root``, means that the root's
         bucket or container is missing (object stores never make one), not merely that
         the folder was never written to."""
-        if self.root_kind == "root":
+        if not self.bucketed:
             return False
         return not await self.io.call("exists", root.strip("/").split("/", 1)[0])
 
@@ -420,7 +352,8 @@ class Backend:
         fsspec reports no common, comparable time, so the generic backend reports none:
         temps are then aged by the writer's clock in their names.
         """
-        return [Aged(path, None) for path in await self.list(folder)]
+        prefix = folder.rstrip("/")
+        return [Aged(f"{prefix}/{entry.name}", None) for entry in await self.entries(folder)]
 
     async def list_uploads(self, folder: str) -> list[Upload]:
         """Unfinished uploads to paths directly in ``folder`` (none where the service has
@@ -434,6 +367,13 @@ class Backend:
         """Delete an object if it exists."""
         with contextlib.suppress(FileNotFoundError):
             await self.io.call("rm_file", path)
+
+    async def remove_folder(self, path: str) -> None:
+        """Remove the folder at ``path`` if it is empty (where folders exist at all);
+        nothing if it is not there, or not empty."""
+        if self.needs_dirs:
+            with contextlib.suppress(OSError):
+                await self.io.call("rmdir", path)
 
     async def discard(self, temp: str) -> None:
         """Remove a temp object after a failure, even while the caller is being cancelled;

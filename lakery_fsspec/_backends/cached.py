@@ -14,8 +14,9 @@ from typing import IO
 from anyio import CancelScope
 
 from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._backends.spec import ProtocolSpec
 
-__all__ = ["CacheBackend"]
+__all__ = ["Cache", "CacheBackend"]
 
 
 class CacheBackend(Backend):
@@ -32,9 +33,6 @@ class CacheBackend(Backend):
     a stream's chunks are read from that one open file (served from the cache, with no
     request to the target for its size).
     """
-
-    protocols = ("simplecache", "filecache")
-    filesystem = "fsspec.implementations.cached.WholeFileCacheFileSystem"
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return await self.io.thread(partial(self._read, path, start, end))
@@ -151,3 +149,11 @@ def _forget_locks() -> None:
 
 _forget_locks()
 os.register_at_fork(after_in_child=_forget_locks)
+
+
+class Cache(ProtocolSpec):
+    """The read side of ``simplecache::`` and ``filecache::`` layers."""
+
+    names = ("simplecache", "filecache")
+    filesystem = "fsspec.implementations.cached.WholeFileCacheFileSystem"
+    backend = CacheBackend

@@ -25,8 +25,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lakery_fsspec._backends.base import Backend, Explanation
+from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged
+from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
+from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._temp import temp_name
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from lakery_fsspec._bridge import Bridge
     from lakery_fsspec._writers import Writer
 
-__all__ = ["FTPBackend"]
+__all__ = ["FTP", "FTPBackend", "FTPDiagnostics"]
 
 T = TypeVar("T")
 
@@ -61,83 +63,12 @@ class FTPBackend(Backend):
     before the object does closes its data connection early.
     """
 
-    protocols = ("ftp",)
-    filesystem = "fsspec.implementations.ftp.FTPFileSystem"
-    connects_on_init = True
-    credentials_hint = (
-        "Give the user and password in the URL (ftp://USER:PASSWORD@HOST:PORT/folder) or "
-        "as storage options (-o username=USER -o password=PASSWORD)."
-    )
     min_block_size = 2**20  # one worker-thread hop per block
     min_range_size = 4 * 2**20  # each range is its own transfer
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         super().__init__(protocol, bridge)
         self._pool = _Pool(self.fs)
-
-    # --- what the protocol is -------------------------------------------------------------
-
-    @staticmethod
-    def transient(error: BaseException) -> bool:
-        # EOFError: ftplib's word for a control connection the server closed;
-        # error_temp: 4xx replies (421 closing, 425/426 data connection failed, 450/451).
-        return isinstance(error, EOFError | ftplib.error_temp)
-
-    @classmethod
-    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
-        reply = next((item for item in chain if isinstance(item, ftplib.Error)), None)
-        code = str(reply)[:3] if reply is not None else ""
-        if code in ("530", "332"):
-            return Explanation(
-                "bad-credentials",
-                f"The FTP server refused the login ({_first_line(reply)}): the user name or "
-                "password is wrong, or the account is disabled.",
-                cls.credentials_hint,
-            )
-        if any(isinstance(item, ConnectionRefusedError) for item in chain):
-            return Explanation(
-                "unreachable",
-                "Cannot connect to the FTP server: connection refused (nothing is listening "
-                "at that host and port).",
-                "Check the host and port in the URL (ftp://HOST:PORT/folder; FTP's default "
-                "port is 21) and that the FTP server is running.",
-            )
-        if isinstance(error, _MissingFolder) or any(isinstance(i, _MissingFolder) for i in chain):
-            return Explanation(
-                "no-bucket",
-                f"{_first_line(error)}.",
-                "Create the folder on the server, correct the path in the URL, or give the "
-                "FTP user permission to make folders there.",
-            )
-        if isinstance(error, PermissionError) and reply is not None:
-            return Explanation(
-                "permission-denied",
-                f"The FTP server refused to let this user write ({_first_line(reply)}).",
-                "Give the FTP user permission to store, rename and delete files and make "
-                "folders under the storage root, or use an account that has it.",
-            )
-        return None
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        if not options.get("host"):  # before fsspec's own TypeError (it connects at once)
-            msg = (
-                "An ftp:// storage needs the server's host: write the URL as "
-                "ftp://[USER[:PASSWORD]@]HOST[:PORT]/folder, or give the option host=HOST."
-            )
-            raise ValueError(msg)
-        return options
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        host = options.get("host")
-        return f"ftp://{host}:{options.get('port', 21)}" if host else None
-
-    @classmethod
-    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
-        return {**options, "timeout": min(float(options.get("timeout", 30)), timeout)}
-
-    # --- operations -----------------------------------------------------------------------
 
     async def size(self, path: str) -> int | None:
         return await self._run(_size, path)
@@ -166,9 +97,6 @@ class FTPBackend(Backend):
             digest,
         )
 
-    async def list(self, folder: str) -> list[str]:
-        return await self._run(_files, folder)
-
     async def list_aged(self, folder: str) -> list[Aged]:
         return [Aged(path, age) for path, age in await self._run(_files_aged, folder)]
 
@@ -178,6 +106,85 @@ class FTPBackend(Backend):
     async def _run(self, operation: Callable[..., T], /, *args: Any) -> T:
         """``operation(ftp, *args)`` on a pooled connection, in a worker thread."""
         return await self.io.thread(partial(self._pool.run, operation, *args))
+
+
+class FTPDiagnostics(Diagnostics):
+    """FTP's words: reply codes, the host and port, the login."""
+
+    credentials_hint = (
+        "Give the user and password in the URL (ftp://USER:PASSWORD@HOST:PORT/folder) or "
+        "as storage options (-o username=USER -o password=PASSWORD)."
+    )
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Diagnosis | None:
+        reply = next((item for item in chain if isinstance(item, ftplib.Error)), None)
+        code = str(reply)[:3] if reply is not None else ""
+        if code in ("530", "332"):
+            return Diagnosis(
+                "bad-credentials",
+                f"The FTP server refused the login ({_first_line(reply)}): the user name or "
+                "password is wrong, or the account is disabled.",
+                cls.credentials_hint,
+            )
+        if any(isinstance(item, ConnectionRefusedError) for item in chain):
+            return Diagnosis(
+                "unreachable",
+                "Cannot connect to the FTP server: connection refused (nothing is listening "
+                "at that host and port).",
+                "Check the host and port in the URL (ftp://HOST:PORT/folder; FTP's default "
+                "port is 21) and that the FTP server is running.",
+            )
+        if isinstance(error, _MissingFolder) or any(isinstance(i, _MissingFolder) for i in chain):
+            return Diagnosis(
+                "no-bucket",
+                f"{_first_line(error)}.",
+                "Create the folder on the server, correct the path in the URL, or give the "
+                "FTP user permission to make folders there.",
+            )
+        if isinstance(error, PermissionError) and reply is not None:
+            return Diagnosis(
+                "permission-denied",
+                f"The FTP server refused to let this user write ({_first_line(reply)}).",
+                "Give the FTP user permission to store, rename and delete files and make "
+                "folders under the storage root, or use an account that has it.",
+            )
+        return None
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return {**options, "timeout": min(float(options.get("timeout", 30)), timeout)}
+
+
+class FTP(ProtocolSpec):
+    """FTP through fsspec's ftplib filesystem, which connects when made."""
+
+    names = ("ftp",)
+    filesystem = "fsspec.implementations.ftp.FTPFileSystem"
+    backend = FTPBackend
+    diagnostics = FTPDiagnostics
+    connects_on_init = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        host = options.get("host")
+        return f"ftp://{host}:{options.get('port', 21)}" if host else None
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        # EOFError: ftplib's word for a control connection the server closed;
+        # error_temp: 4xx replies (421 closing, 425/426 data connection failed, 450/451).
+        return isinstance(error, EOFError | ftplib.error_temp)
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        if not options.get("host"):  # before fsspec's own TypeError (it connects at once)
+            msg = (
+                "An ftp:// storage needs the server's host: write the URL as "
+                "ftp://[USER[:PASSWORD]@]HOST[:PORT]/folder, or give the option host=HOST."
+            )
+            raise ValueError(msg)
+        return options
 
 
 class _Pool:
@@ -380,13 +387,6 @@ def _move_new(ftp: ftplib.FTP, folders: _Folders, source: str, destination: str)
         return False
     _making_folder(ftp, folders, destination, partial(ftp.rename, source, destination))
     return True
-
-
-def _files(ftp: ftplib.FTP, folder: str) -> list[str]:
-    """Full paths of the files directly in ``folder`` (fsspec's ``ls`` gives bare names)."""
-    folder = folder.rstrip("/")
-    entries = _listing(ftp, folder, ["type"])
-    return [f"{folder}/{name}" for name, facts in entries if facts.get("type") == "file"]
 
 
 def _files_aged(ftp: ftplib.FTP, folder: str) -> list[tuple[str, float | None]]:

@@ -17,6 +17,8 @@ from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.blocks import BlockWriter
 from lakery_fsspec._backends.body import pieces
 from lakery_fsspec._backends.clock import Aged, age, server_time
+from lakery_fsspec._backends.diagnostics import Diagnostics
+from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._checksums import b64, computed
 from lakery_fsspec._errors import IntegrityError, exception_chain
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
     from lakery_fsspec._writers import Writer
 
-__all__ = ["GCSBackend"]
+__all__ = ["GCS", "GCSBackend", "GCSDiagnostics"]
 
 
 def _fast_crc32c() -> Callable[[int, bytes | memoryview], int] | None:
@@ -51,60 +53,13 @@ class GCSBackend(Backend):
     under -W error).
     """
 
-    protocols = ("gcs", "gs")
-    filesystem = "gcsfs.core.GCSFileSystem"
-    extra = "gcs"
-    root_kind = "bucket"
-    endpoint_option = "endpoint_url"
-    credentials_hint = (
-        "Pass -o token=/path/to/service-account.json, run `gcloud auth "
-        "application-default login`, or -o token=anon for public data."
-    )
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
+    bucketed = True
     min_block_size = 8 * 2**20  # each block is one request of a resumable upload
     min_range_size = 8 * 2**20
     block_multiple = 256 * 2**10
-    loop_native = True
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        found = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
-        return str(found) if found else None
-
-    @classmethod
-    def prepare_environment(cls, options: Mapping[str, Any]) -> None:
-        # gcsfs >= 2026 probes bucket layouts over gRPC unless told not to at import;
-        # against an emulator every call then waits for a 60 s timeout.
-        if cls.endpoint(options):
-            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-
-    @classmethod
-    def copy_options(cls, fs: Any) -> dict[str, Any]:
-        # The copies use fs's google-auth credentials instead of finding their own: with
-        # the default token that is google.auth.default() (on GCE, requests to the
-        # metadata server) and a fresh access token for every new event loop. The
-        # credentials refresh under a thread lock, on any loop.
-        credentials = fs.credentials.credentials
-        if credentials is None:  # anonymous
-            return {}
-        return {"token": credentials, "project": fs.credentials.project}
-
-    @staticmethod
-    async def connect(fs: Any) -> None:
-        await fs._set_session()
-
-    @staticmethod
-    async def disconnect(fs: Any) -> None:
-        await fs.session.close()
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        # aiohttp would gunzip objects stored with Content-Encoding: gzip (and fail on
-        # ranges of them); the storage must return the bytes as stored.
-        session = {**options.get("session_kwargs", {}), "auto_decompress": False}
-        return {**options, "session_kwargs": session}
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         create = options.pop("mode", "overwrite") == "create"
@@ -217,6 +172,66 @@ async def _rewrite_new(fs: Any, source: str, destination: str) -> bool:
         return False
     fs.invalidate_cache(fs._parent(destination))
     return True
+
+
+class GCSDiagnostics(Diagnostics):
+    """GCS's words: buckets, credentials, the emulator's endpoint."""
+
+    root_kind = "bucket"
+    endpoint_option = "endpoint_url"
+    credentials_hint = (
+        "Pass -o token=/path/to/service-account.json, run `gcloud auth "
+        "application-default login`, or -o token=anon for public data."
+    )
+
+
+class GCS(ProtocolSpec):
+    """GCS through gcsfs, on the caller's loop, sharing credentials between loops."""
+
+    names = ("gcs", "gs")
+    filesystem = "gcsfs.core.GCSFileSystem"
+    extra = "gcs"
+    backend = GCSBackend
+    diagnostics = GCSDiagnostics
+    loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        found = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST")
+        return str(found) if found else None
+
+    @classmethod
+    def prepare_environment(cls, options: Mapping[str, Any]) -> None:
+        # gcsfs >= 2026 probes bucket layouts over gRPC unless told not to at import;
+        # against an emulator every call then waits for a 60 s timeout.
+        if cls.endpoint(options):
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # aiohttp would gunzip objects stored with Content-Encoding: gzip (and fail on
+        # ranges of them); the storage must return the bytes as stored.
+        session = {**options.get("session_kwargs", {}), "auto_decompress": False}
+        return {**options, "session_kwargs": session}
+
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        # The copies use fs's google-auth credentials instead of finding their own: with
+        # the default token that is google.auth.default() (on GCE, requests to the
+        # metadata server) and a fresh access token for every new event loop. The
+        # credentials refresh under a thread lock, on any loop.
+        credentials = fs.credentials.credentials
+        if credentials is None:  # anonymous
+            return {}
+        return {"token": credentials, "project": fs.credentials.project}
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        await fs._set_session()
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        await fs.session.close()
 
 
 class GCSWriter(BlockWriter):

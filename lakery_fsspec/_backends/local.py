@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.local_fast import UNNAMED_FILES, create_unnamed
+from lakery_fsspec._backends.spec import ProtocolSpec
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["LocalBackend"]
+__all__ = ["Local", "LocalBackend"]
 
 T = TypeVar("T")
 
@@ -37,8 +38,6 @@ class LocalBackend(Backend):
     the benchmark's plain contender switches it off).
     """
 
-    protocols = ("file", "local")
-    filesystem = "fsspec.implementations.local.LocalFileSystem"
     min_block_size = _BYTES_PER_HOP
     unnamed_files: bool = UNNAMED_FILES
 
@@ -211,3 +210,11 @@ def _hard_link(source: str, destination: str) -> bool | None:
             return None
         raise
     return True
+
+
+class Local(ProtocolSpec):
+    """Local files (fsspec's ``LocalFileSystem``)."""
+
+    names = ("file", "local")
+    filesystem = "fsspec.implementations.local.LocalFileSystem"
+    backend = LocalBackend

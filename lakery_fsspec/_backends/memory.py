@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._backends.spec import ProtocolSpec
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["MemoryBackend"]
+__all__ = ["Memory", "MemoryBackend"]
 
 
 class MemoryBackend(Backend):
@@ -22,8 +23,6 @@ class MemoryBackend(Backend):
     share a file position.
     """
 
-    protocols = ("memory",)
-    filesystem = "fsspec.implementations.memory.MemoryFileSystem"
     atomic_put = True
     needs_dirs = False
     process_local = True
@@ -70,3 +69,11 @@ class MemoryBackend(Backend):
         # shares its buffer), where getbuffer() and fsspec's cat_file copy the object.
         buffer = self.fs.store.get(self.fs._strip_protocol(path))
         return None if buffer is None else buffer.getvalue()
+
+
+class Memory(ProtocolSpec):
+    """fsspec's in-memory filesystem."""
+
+    names = ("memory",)
+    filesystem = "fsspec.implementations.memory.MemoryFileSystem"
+    backend = MemoryBackend

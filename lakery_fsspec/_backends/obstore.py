@@ -6,12 +6,13 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._writers import FileWriter, Writer
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["ObstoreBackend"]
+__all__ = ["Obstore", "ObstoreBackend"]
 
 
 class ObstoreBackend(Backend):
@@ -22,9 +23,6 @@ class ObstoreBackend(Backend):
     Pointers record the protocol (``s3``), never the client, so a storage on s3fs reads
     what one on obstore wrote and the other way round.
     """
-
-    filesystem = "obstore.fsspec.FsspecStore"
-    extra = "obstore"
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         # obstore's writer sends parts of its own buffer size (10 MiB), above S3's minimum.
@@ -50,3 +48,11 @@ class _ObstoreWriter(FileWriter):
 
 class _Aborted(Exception):
     """What obstore's writer is told ended the upload."""
+
+
+class Obstore(ProtocolSpec):
+    """obstore's adapter, under whichever protocol it is registered for."""
+
+    filesystem = "obstore.fsspec.FsspecStore"
+    extra = "obstore"
+    backend = ObstoreBackend

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from lakery_fsspec._backends.base import Backend, cleanup
 from lakery_fsspec._backends.blocks import BlockWriter, upload_whole
 from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
+from lakery_fsspec._backends.diagnostics import Diagnostics
 from lakery_fsspec._backends.s3_requests import (
     CHECKSUMS,
     CONDITIONS,
@@ -23,6 +24,7 @@ from lakery_fsspec._backends.s3_requests import (
     looking_again,
     send,
 )
+from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._checksums import b64, computed, digest_sha256, sha256
 from lakery_fsspec._errors import IntegrityError, exception_chain
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from lakery_fsspec._bridge import Bridge
     from lakery_fsspec._writers import Writer
 
-__all__ = ["S3Backend"]
+__all__ = ["S3", "S3Backend", "S3Diagnostics"]
 
 _MAX_PART_COPY = 5 * 2**30  # S3's limit for one UploadPartCopy (and one CopyObject)
 _MAX_PUT_OBJECT = 5 * 2**30  # and for a single PutObject
@@ -51,91 +53,17 @@ class S3Backend(Backend):
     (see S3Writer).
     """
 
-    protocols = ("s3", "s3a")
-    filesystem = "s3fs.core.S3FileSystem"
-    extra = "s3"
-    root_kind = "bucket"
-    endpoint_option = "endpoint_url"
-    credentials_hint = (
-        "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
-        "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
-    )
-    operations: ClassVar[Mapping[str, str]] = {
-        "PutObject": "write",
-        "CreateMultipartUpload": "write",
-        "UploadPart": "write",
-        "CompleteMultipartUpload": "write",
-        "CopyObject": "move",
-        "UploadPartCopy": "move",
-        "DeleteObject": "delete",
-        "DeleteObjects": "delete",
-        "AbortMultipartUpload": "delete",
-        "GetObject": "read",
-        "HeadObject": "read",
-        "ListObjectsV2": "list",
-        "ListObjects": "list",
-        "HeadBucket": "list",
-    }
-    """S3 operation (as botocore names it in errors) -> what the user was doing."""
-    permissions: ClassVar[Mapping[str, str]] = {
-        "write": "s3:PutObject",
-        "move": "s3:GetObject and s3:PutObject",
-        "delete": "s3:DeleteObject",
-        "read": "s3:GetObject",
-        "list": "s3:ListBucket",
-    }
-    """What the user was doing -> the IAM actions that allow it."""
-    bare_refusals = True
-
     atomic_put = True
     exclusive_put = True
     needs_dirs = False
+    bucketed = True
     min_block_size = 5 * 2**20
-    loop_native = True
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         super().__init__(protocol, bridge)
-        where = self.endpoint(self.fs.storage_options) or "Amazon S3"
+        where = S3.endpoint(self.fs.storage_options) or "Amazon S3"
         self.features = Features(f"S3 server {where}")
         """What this server refused of the optional request headers (see s3_requests)."""
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        client_kwargs = options.get("client_kwargs")
-        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
-        found = options.get("endpoint_url") or nested
-        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return str(found) if found else None
-
-    @classmethod
-    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
-        # One attempt per request (s3fs still retries a few times itself).
-        config = dict(options.get("config_kwargs") or {})
-        config.setdefault("connect_timeout", min(timeout, 5.0))
-        config.setdefault("retries", {"max_attempts": 1})
-        return {**options, "config_kwargs": config}
-
-    @classmethod
-    def copy_options(cls, fs: Any) -> dict[str, Any]:
-        # A user's own session, HTTP transport or per-region clients stay theirs. (Their
-        # options, not fs's attributes: fs gets a session of its own once it connects.)
-        options = fs.storage_options
-        config = options.get("config_kwargs") or {}
-        if options.get("session") or options.get("cache_regions") or "http_session_cls" in config:
-            return {}
-        return {
-            "session": SharedClients(fs.kwargs),  # what s3fs would give AioSession
-            "config_kwargs": {**config, "http_session_cls": LoopPools},
-        }
-
-    @staticmethod
-    async def connect(fs: Any) -> None:
-        await fs.set_session()
-
-    @staticmethod
-    async def disconnect(fs: Any) -> None:
-        if fs._s3 is not None:
-            await fs._s3creator.__aexit__(None, None, None)
 
     async def root_missing(self, root: str, error: FileNotFoundError) -> bool:
         # S3 names the missing bucket in the error (probing it would need more rights).
@@ -384,6 +312,114 @@ class S3Backend(Backend):
                     fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
                 )
             )
+
+
+class S3Diagnostics(Diagnostics):
+    """S3's words: IAM actions, error codes, endpoints (``AWS_ENDPOINT_URL``)."""
+
+    root_kind = "bucket"
+    endpoint_option = "endpoint_url"
+    credentials_hint = (
+        "Pass -o key=ACCESS_KEY -o secret=SECRET_KEY, or set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (or -o profile=NAME; -o anon=true for a public bucket)."
+    )
+    codes: ClassVar[Mapping[str, str]] = {
+        "NoSuchBucket": "no-bucket",
+        "InvalidAccessKeyId": "bad-key",
+        "InvalidClientTokenId": "bad-key",
+        "UnrecognizedClientException": "bad-key",
+        "SignatureDoesNotMatch": "bad-secret",
+        "ExpiredToken": "expired",
+        "TokenRefreshRequired": "expired",
+        "InvalidToken": "expired",
+        "AccessDenied": "denied",
+        "AllAccessDisabled": "denied",
+        "AccountProblem": "denied",
+    }
+    operations: ClassVar[Mapping[str, str]] = {
+        "PutObject": "write",
+        "CreateMultipartUpload": "write",
+        "UploadPart": "write",
+        "CompleteMultipartUpload": "write",
+        "CopyObject": "move",
+        "UploadPartCopy": "move",
+        "DeleteObject": "delete",
+        "DeleteObjects": "delete",
+        "AbortMultipartUpload": "delete",
+        "GetObject": "read",
+        "HeadObject": "read",
+        "ListObjectsV2": "list",
+        "ListObjects": "list",
+        "HeadBucket": "list",
+    }
+    permissions: ClassVar[Mapping[str, str]] = {
+        "write": "s3:PutObject",
+        "move": "s3:GetObject and s3:PutObject",
+        "delete": "s3:DeleteObject",
+        "read": "s3:GetObject",
+        "list": "s3:ListBucket",
+    }
+    bare_refusals = True
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # One attempt per request (s3fs still retries a few times itself).
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", min(timeout, 5.0))
+        config.setdefault("retries", {"max_attempts": 1})
+        return {**options, "config_kwargs": config}
+
+
+class S3(ProtocolSpec):
+    """S3 and compatible stores through s3fs, on the caller's loop with shared clients."""
+
+    names = ("s3", "s3a")
+    filesystem = "s3fs.core.S3FileSystem"
+    extra = "s3"
+    backend = S3Backend
+    diagnostics = S3Diagnostics
+    loop_native = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        client_kwargs = options.get("client_kwargs")
+        nested = client_kwargs.get("endpoint_url") if isinstance(client_kwargs, dict) else None
+        found = options.get("endpoint_url") or nested
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return str(found) if found else None
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        # botocore's transport errors, by name (botocore is imported only with s3fs).
+        return any(cls.__name__ in _BOTOCORE_TRANSIENT for cls in type(error).__mro__)
+
+    @classmethod
+    def copy_options(cls, fs: Any) -> dict[str, Any]:
+        # A user's own session, HTTP transport or per-region clients stay theirs. (Their
+        # options, not fs's attributes: fs gets a session of its own once it connects.)
+        options = fs.storage_options
+        config = options.get("config_kwargs") or {}
+        if options.get("session") or options.get("cache_regions") or "http_session_cls" in config:
+            return {}
+        return {
+            "session": SharedClients(fs.kwargs),  # what s3fs would give AioSession
+            "config_kwargs": {**config, "http_session_cls": LoopPools},
+        }
+
+    @staticmethod
+    async def connect(fs: Any) -> None:
+        await fs.set_session()
+
+    @staticmethod
+    async def disconnect(fs: Any) -> None:
+        if fs._s3 is not None:
+            await fs._s3creator.__aexit__(None, None, None)
+
+
+_BOTOCORE_TRANSIENT = frozenset(
+    {"ConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError"}
+)
+"""botocore's exceptions for a request that got no (complete) answer."""
 
 
 async def _list_objects(fs: Any, bucket: str, prefix: str) -> list[Aged]:

@@ -36,10 +36,12 @@ from base64 import b64encode
 from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from lakery_fsspec._backends.base import Backend, Explanation
+from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
+from lakery_fsspec._backends.spec import ProtocolSpec
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
     from lakery_fsspec._writers import Writer
 
 __all__ = [
+    "SFTP",
     "Channels",
     "SFTPBackend",
+    "SFTPDiagnostics",
     "UnknownHostKeyError",
     "channels_for",
 ]
@@ -65,6 +69,8 @@ _READ_REQUEST = 32768
 """paramiko's largest read request; bigger ranges are fetched pipelined (readv)."""
 _READV_SPAN = 2**20
 """Bytes per pipelined readv call (32 requests in flight)."""
+_HOST_KEY_OPTION = "known_hosts"
+"""The storage option naming a known-hosts file to check host keys against."""
 
 
 class UnknownHostKeyError(Exception):
@@ -80,106 +86,11 @@ class UnknownHostKeyError(Exception):
 class SFTPBackend(Backend):
     """SFTP via paramiko: pooled channels, create-only renames, checked host keys."""
 
-    protocols = ("sftp", "ssh")
-    filesystem = "fsspec.implementations.sftp.SFTPFileSystem"
-    extra = "sftp"
-    endpoint_option = "host"
-    credentials_hint = (
-        "Give the user and password in the URL (sftp://user:password@host/path) or as "
-        "storage options username=, password= (or key_filename= for a private key)."
-    )
     min_range_size = 4 * 2**20
-    connects_on_init = True
-    host_key_option: ClassVar[str] = "known_hosts"
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         super().__init__(protocol, bridge)
         self.channels = channels_for(self.fs)
-
-    # --- configuration ----------------------------------------------------------------------
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """Host keys checked against known-hosts files unless the user chose a policy
-        (``host_key_policy="auto_add"`` is fsspec's old accept-anything behaviour)."""
-        options = dict(options)
-        known = options.pop(cls.host_key_option, None)
-        if options.get("host_key_policy") is None:
-            files = [Path(os.fspath(known)).expanduser()] if known else []
-            options["host_key_policy"] = known_hosts_policy(tuple(files))
-        elif known:
-            msg = f"Give either {cls.host_key_option}= or host_key_policy=, not both."
-            raise ValueError(msg)
-        return options
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        host = options.get("host")
-        if not host:
-            return None
-        return f"sftp://{host}:{options.get('port', 22)}"
-
-    @classmethod
-    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
-        limits = {"timeout": timeout, "banner_timeout": timeout, "auth_timeout": timeout}
-        return {**limits, **options}
-
-    @staticmethod
-    def transient(error: BaseException) -> bool:
-        import paramiko
-        from paramiko.ssh_exception import IncompatiblePeer, NoValidConnectionsError
-
-        if isinstance(error, EOFError | NoValidConnectionsError):
-            return True
-        refusals = (
-            paramiko.AuthenticationException,
-            paramiko.BadHostKeyException,
-            paramiko.ChannelException,
-            IncompatiblePeer,
-        )
-        return isinstance(error, paramiko.SSHException) and not isinstance(error, refusals)
-
-    @classmethod
-    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
-        import paramiko
-        from paramiko.ssh_exception import NoValidConnectionsError
-
-        for item in chain:
-            if isinstance(item, UnknownHostKeyError):
-                return Explanation("unknown-host-key", item.message, item.fix)
-            if isinstance(item, paramiko.BadHostKeyException):
-                return Explanation(
-                    "bad-credentials",
-                    f"The SFTP server's host key changed: {item}. It may be another server "
-                    "posing as this one.",
-                    "If the server's key was changed on purpose, replace its line in your "
-                    "known_hosts file (ssh-keygen -R '[host]:port', then ssh-keyscan).",
-                )
-            if isinstance(item, paramiko.AuthenticationException):
-                return Explanation(
-                    "bad-credentials",
-                    f"The SFTP server refused the login ({item}).",
-                    "Check the user name and password (or key_filename) in the URL or the "
-                    "storage options.",
-                )
-            if isinstance(item, PermissionError):
-                return Explanation(
-                    "permission-denied",
-                    f"The SFTP server refused this user the operation (permission denied: "
-                    f"{item.filename or item.strerror or item}).",
-                    "Use an account that may write there (or read-only commands), or point "
-                    "the URL at a folder this user owns.",
-                )
-            if isinstance(item, NoValidConnectionsError):
-                return Explanation(
-                    "unreachable",
-                    f"Nothing accepts SSH connections there ({item}).",
-                    "Check the host and port (sftp://user@host:port/path) and that the SSH "
-                    "server is running.",
-                )
-        return None
-
-    # --- operations -------------------------------------------------------------------------
 
     async def size(self, path: str) -> int | None:
         return await self.io.thread(partial(self.channels.run, _size, path))
@@ -204,9 +115,6 @@ class SFTPBackend(Backend):
             digest,
         )
 
-    async def list(self, folder: str) -> list[str]:
-        return [path for path, _ in await self.io.thread(partial(self.channels.run, _ls, folder))]
-
     async def list_aged(self, folder: str) -> list[Aged]:
         listed = await self.io.thread(partial(self.channels.run, _ls, folder))
         # The server stamps each write; its clock now is a probe file's stamp.
@@ -217,6 +125,108 @@ class SFTPBackend(Backend):
 
     async def remove(self, path: str) -> None:
         await self.io.thread(partial(self.channels.run, _remove, path))
+
+
+class SFTPDiagnostics(Diagnostics):
+    """SFTP's words (paramiko): host keys, logins, the host and port."""
+
+    endpoint_option = "host"
+    credentials_hint = (
+        "Give the user and password in the URL (sftp://user:password@host/path) or as "
+        "storage options username=, password= (or key_filename= for a private key)."
+    )
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        limits = {"timeout": timeout, "banner_timeout": timeout, "auth_timeout": timeout}
+        return {**limits, **options}
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Diagnosis | None:
+        import paramiko
+        from paramiko.ssh_exception import NoValidConnectionsError
+
+        for item in chain:
+            if isinstance(item, UnknownHostKeyError):
+                return Diagnosis("unknown-host-key", item.message, item.fix)
+            if isinstance(item, paramiko.BadHostKeyException):
+                return Diagnosis(
+                    "bad-credentials",
+                    f"The SFTP server's host key changed: {item}. It may be another server "
+                    "posing as this one.",
+                    "If the server's key was changed on purpose, replace its line in your "
+                    "known_hosts file (ssh-keygen -R '[host]:port', then ssh-keyscan).",
+                )
+            if isinstance(item, paramiko.AuthenticationException):
+                return Diagnosis(
+                    "bad-credentials",
+                    f"The SFTP server refused the login ({item}).",
+                    "Check the user name and password (or key_filename) in the URL or the "
+                    "storage options.",
+                )
+            if isinstance(item, PermissionError):
+                return Diagnosis(
+                    "permission-denied",
+                    f"The SFTP server refused this user the operation (permission denied: "
+                    f"{item.filename or item.strerror or item}).",
+                    "Use an account that may write there (or read-only commands), or point "
+                    "the URL at a folder this user owns.",
+                )
+            if isinstance(item, NoValidConnectionsError):
+                return Diagnosis(
+                    "unreachable",
+                    f"Nothing accepts SSH connections there ({item}).",
+                    "Check the host and port (sftp://user@host:port/path) and that the SSH "
+                    "server is running.",
+                )
+        return None
+
+
+class SFTP(ProtocolSpec):
+    """SFTP through fsspec's paramiko filesystem, which connects when made."""
+
+    names = ("sftp", "ssh")
+    filesystem = "fsspec.implementations.sftp.SFTPFileSystem"
+    extra = "sftp"
+    backend = SFTPBackend
+    diagnostics = SFTPDiagnostics
+    connects_on_init = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        host = options.get("host")
+        if not host:
+            return None
+        return f"sftp://{host}:{options.get('port', 22)}"
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Host keys checked against known-hosts files unless the user chose a policy
+        (``host_key_policy="auto_add"`` is fsspec's old accept-anything behaviour)."""
+        options = dict(options)
+        known = options.pop(_HOST_KEY_OPTION, None)
+        if options.get("host_key_policy") is None:
+            files = [Path(os.fspath(known)).expanduser()] if known else []
+            options["host_key_policy"] = known_hosts_policy(tuple(files))
+        elif known:
+            msg = f"Give either {_HOST_KEY_OPTION}= or host_key_policy=, not both."
+            raise ValueError(msg)
+        return options
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        import paramiko
+        from paramiko.ssh_exception import IncompatiblePeer, NoValidConnectionsError
+
+        if isinstance(error, EOFError | NoValidConnectionsError):
+            return True
+        refusals = (
+            paramiko.AuthenticationException,
+            paramiko.BadHostKeyException,
+            paramiko.ChannelException,
+            IncompatiblePeer,
+        )
+        return isinstance(error, paramiko.SSHException) and not isinstance(error, refusals)
 
 
 # --- the channel pool ---------------------------------------------------------------------

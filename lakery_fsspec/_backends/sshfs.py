@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from anyio import to_thread
 
-from lakery_fsspec._backends.base import Backend, Explanation, blocks, cleanup
+from lakery_fsspec._backends.base import Backend, blocks, cleanup
 from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
+from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._bridge import Bridge
 from lakery_fsspec._errors import StorageUnavailableError
 from lakery_fsspec._temp import temp_name
@@ -25,7 +27,7 @@ from lakery_fsspec._temp import temp_name
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["SSHFSBackend"]
+__all__ = ["SSHFS", "SSHFSBackend", "SSHFSDiagnostics"]
 
 T = TypeVar("T")
 
@@ -62,105 +64,14 @@ class SSHFSBackend(Backend):
       instance cache too, so the same storage and new ones work again.
     """
 
-    protocols = ("sftp", "ssh")
-    filesystem = "sshfs.spec.SSHFileSystem"
-    connects_on_init = True
-    extra = "sshfs"
-    endpoint_option = "host"
-    credentials_hint = (
-        "Give the user in the URL (sftp://user@host:port/path) and the password "
-        "(-o password=...) or a key (-o client_keys='[\"~/.ssh/id_ed25519\"]')."
-    )
     needs_dirs = True
     min_block_size = 2**20
 
-    known_hosts_fix: ClassVar[str] = (
-        "Add the server's key to ~/.ssh/known_hosts (ssh-keyscan -p PORT HOST >> "
-        "~/.ssh/known_hosts, after checking its fingerprint), or give a known_hosts file "
-        "(-o known_hosts=/path/to/known_hosts); -o known_hosts=null accepts any key (unsafe)."
-    )
-
     def __init__(self, protocol: str, bridge: Bridge) -> None:
-        super().__init__(protocol, _Reconnecting(bridge.fs, bridge.timeout, self.transient))
+        super().__init__(protocol, _Reconnecting(bridge.fs, bridge.timeout, SSHFS.transient))
         self._orphans: set[str] = set()
         """Temps a failed clean-up could not remove (the server was down), removed once
         the server answers again."""
-
-    # --- options and errors ---------------------------------------------------------------
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """Check host keys as asyncssh does (sshfs would pass ``known_hosts=None``)."""
-        if not options.get("host"):
-            msg = (
-                "An SFTP storage needs the server's host: write the URL as "
-                "sftp://user@host:port/path, or give host (and port, username) in the "
-                "storage options (a pointer names no server)."
-            )
-            raise ValueError(msg)
-        return {"known_hosts": (), **options}
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        host = options.get("host")
-        if not isinstance(host, str) or not host:
-            return None
-        return f"sftp://{host}:{options.get('port') or _DEFAULT_PORT}"
-
-    @classmethod
-    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
-        # sshfs bounds its connection set-up with ``timeout``; asyncssh's own login
-        # timeout is two minutes.
-        return {"timeout": timeout, **options}
-
-    @staticmethod
-    def transient(error: BaseException) -> bool:
-        name = type(error).__name__
-        if name == "DisconnectError" or name in _GONE:
-            return True
-        # asyncssh ends calls in flight on a closed connection with this OSError.
-        return isinstance(error, BrokenPipeError)
-
-    @classmethod
-    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
-        names = {kind.__name__ for item in chain for kind in type(item).__mro__}
-        if "HostKeyNotVerifiable" in names:
-            return Explanation(
-                "bad-credentials",
-                "The SFTP server's host key is not known, so the connection was refused "
-                "(it could be another machine posing as the server).",
-                cls.known_hosts_fix,
-            )
-        if "PermissionDenied" in names and "SFTPPermissionDenied" not in names:
-            return Explanation(
-                "bad-credentials",
-                "The SFTP server refused to log in with this user and password or key.",
-                cls.credentials_hint,
-            )
-        if "SFTPPermissionDenied" in names or any(isinstance(e, PermissionError) for e in chain):
-            return Explanation(
-                "permission-denied",
-                "The SFTP server denied this user access to the storage folder "
-                "(the account may be read-only there).",
-                "Use an account that may write under the storage root, or ask the server's "
-                "administrator to grant write access to that folder.",
-            )
-        if any(isinstance(e, ConnectionRefusedError) for e in chain):
-            return Explanation(
-                "unreachable",
-                "Cannot connect to the SFTP server: connection refused (nothing is "
-                "listening at that host and port).",
-                "Check the host and port in the URL (sftp://user@host:port/path) and that "
-                "the SSH server is running.",
-            )
-        if "SFTPNoSuchFile" in names or any(isinstance(e, FileNotFoundError) for e in chain):
-            return Explanation(
-                "no-bucket",
-                "A folder on the path to the storage root does not exist on the SFTP server "
-                "and could not be made.",
-                "Check the path in the URL, or create the missing folder on the server first.",
-            )
-        return None
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -258,10 +169,6 @@ class SSHFSBackend(Backend):
 
     # --- listing and clean-up -------------------------------------------------------------
 
-    async def list(self, folder: str) -> list[str]:
-        names = await self._sftp(lambda sftp: sftp.listdir(folder))
-        return [posixpath.join(folder, name) for name in names if name not in (".", "..")]
-
     async def list_aged(self, folder: str) -> list[Aged]:
         """Temps aged by the server's clock: a probe file's modification time is its "now"
         (the probe is named like a temp, so a crash between its steps leaves nothing that
@@ -293,6 +200,106 @@ class SSHFSBackend(Backend):
                 return await _mapped(work(sftp))
 
         return await self.io.run(on_channel)
+
+
+class SSHFSDiagnostics(Diagnostics):
+    """SFTP's words (asyncssh): host keys, logins, the host and port."""
+
+    endpoint_option = "host"
+    credentials_hint = (
+        "Give the user in the URL (sftp://user@host:port/path) and the password "
+        "(-o password=...) or a key (-o client_keys='[\"~/.ssh/id_ed25519\"]')."
+    )
+    known_hosts_fix: ClassVar[str] = (
+        "Add the server's key to ~/.ssh/known_hosts (ssh-keyscan -p PORT HOST >> "
+        "~/.ssh/known_hosts, after checking its fingerprint), or give a known_hosts file "
+        "(-o known_hosts=/path/to/known_hosts); -o known_hosts=null accepts any key (unsafe)."
+    )
+
+    @classmethod
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # sshfs bounds its connection set-up with ``timeout``; asyncssh's own login
+        # timeout is two minutes.
+        return {"timeout": timeout, **options}
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Diagnosis | None:
+        names = {kind.__name__ for item in chain for kind in type(item).__mro__}
+        if "HostKeyNotVerifiable" in names:
+            return Diagnosis(
+                "bad-credentials",
+                "The SFTP server's host key is not known, so the connection was refused "
+                "(it could be another machine posing as the server).",
+                cls.known_hosts_fix,
+            )
+        if "PermissionDenied" in names and "SFTPPermissionDenied" not in names:
+            return Diagnosis(
+                "bad-credentials",
+                "The SFTP server refused to log in with this user and password or key.",
+                cls.credentials_hint,
+            )
+        if "SFTPPermissionDenied" in names or any(isinstance(e, PermissionError) for e in chain):
+            return Diagnosis(
+                "permission-denied",
+                "The SFTP server denied this user access to the storage folder "
+                "(the account may be read-only there).",
+                "Use an account that may write under the storage root, or ask the server's "
+                "administrator to grant write access to that folder.",
+            )
+        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+            return Diagnosis(
+                "unreachable",
+                "Cannot connect to the SFTP server: connection refused (nothing is "
+                "listening at that host and port).",
+                "Check the host and port in the URL (sftp://user@host:port/path) and that "
+                "the SSH server is running.",
+            )
+        if "SFTPNoSuchFile" in names or any(isinstance(e, FileNotFoundError) for e in chain):
+            return Diagnosis(
+                "no-bucket",
+                "A folder on the path to the storage root does not exist on the SFTP server "
+                "and could not be made.",
+                "Check the path in the URL, or create the missing folder on the server first.",
+            )
+        return None
+
+
+class SSHFS(ProtocolSpec):
+    """SFTP through sshfs (asyncssh), which connects when made."""
+
+    names = ("sftp", "ssh")
+    filesystem = "sshfs.spec.SSHFileSystem"
+    extra = "sshfs"
+    backend = SSHFSBackend
+    diagnostics = SSHFSDiagnostics
+    connects_on_init = True
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        host = options.get("host")
+        if not isinstance(host, str) or not host:
+            return None
+        return f"sftp://{host}:{options.get('port') or _DEFAULT_PORT}"
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Check host keys as asyncssh does (sshfs would pass ``known_hosts=None``)."""
+        if not options.get("host"):
+            msg = (
+                "An SFTP storage needs the server's host: write the URL as "
+                "sftp://user@host:port/path, or give host (and port, username) in the "
+                "storage options (a pointer names no server)."
+            )
+            raise ValueError(msg)
+        return {"known_hosts": (), **options}
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        name = type(error).__name__
+        if name == "DisconnectError" or name in _GONE:
+            return True
+        # asyncssh ends calls in flight on a closed connection with this OSError.
+        return isinstance(error, BrokenPipeError)
 
 
 class _Reconnecting(Bridge):

@@ -22,8 +22,10 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from lakery_fsspec._backends.base import Backend, Explanation
+from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age, server_time
+from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
+from lakery_fsspec._backends.spec import ProtocolSpec
 
 if TYPE_CHECKING:
     import httpx
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
     from lakery_fsspec._writers import Writer
 
-__all__ = ["WebdavBackend", "WebdavError"]
+__all__ = ["Webdav", "WebdavBackend", "WebdavDiagnostics", "WebdavError"]
 
 _HTTPS_SCHEMES = ("webdavs", "davs")
 _CLASS = "webdav4.fsspec.WebdavFileSystem"
@@ -85,15 +87,6 @@ class WebdavBackend(Backend):
       refuses any PUT carrying one).
     """
 
-    protocols = ("webdav", "dav")
-    filesystem = _CLASS
-    extra = "webdav"
-    root_kind = "top folder"
-    endpoint_option = "base_url"
-    credentials_hint = (
-        'Give the user and password as -o auth=\'["USER", "PASSWORD"]\' (storage option '
-        "auth=('USER', 'PASSWORD')), or in the URL: webdav://USER:PASSWORD@HOST:PORT/folder."
-    )
     min_range_size = 4 * 2**20
     """GETs cost a round trip each, with the server's per-request work."""
 
@@ -101,74 +94,6 @@ class WebdavBackend(Backend):
         super().__init__(protocol, bridge)
         self._folders: set[str] = set()
         """Folders this process made or found (per backend: per filesystem and process)."""
-
-    # --- URLs and options -----------------------------------------------------------------
-
-    @classmethod
-    def split_url(
-        cls, fs_class: type[Any], url: str, options: Mapping[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        """``webdav://[USER:PASSWORD@]HOST[:PORT]/folder`` names the server (HTTP; HTTPS
-        for ``webdavs://``/``davs://``) and the root's path on it; with a ``base_url``
-        storage option, the URL's path is relative to that URL instead (webdav4's own
-        convention: ``webdav://folder``). Either way the root is the path under the base
-        URL, without the host, so pointers survive a change of server name."""
-        scheme, _, rest = url.partition("://")
-        if "base_url" in options:
-            return rest.strip("/"), {}
-        parts = urlsplit(f"//{rest}")
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1:
-            msg = (
-                f"The WebDAV URL {scheme}://{parts.path or rest} names no server: write it as "
-                f"{scheme}://HOST[:PORT]/folder, or give the server as storage option base_url "
-                f"(base_url='https://HOST/dav') with {scheme}://folder."
-            )
-            raise ValueError(msg)
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        http = "https" if scheme in _HTTPS_SCHEMES else "http"
-        found: dict[str, Any] = {"base_url": f"{http}://{host}{f':{port}' if port else ''}"}
-        if parts.username is not None:
-            found["auth"] = (unquote(parts.username), unquote(parts.password or ""))
-        return parts.path.strip("/"), found
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        auth = options.get("auth")
-        if isinstance(auth, list):  # -o auth='["user", "password"]' on the command line
-            options = {**options, "auth": tuple(auth)}  # pyright: ignore[reportUnknownArgumentType]
-        if "limits" not in options:
-            import httpx  # webdav4's own dependency: lazily, as webdav4 is optional
-
-            # No cap on idle connections: httpcore (1.0.9) closes an idle connection the
-            # moment the pool holds more than the cap, even one it has just handed to a
-            # waiting thread, which then reads from a closed socket (EBADF). This
-            # backend's threads (up to 40, plus one per stream) all share the client.
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-            options = {**options, "limits": limits}
-        return options
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        base = options.get("base_url")
-        return _server(str(base)) if base else None
-
-    @classmethod
-    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
-        # webdav4 retries 5xx answers with backoff (1 s, 2 s): once is enough here.
-        return {"timeout": timeout, "retry": False, **options}
-
-    @staticmethod
-    def transient(error: BaseException) -> bool:
-        # httpx's transport errors (refused, reset, cut off, timed out), by name: some
-        # carry no OSError in their chain (a server that closed the connection mid-answer).
-        names = {cls.__name__ for cls in type(error).__mro__}
-        return type(error).__module__.startswith(("httpx", "httpcore")) and bool(
-            names & {"NetworkError", "TimeoutException", "RemoteProtocolError"}
-        )
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -370,17 +295,31 @@ class WebdavBackend(Backend):
         top = root.strip("/").split("/", 1)[0]
         return not await self.io.thread(partial(self._is_folder, top))
 
-    # --- diagnoses ------------------------------------------------------------------------
+
+class WebdavDiagnostics(Diagnostics):
+    """WebDAV's words: HTTP statuses, the base URL, the login."""
+
+    root_kind = "top folder"
+    endpoint_option = "base_url"
+    credentials_hint = (
+        'Give the user and password as -o auth=\'["USER", "PASSWORD"]\' (storage option '
+        "auth=('USER', 'PASSWORD')), or in the URL: webdav://USER:PASSWORD@HOST:PORT/folder."
+    )
 
     @classmethod
-    def explain(cls, error: BaseException, chain: list[BaseException]) -> Explanation | None:
+    def fail_fast(cls, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+        # webdav4 retries 5xx answers with backoff (1 s, 2 s): once is enough here.
+        return {"timeout": timeout, "retry": False, **options}
+
+    @classmethod
+    def explain(cls, error: BaseException, chain: list[BaseException]) -> Diagnosis | None:
         for item in chain:
             if isinstance(item, WebdavError):
                 return _explain_status(item)
         refused = any(isinstance(item, ConnectionRefusedError) for item in chain)
         server = next((found for item in chain if (found := _request_server(item))), None)
         if refused and server:  # (the generic words name a server given as base_url)
-            return Explanation(
+            return Diagnosis(
                 "unreachable",
                 f"Cannot connect to the WebDAV server at {server}: connection refused "
                 "(nothing is listening there).",
@@ -390,17 +329,88 @@ class WebdavBackend(Backend):
         return None
 
 
-def _explain_status(error: WebdavError) -> Explanation | None:
+class Webdav(ProtocolSpec):
+    """WebDAV through webdav4's filesystem and its httpx client."""
+
+    names = ("webdav", "dav")
+    filesystem = _CLASS
+    extra = "webdav"
+    backend = WebdavBackend
+    diagnostics = WebdavDiagnostics
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        base = options.get("base_url")
+        return _server(str(base)) if base else None
+
+    @classmethod
+    def split_url(
+        cls, fs_class: type[Any], url: str, options: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """``webdav://[USER:PASSWORD@]HOST[:PORT]/folder`` names the server (HTTP; HTTPS
+        for ``webdavs://``/``davs://``) and the root's path on it; with a ``base_url``
+        storage option, the URL's path is relative to that URL instead (webdav4's own
+        convention: ``webdav://folder``). Either way the root is the path under the base
+        URL, without the host, so pointers survive a change of server name."""
+        scheme, _, rest = url.partition("://")
+        if "base_url" in options:
+            return rest.strip("/"), {}
+        parts = urlsplit(f"//{rest}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            msg = (
+                f"The WebDAV URL {scheme}://{parts.path or rest} names no server: write it as "
+                f"{scheme}://HOST[:PORT]/folder, or give the server as storage option base_url "
+                f"(base_url='https://HOST/dav') with {scheme}://folder."
+            )
+            raise ValueError(msg)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        http = "https" if scheme in _HTTPS_SCHEMES else "http"
+        found: dict[str, Any] = {"base_url": f"{http}://{host}{f':{port}' if port else ''}"}
+        if parts.username is not None:
+            found["auth"] = (unquote(parts.username), unquote(parts.password or ""))
+        return parts.path.strip("/"), found
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        auth = options.get("auth")
+        if isinstance(auth, list):  # -o auth='["user", "password"]' on the command line
+            options = {**options, "auth": tuple(auth)}  # pyright: ignore[reportUnknownArgumentType]
+        if "limits" not in options:
+            import httpx  # webdav4's own dependency: lazily, as webdav4 is optional
+
+            # No cap on idle connections: httpcore (1.0.9) closes an idle connection the
+            # moment the pool holds more than the cap, even one it has just handed to a
+            # waiting thread, which then reads from a closed socket (EBADF). This
+            # backend's threads (up to 40, plus one per stream) all share the client.
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            options = {**options, "limits": limits}
+        return options
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        # httpx's transport errors (refused, reset, cut off, timed out), by name: some
+        # carry no OSError in their chain (a server that closed the connection mid-answer).
+        names = {cls.__name__ for cls in type(error).__mro__}
+        return type(error).__module__.startswith(("httpx", "httpcore")) and bool(
+            names & {"NetworkError", "TimeoutException", "RemoteProtocolError"}
+        )
+
+
+def _explain_status(error: WebdavError) -> Diagnosis | None:
     at = f" at {error.server}" if error.server else ""
     status = error.status_code
     if status == 401:
-        return Explanation(
+        return Diagnosis(
             "bad-credentials",
             f"The WebDAV server{at} rejected the user name or password (401 Unauthorized).",
-            WebdavBackend.credentials_hint,
+            WebdavDiagnostics.credentials_hint,
         )
     if status == 403:
-        return Explanation(
+        return Diagnosis(
             "permission-denied",
             f"The WebDAV server{at} refused this user permission: {error.strerror} "
             "(403 Forbidden). The folder, or the whole share, is read-only for this user.",
@@ -409,7 +419,7 @@ def _explain_status(error: WebdavError) -> Explanation | None:
         )
     if status == 404 and error.method == "PROPFIND":  # a listing, or the top folder
         top = (error.filename or "").strip("/").split("/", 1)[0]
-        return Explanation(
+        return Diagnosis(
             "no-bucket",
             f"The folder {top!r} does not exist on the WebDAV server{at}: it is the storage "
             "root's top folder, which lakery-fsspec never creates (it makes the folders "

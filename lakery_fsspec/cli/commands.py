@@ -20,9 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from lakery_fsspec._backends import backend_class
 from lakery_fsspec._errors import IntegrityError
-from lakery_fsspec._location import redacted
+from lakery_fsspec._location import redacted, spec_of
 from lakery_fsspec._pointer import FsspecPointer, parse_pointer
 from lakery_fsspec._relocation import Place, Relocations, rerooted
 from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate
@@ -453,7 +452,7 @@ def _put(args: argparse.Namespace, context: Context) -> int:
     if "-" in files and sys.stdin.isatty():
         msg = "no FILE given: name the files to store, or pipe data in (`... | lakery-fsspec put`)"
         raise UsageError(msg)
-    if _scheme(url) and backend_class(_scheme(url)).process_local and not context.lives_on:
+    if _scheme(url) and spec_of(_scheme(url)).backend.process_local and not context.lives_on:
         msg = (
             f"{url} is kept in this process's memory, which is gone when the command "
             "exits: nothing put there could be read again."
@@ -809,7 +808,7 @@ def _read_pointer(text: str) -> FsspecPointer:
 
 def _prepare_environment(url: str, options: dict[str, Any]) -> None:
     """Set what the URL's client reads from the environment when it is imported."""
-    backend_class(_scheme(url) or "file").prepare_environment(options)
+    spec_of(_scheme(url) or "file").prepare_environment(options)
 
 
 def _age(seconds: float) -> str:

@@ -10,35 +10,24 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from lakery_fsspec._backends import Diagnosis, Diagnostics
 from lakery_fsspec._errors import exception_chain
-from lakery_fsspec._location import backend_of
+from lakery_fsspec._location import spec_of
 from lakery_fsspec._pointer import FsspecPointer
 
 __all__ = [
     "Diagnosis",
     "EndpointUnreachable",
     "diagnose",
+    "diagnostics_of",
     "endpoint_of",
     "pointer_mixed_up",
     "probe_endpoint",
 ]
 
-_NO_BUCKET_CODES = {"NoSuchBucket", "ContainerNotFound"}
-_BAD_KEY_CODES = {"InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException"}
-_BAD_SECRET_CODES = {"SignatureDoesNotMatch", "AuthenticationFailed"}
-_EXPIRED_CODES = {"ExpiredToken", "TokenRefreshRequired", "InvalidToken"}
-_DENIED_CODES = {
-    "AccessDenied",
-    "AllAccessDisabled",
-    "AccountProblem",
-    "AuthorizationPermissionMismatch",
-    "AuthorizationResourceTypeMismatch",
-    "InsufficientAccountPermissions",
-}
 _NO_CREDENTIAL_CLASSES = {
     "NoCredentialsError",
     "PartialCredentialsError",
@@ -63,25 +52,6 @@ class EndpointUnreachable(ConnectionError):
     """Nothing answered at the storage's endpoint (raised by ``probe_endpoint``)."""
 
 
-@dataclass(frozen=True)
-class Diagnosis:
-    """What went wrong, in plain words, and what to do about it.
-
-    ``kind`` is a stable keyword for scripts and tests: ``unknown-protocol``,
-    ``missing-package``, ``bad-argument``, ``read-only``, ``no-data``, ``corrupt``,
-    ``no-bucket``, ``no-credentials``, ``bad-credentials``, ``permission-denied``,
-    ``unreachable``, ``timeout``, ``local-error``, ``unexpected``, or ``refused`` (the
-    command line's own refusals).
-    """
-
-    kind: str
-    message: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        return self.message if not self.fix else f"{self.message}\nfix: {self.fix}"
-
-
 def diagnose(
     error: BaseException,
     *,
@@ -98,28 +68,27 @@ def diagnose(
     chain = list(exception_chain(error))
     names = {cls.__name__ for item in chain for cls in type(item).__mro__}
     codes = [code for item in chain if (code := _code(item))]
-    backend = backend_of(protocol)
+    words = diagnostics_of(protocol)
+    meanings = {words.codes[code] for code in codes if code in words.codes}
     operation = next((op for item in chain if (op := getattr(item, "operation_name", None))), "")
     if isinstance(operation, str):  # botocore names the operation that failed
-        action = backend.operations.get(operation, action)
+        action = words.operations.get(operation, action)
     endpoint = endpoint or _endpoint_in(chain)
     where = f" at {endpoint}" if endpoint else ""
-    kind_of_root = backend.root_kind
+    kind_of_root = words.root_kind
     bucket = _bucket(url)
     text = _first_line(error)
 
     if known := _argument_problem(error, names, text):
         return known
-    if own := backend.explain(error, chain):
-        return Diagnosis(*own)
-    if _codes_in(codes, _NO_BUCKET_CODES) or re.search(
-        r"(bucket|container) does not exist", " ".join(map(str, chain)), re.IGNORECASE
-    ):
+    if own := words.explain(error, chain):
+        return own
+    if "no-bucket" in meanings:
         return _no_bucket(kind_of_root, bucket, where)
     # Listing raises FileNotFoundError only for a missing bucket (list_temp checks).
     missing = action in ("write", "list") and isinstance(error, FileNotFoundError)
     if kind_of_root != "root" and missing:
-        if backend.bare_refusals:  # a missing bucket has a code; a bare 404 may not be one
+        if words.bare_refusals:  # a missing bucket has a code; a bare 404 may not be one
             return Diagnosis(
                 "no-bucket",
                 f"The server{where} answered 'Not Found' to a {_NOUNS[action]}: the {kind_of_root} "
@@ -131,16 +100,12 @@ def diagnose(
         return Diagnosis(
             "no-credentials",
             f"No credentials were found for {protocol or 'this storage'} ({text}).",
-            backend.credentials_hint,
+            words.credentials_hint,
         )
-    if bad := _bad_credentials(codes, chain, protocol, where):
+    if bad := _bad_credentials(words, meanings, codes, chain, where):
         return bad
-    if (
-        _codes_in(codes, _DENIED_CODES)
-        or _gcs_forbidden(chain)
-        or isinstance(error, PermissionError)
-    ):
-        return _denied(error, codes, action, protocol, url)
+    if "denied" in meanings or _forbidden(chain) or isinstance(error, PermissionError):
+        return _denied(words, error, codes, action, protocol, url)
     if names & _CONNECT_CLASSES or any(isinstance(item, socket.gaierror) for item in chain):
         return _unreachable(chain, endpoint, protocol)
     if names & _TIMEOUT_CLASSES:
@@ -163,14 +128,14 @@ def diagnose(
     )
 
 
-def _codes_in(codes: list[str], wanted: set[str]) -> bool:
-    """Whether any error code found in the chain is one of ``wanted``."""
-    return any(code in wanted for code in codes)
+def diagnostics_of(protocol: str) -> type[Diagnostics]:
+    """The command line's words for ``protocol`` (the generic ones if it is unknown)."""
+    return spec_of(protocol).diagnostics if protocol else Diagnostics
 
 
 def endpoint_of(protocol: str, options: Mapping[str, Any]) -> str | None:
     """The server URL a storage was explicitly pointed at (options or environment), if any."""
-    return backend_of(protocol).endpoint(options)
+    return spec_of(protocol).endpoint(options) if protocol else None
 
 
 def pointer_mixed_up(pointer: FsspecPointer) -> str:
@@ -229,24 +194,28 @@ def _no_bucket(kind: str, bucket: str, where: str) -> Diagnosis:
 
 
 def _bad_credentials(
-    codes: list[str], chain: list[BaseException], protocol: str, where: str
+    words: type[Diagnostics],
+    meanings: set[str],
+    codes: list[str],
+    chain: list[BaseException],
+    where: str,
 ) -> Diagnosis | None:
-    fix = backend_of(protocol).credentials_hint
-    if _codes_in(codes, _BAD_KEY_CODES):
+    fix = words.credentials_hint
+    if "bad-key" in meanings:
         message = f"The access key id is not known to the server{where} ({_pick(codes)})."
         return Diagnosis("bad-credentials", message, fix)
-    if _codes_in(codes, _BAD_SECRET_CODES):
+    if "bad-secret" in meanings:
         message = (
             f"The secret key is wrong: the server{where} rejected the request signature "
             f"({_pick(codes)})."
         )
         return Diagnosis("bad-credentials", message, fix)
-    if _codes_in(codes, _EXPIRED_CODES):
+    if "expired" in meanings:
         message = f"The credentials have expired or the session token is invalid ({_pick(codes)})."
         return Diagnosis("bad-credentials", message, fix)
-    if "AuthorizationFailure" in codes:  # Azure: a bad key, or a request not allowed at all
+    if "unauthorized" in meanings:  # a bad key, or a request not allowed at all
         message = (
-            f"The server{where} refused to authorize the request (AuthorizationFailure): "
+            f"The server{where} refused to authorize the request ({_pick(codes)}): "
             "the account key or SAS token is wrong, or lacks permission."
         )
         return Diagnosis("bad-credentials", message, fix)
@@ -256,7 +225,12 @@ def _bad_credentials(
 
 
 def _denied(
-    error: BaseException, codes: list[str], action: str, protocol: str, url: str
+    words: type[Diagnostics],
+    error: BaseException,
+    codes: list[str],
+    action: str,
+    protocol: str,
+    url: str,
 ) -> Diagnosis:
     verb = action or "access"
     if protocol in ("file", "") and isinstance(error, PermissionError):
@@ -267,16 +241,15 @@ def _denied(
             "Choose a directory you can write to, or fix its permissions.",
         )
     code = _pick(codes)
-    backend = backend_of(protocol)
-    if backend.bare_refusals and not code:
+    if words.bare_refusals and not code:
         # No error code: the key, the secret or the policy may be wrong.
         return Diagnosis(
             "permission-denied",
             f"Access denied (403 Forbidden) trying to {verb} in {url}: the credentials are "
             "wrong or lack permission.",
-            "Run `lakery-fsspec check` on this URL to tell which; " + backend.credentials_hint,
+            "Run `lakery-fsspec check` on this URL to tell which; " + words.credentials_hint,
         )
-    needed = backend.permissions.get(action)
+    needed = words.permissions.get(action)
     grant = f" ({needed})" if needed else ""
     why = f" ({code})" if code else ""
     return Diagnosis(
@@ -289,7 +262,7 @@ def _denied(
 def _unreachable(chain: list[BaseException], endpoint: str | None, protocol: str) -> Diagnosis:
     target = endpoint or f"the {protocol or 'storage'} service"
     fix = "Check the endpoint URL and that the server is running"
-    option = backend_of(protocol).endpoint_option
+    option = diagnostics_of(protocol).endpoint_option
     fix += f" (-o {option}=http://HOST:PORT)." if option else "."
     if any(isinstance(item, socket.gaierror) or "DNS" in type(item).__name__ for item in chain):
         message = f"Cannot connect to {target}: its host name does not resolve (DNS lookup failed)."
@@ -345,11 +318,8 @@ def _status(error: BaseException) -> int | None:
     return None
 
 
-def _gcs_forbidden(chain: list[BaseException]) -> bool:
-    return any(
-        (type(item) is OSError and str(item).startswith("Forbidden")) or _status(item) == 403
-        for item in chain
-    )
+def _forbidden(chain: list[BaseException]) -> bool:
+    return any(_status(item) == 403 for item in chain)
 
 
 def _endpoint_in(chain: list[BaseException]) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -15,10 +14,10 @@ from urllib.parse import urlsplit
 
 from labox.core.storage import Digest
 
-from lakery_fsspec._location import backend_of, redacted
+from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer
 from lakery_fsspec._storage import FsspecStorage
-from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, probe_endpoint
+from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, diagnostics_of, probe_endpoint
 from lakery_fsspec.cli.filestream import FileStream
 from lakery_fsspec.cli.progress import human_size
 
@@ -186,8 +185,8 @@ class Doctor:
 
     def _build(self) -> str:
         self._protocol = FsspecStorage(self.url, storage_options=self.options).location.protocol
-        backend = backend_of(self._protocol)
-        options = backend.fail_fast(dict(self.options), self.timeout)
+        words = diagnostics_of(self._protocol)
+        options = words.fail_fast(dict(self.options), self.timeout)
         if self.template is not None:
             FsspecStorage(self.url, router=self.template, storage_options=self.options)
         self._storage = FsspecStorage(
@@ -197,7 +196,9 @@ class Doctor:
             temp_prefix=self.temp_prefix,
             timeout=self._data_timeout,  # each backend call, probes' removal included
         )
-        self._endpoint = backend.endpoint(self.storage.location.options)  # the URL's host too
+        self._endpoint = self.storage.location.spec.endpoint(
+            self.storage.location.options
+        )  # the URL's host too
         target = self.storage.location.filesystems()[1]
         kind = f"{type(target).__module__.split('.')[0]}.{type(target).__name__}"
         template = f", template {self.template!r} valid" if self.template else ""
@@ -309,9 +310,8 @@ class Doctor:
             )
         count = len(self._probes)
         self._probes.clear()
-        if backend.needs_dirs:  # local folders: leave no empty probe folder behind
-            with contextlib.suppress(OSError):
-                backend.fs.rmdir(f"{self.storage.location.root}/{PROBE_FOLDER}")
+        folder = f"{self.storage.location.root}/{PROBE_FOLDER}"
+        self._run(backend.remove_folder(folder), self._data_timeout, "removing the probe folder")
         return f"{count} probe objects deleted"
 
     # --- helpers --------------------------------------------------------------------------
