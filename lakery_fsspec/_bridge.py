@@ -38,7 +38,7 @@ class Bridge:
 
     ``timeout`` (seconds, None for none) bounds each call: a coroutine still running is
     cancelled (on whichever loop it runs); a worker thread cannot be stopped, so it is
-    left to finish in the background (``writers.SerialWriter`` keeps that safe). Either
+    left to finish in the background (``_writers.SerialWriter`` keeps that safe). Either
     way the call raises StorageUnavailableError. Cancelling the caller cancels the
     coroutine too, but waits for a worker thread (at most ``timeout``).
 

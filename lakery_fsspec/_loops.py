@@ -125,7 +125,7 @@ def shared_loop_instances(
 @functools.cache
 def _awaited_only(cls: type[AbstractFileSystem]) -> type[AbstractFileSystem]:
     """``cls`` without fsspec's blocking wrappers of its coroutines: making them is most
-    of the cost of a new copy (~0.5 ms a loop), and a copy is only ever awaited."""
+    of the cost of a new copy, and a copy is only ever awaited."""
     if not getattr(cls, "mirror_sync_methods", False):
         return cls
     attributes = {"mirror_sync_methods": False, "__module__": cls.__module__}

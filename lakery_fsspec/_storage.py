@@ -80,7 +80,7 @@ class FsspecStorage(Storage[FsspecPointer]):
             stream write still cleans up, each clean-up step bounded by the same timeout,
             so it gives up within a few timeouts. A blocking call that times out cannot be
             killed: it finishes in a worker thread, and a stream's abort runs after it
-            (see ``writers.SerialWriter``).
+            (see ``_writers.SerialWriter``).
     """
 
     name = "lakery.fsspec@v1"

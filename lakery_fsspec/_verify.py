@@ -391,9 +391,8 @@ def _pointer_url(pointer: object) -> str:
 # --- checking -----------------------------------------------------------------------------
 
 _HASH_ON_LOOP = 256 * 2**10
-"""Chunks up to this size are hashed on the loop (well under a millisecond); larger ones
-in a worker thread, which keeps the loop free (sha256 runs at a few hundred MB/s) and
-lets objects hash on several cores (hashlib releases the GIL)."""
+"""Chunks up to this size are hashed on the loop; larger ones in a worker thread, which
+keeps the loop free and lets objects hash on several cores (hashlib releases the GIL)."""
 
 
 async def _hash(digest: Any, chunk: bytes) -> None:

@@ -1,9 +1,8 @@
 """Linux fast paths for local files, fenced in one place.
 
 Each is measured against the plain path in the benchmark (the ``fsspec_storage_plain``
-contender turns it off) and kept only while it wins by at least 1.2x on some row; see
-benchmarks/RESULTS.md. Kept: unnamed files for blobs (1 KiB writes 1.24-1.40x). Dropped:
-reading page-cached stream chunks on the event loop with RWF_NOWAIT (0.95-1.09x).
+contender turns it off) and kept only while it wins on some row (benchmarks/RESULTS.md,
+"Local fast paths"): unnamed files for blobs.
 """
 
 from __future__ import annotations

@@ -776,8 +776,8 @@ class LoopPools:
     event loops: one ``AIOHTTPSession`` connection pool per loop, made on the loop's
     first request and closed by ``close`` on that loop (its copy's disconnect).
 
-    The SSL contexts (~30 ms: loading the CA bundle) are built once per client, not
-    once per pool.
+    The SSL contexts (loading the CA bundle) are built once per client, not once per
+    pool.
     """
 
     def __init__(self, **options: Any) -> None:

@@ -8,7 +8,7 @@ What paramiko's filesystem leaves to us:
   fsspec's own methods become safe from many threads too. A dead connection (the server
   restarted) is reconnected on the next call, for this storage and every other one that
   fsspec's instance cache hands the same filesystem.
-- It leaves Nagle's algorithm on (0.7 MB/s writes instead of ~95 MB/s): TCP_NODELAY.
+- It leaves Nagle's algorithm on, which stalls every small write: TCP_NODELAY.
 - It accepts any host key (``AutoAddPolicy``): ``KnownHosts`` checks the server's key
   against ``~/.ssh/known_hosts`` and the ``known_hosts`` storage option, as OpenSSH does.
 - Publishing: a temp file, then SFTP v3 ``rename``, which refuses an existing target (the
@@ -453,7 +453,7 @@ def _read(sftp: Any, path: str, start: int | None, end: int | None) -> bytes:
             file.seek(first)
             return file.read(last - first)
         # Pipelined, a span at a time: paramiko's readv costs time quadratic in the
-        # requests it holds (a 64 MiB range in one call reads at ~1 MB/s).
+        # requests it holds.
         parts: list[bytes] = []
         for offset in range(first, last, _READV_SPAN):
             parts.extend(file.readv([(offset, min(_READV_SPAN, last - offset))]))
