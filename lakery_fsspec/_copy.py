@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lakery_fsspec._errors import IntegrityError, StorageUnavailableError
-from lakery_fsspec._integrity import hasher
+from lakery_fsspec._integrity import Checker
 from lakery_fsspec._matcher import Expected, PathMatcher
 from lakery_fsspec._records import pointers_under, rewrite_pointers
 from lakery_fsspec._relocation import Place
@@ -24,7 +24,6 @@ from lakery_fsspec._verify import (
     Checked,
     Problem,
     ProblemKind,
-    _hash,  # pyright: ignore[reportPrivateUsage]
     _Object,  # pyright: ignore[reportPrivateUsage]
     _Outcome,  # pyright: ignore[reportPrivateUsage]
     _pointed,  # pyright: ignore[reportPrivateUsage]
@@ -377,14 +376,16 @@ class _Checked(AsyncIterable[bytes]):
     ) -> None:
         self._backend = backend
         self._item = item
-        self._expected = content_hash.lower()
-        self._digest = hasher(algorithm) if content_hash else None
+        self._checker = Checker(content_hash, algorithm, size)
         self._algorithm = algorithm
-        self._size = size
         self._run = run
-        self.seen = 0
         self.kind: ProblemKind = "corrupt"
         self.hashed = False
+
+    @property
+    def seen(self) -> int:
+        """Bytes read so far."""
+        return self._checker.seen
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -405,29 +406,26 @@ class _Checked(AsyncIterable[bytes]):
                     what = f"reading it failed after {self.seen} bytes: "
                     what += f"{type(error).__name__}: {said}; not copied"
                     raise _SourceError(what) from error
-                self.seen += len(chunk)
                 if run._on_bytes is not None:  # pyright: ignore[reportPrivateUsage]
                     run._on_bytes(len(chunk))  # pyright: ignore[reportPrivateUsage]
-                if self.seen > self._size:
-                    raise IntegrityError(f"It grew past {self._size} bytes while it was read.")
-                if self._digest is not None:
-                    await _hash(self._digest, chunk)
+                if not await self._checker.update(chunk):
+                    msg = f"It grew past {self._checker.size} bytes while it was read."
+                    raise IntegrityError(msg)
                 yield chunk
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if self.seen < self._size:
+        if self._checker.short:
             self.kind = "truncated"
-            msg = f"{self.seen} bytes were read of the {self._size} it holds."
+            msg = f"{self.seen} bytes were read of the {self._checker.size} it holds."
             raise IntegrityError(msg)
-        if self._digest is not None:
-            actual = self._digest.hexdigest()
+        if (actual := self._checker.actual()) is not None:
             self.hashed = True
-            if actual != self._expected:
+            if actual != self._checker.expected:
                 msg = (
                     f"The {self._algorithm} of its {self.seen} bytes is {actual}, not the "
-                    f"{self._expected} its {self._item.source} records."
+                    f"{self._checker.expected} its {self._item.source} records."
                 )
                 raise IntegrityError(msg)
 

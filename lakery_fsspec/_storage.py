@@ -167,10 +167,10 @@ class FsspecStorage(Storage[FsspecPointer]):
                 missing = error
                 continue
             if self.verify_reads or source.guess:
+                checker = Checker.of(config)
+                await checker.update(data)
                 try:
-                    checker = Checker(config, str(source))
-                    checker.update(data)
-                    checker.finish()
+                    checker.check(str(source))
                 except IntegrityError as error:
                     if not source.guess:
                         raise
@@ -233,14 +233,14 @@ class FsspecStorage(Storage[FsspecPointer]):
                     damaged[source] = error
                     continue
                 self._found_elsewhere("read_data_stream", config, source)
-            checker = Checker(config, str(source)) if self.verify_reads or source.guess else None
+            checker = Checker.of(config) if self.verify_reads or source.guess else None
             size = 0
             yielded = False
             try:
                 with _located("read_data_stream", backend, source.path):
                     async for chunk in backend.iter_chunks(source.path, self.chunk_size):
-                        if checker:
-                            checker.update(chunk)
+                        if checker and not await checker.update(chunk):
+                            checker.check(str(source))
                         size += len(chunk)
                         yielded = True
                         yield chunk
@@ -250,7 +250,7 @@ class FsspecStorage(Storage[FsspecPointer]):
                 missing = error
                 continue
             if checker:
-                checker.finish()
+                checker.check(str(source))
             _log("read_data_stream", backend, source.path, size, started)
             return
         raise _not_found(sources, refused, damaged) from missing
@@ -440,11 +440,12 @@ class FsspecStorage(Storage[FsspecPointer]):
     async def _check_copy(self, backend: Backend, source: _Source, pointer: FsspecPointer) -> None:
         """Read the object at ``source`` through; IntegrityError unless it has the size and
         hash ``pointer`` records."""
-        checker = Checker(pointer, str(source))
+        checker = Checker.of(pointer)
         with _located("read_data_stream", backend, source.path):
             async for chunk in backend.iter_chunks(source.path, self.chunk_size):
-                checker.update(chunk)
-        checker.finish()
+                if not await checker.update(chunk):
+                    break
+        checker.check(str(source))
 
     def _found_elsewhere(self, operation: str, pointer: FsspecPointer, source: _Source) -> None:
         """Tell, once per recorded root, that its objects were found under this root."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from lakery_fsspec._errors import StorageUnavailableError
-from lakery_fsspec._integrity import hasher
+from lakery_fsspec._integrity import Checker
 from lakery_fsspec._matcher import Expected, PathMatcher
 from lakery_fsspec._router import PathTemplate
 
@@ -390,17 +390,6 @@ def _pointer_url(pointer: object) -> str:
 
 # --- checking -----------------------------------------------------------------------------
 
-_HASH_ON_LOOP = 256 * 2**10
-"""Chunks up to this size are hashed on the loop; larger ones in a worker thread, which
-keeps the loop free and lets objects hash on several cores (hashlib releases the GIL)."""
-
-
-async def _hash(digest: Any, chunk: bytes) -> None:
-    if len(chunk) <= _HASH_ON_LOOP:
-        digest.update(chunk)
-    else:
-        await asyncio.to_thread(digest.update, chunk)
-
 
 @dataclass
 class _Outcome:
@@ -512,44 +501,41 @@ class _Run:
             problem = Problem("unreadable", item.url, item.unreadable or "it cannot be read")
             return _Outcome(0, problem, hashed=False)
         expected = item.expected or Expected("", None, None)
-        digest = hasher(expected.algorithm or self._algorithm) if expected.content_hash else None
         size = expected.size
-        seen = 0
+        checker = Checker(expected.content_hash, expected.algorithm or self._algorithm, size)
         chunks = item.backend.iter_chunks(item.location, self._chunk_size)
         try:
             async for chunk in chunks:
-                seen += len(chunk)
                 if self._on_bytes is not None:
                     self._on_bytes(len(chunk))
-                if size is not None and seen > size:
+                if not await checker.update(chunk):
                     what = f"it holds more than the {size} bytes its {item.source} records"
-                    return _Outcome(seen, Problem("corrupt", item.url, what), hashed=False)
-                if digest is not None:
-                    await _hash(digest, chunk)
+                    return _Outcome(checker.seen, Problem("corrupt", item.url, what), hashed=False)
         except FileNotFoundError:
             what = (
                 "no object there: it was deleted, or never written"
                 if item.key is None
                 else "it was listed, but was gone when read (deleted meanwhile, or a broken link)"
             )
-            return _Outcome(seen, Problem("missing", item.url, what), hashed=False)
+            return _Outcome(checker.seen, Problem("missing", item.url, what), hashed=False)
         except StorageUnavailableError:
             raise  # the storage is down or unreachable, which is not rot
         except Exception as error:  # any other read error: permissions, archived, I/O, …
             said = next(iter(str(error).strip().splitlines()), "")  # SDKs add pages of XML
-            what = f"reading it failed after {seen} bytes: {type(error).__name__}: {said}"
-            return _Outcome(seen, Problem("unreadable", item.url, what), hashed=False)
+            what = f"reading it failed after {checker.seen} bytes: {type(error).__name__}: {said}"
+            return _Outcome(checker.seen, Problem("unreadable", item.url, what), hashed=False)
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if size is not None and seen < size:
+        seen = checker.seen
+        if checker.short:
             what = f"{seen} bytes are stored of the {size} its {item.source} records"
             return _Outcome(seen, Problem("truncated", item.url, what), hashed=False)
-        if digest is None:
+        actual = checker.actual()
+        if actual is None:
             return _Outcome(seen, None, hashed=False)
-        actual = digest.hexdigest()
-        if actual != expected.content_hash.lower():
+        if actual != checker.expected:
             name = expected.algorithm or self._algorithm
             what = (
                 f"the {name} of its {seen} bytes is {actual}, not the {expected.content_hash} "

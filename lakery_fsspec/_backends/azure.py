@@ -20,8 +20,9 @@ from lakery_fsspec._backends.body import Body
 from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
 from lakery_fsspec._backends.diagnostics import Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._checksums import b64, computed
+from lakery_fsspec._checksums import b64
 from lakery_fsspec._errors import IntegrityError, exception_chain
+from lakery_fsspec._integrity import computed
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -61,7 +62,7 @@ class AzureBackend(Backend):
         create = options.get("mode") == "create"
         settings = self.write_options(digest)
         if len(data) <= _RAW_BODY:  # one Put Blob
-            md5 = await computed(self.io, _md5, data)
+            md5 = await computed(_md5, data)
             await self.io.run(lambda fs: _put_blob(fs, path, data, md5, settings, create))
             return
         if create and await self.exists(path):
@@ -72,7 +73,7 @@ class AzureBackend(Backend):
         try:
             for start in range(0, len(view), _PUT_BLOCK):
                 block = view[start : start + _PUT_BLOCK]
-                md5 = await computed(self.io, _md5, block)
+                md5 = await computed(_md5, block)
                 await self.io.run(
                     partial(blocks.stage, block_id=blocks.new_id(), data=block, md5=md5)
                 )

@@ -19,8 +19,9 @@ from lakery_fsspec._backends.body import pieces
 from lakery_fsspec._backends.clock import Aged, age, server_time
 from lakery_fsspec._backends.diagnostics import Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._checksums import b64, computed
+from lakery_fsspec._checksums import b64
 from lakery_fsspec._errors import IntegrityError, exception_chain
+from lakery_fsspec._integrity import computed
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -63,7 +64,7 @@ class GCSBackend(Backend):
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         create = options.pop("mode", "overwrite") == "create"
-        checksum = await computed(self.io, _Checksum.of, data)
+        checksum = await computed(_Checksum.of, data)
         bucket, key, _ = self.fs.split_path(path)
         resource = {"name": key, **_resource(digest), checksum.field: checksum.text()}
         with _mismatch_is_integrity_error(path):

@@ -25,8 +25,9 @@ from lakery_fsspec._backends.s3_requests import (
     send,
 )
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._checksums import b64, computed, digest_sha256, sha256
+from lakery_fsspec._checksums import b64, digest_sha256, sha256
 from lakery_fsspec._errors import IntegrityError, exception_chain
+from lakery_fsspec._integrity import computed
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -92,7 +93,7 @@ class S3Backend(Backend):
             extra["IfNoneMatch"] = "*"
         if self.checksums:
             recorded = digest_sha256(digest) if digest["content_size"] == len(data) else None
-            extra["ChecksumSHA256"] = b64(recorded or await computed(self.io, sha256, data))
+            extra["ChecksumSHA256"] = b64(recorded or await computed(sha256, data))
 
         async def put_object() -> None:
             with _mismatch_is_integrity_error(path):
