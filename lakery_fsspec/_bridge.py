@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,9 +23,11 @@ from lakery_fsspec._errors import StorageUnavailableError, unavailable
 if TYPE_CHECKING:
     from lakery_fsspec._loops import LoopInstances
 
-__all__ = ["Bridge", "in_daemon_thread", "timed_out"]
+__all__ = ["Bridge", "cleanup", "in_daemon_thread", "timed_out"]
 
 T = TypeVar("T")
+
+_LOG = logging.getLogger("lakery_fsspec")
 
 
 class Bridge:
@@ -111,6 +114,21 @@ class Bridge:
     def _timed_out(self) -> StorageUnavailableError:
         assert self.timeout is not None
         return timed_out(self.timeout)
+
+
+async def cleanup(step: Awaitable[object], what: str) -> None:
+    """Run a clean-up step shielded from cancellation. It runs while another exception
+    propagates, so its own failure (the backend is down, say) is logged, not raised."""
+    with CancelScope(shield=True):
+        try:
+            await step
+        except Exception as error:
+            _LOG.warning(
+                "Could not %s (FsspecStorage.cleanup_temp removes leftovers later): %s",
+                what,
+                error,
+                extra={"cleanup": what, "reason": str(error)},  # for the command line's words
+            )
 
 
 def timed_out(timeout: float) -> StorageUnavailableError:

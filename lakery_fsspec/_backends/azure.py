@@ -27,7 +27,7 @@ from lakery_fsspec._integrity import computed
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec._writers import Writer
+    from lakery_fsspec._bridge import Bridge
 
 __all__ = ["Azure", "AzureBackend", "AzureDiagnostics"]
 
@@ -87,8 +87,8 @@ class AzureBackend(Backend):
             )
             raise
 
-    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
-        return AzureWriter(self.fs, path, block_size, self.write_options(digest))
+    def block_writer(self, path: str, digest: Digest, block_size: int) -> BlockWriter:
+        return AzureWriter(self.io, path, block_size, self.write_options(digest))
 
     def write_options(self, digest: Digest) -> dict[str, Any]:
         settings = {"content_type": digest["content_type"]}
@@ -423,30 +423,32 @@ class AzureWriter(BlockWriter):
     MD5. ``abort`` drops the staged blocks and any blob committed (the path is the
     writer's own temp), so none stay behind."""
 
-    def __init__(self, fs: Any, path: str, block_size: int, settings: dict[str, Any]) -> None:
-        super().__init__(fs, block_size)
+    def __init__(self, io: Bridge, path: str, block_size: int, settings: dict[str, Any]) -> None:
+        super().__init__(io, block_size)
         self._blocks = _Blocks(path)
         self._settings = settings
         self._sent = False
 
-    def _send_block(self, block: bytes) -> None:
+    async def _send_block(self, block: bytes) -> None:
         self._sent = True
         block_id = self._blocks.new_id()
-        self._start(self._blocks.stage, self._fs, block_id, block, _md5(block))
+        md5 = await computed(_md5, block)
+        await self._start(partial(self._blocks.stage, block_id=block_id, data=block, md5=md5))
 
-    def _finish(self, last: bytes) -> None:
+    async def _finish(self, last: bytes) -> None:
         path = self._blocks.path
         if not self._sent and len(last) <= _RAW_BODY:
             self._sent = True
-            self._run(_put_blob, self._fs, path, last, _md5(last), self._settings, False)
+            md5 = await computed(_md5, last)
+            await self._run(lambda fs: _put_blob(fs, path, last, md5, self._settings, False))
             return
         if last:
-            self._send_block(last)
-        self._run(self._blocks.commit, self._fs, self._settings, False)
+            await self._send_block(last)
+        await self._run(partial(self._blocks.commit, settings=self._settings, exclusive=False))
 
-    def _discard(self) -> None:
+    async def _discard(self) -> None:
         if self._sent:
-            self._run(self._blocks.discard, self._fs, False)
+            await self._run(partial(self._blocks.discard, exclusive=False))
 
 
 def _md5(data: bytes | memoryview) -> bytes:

@@ -16,9 +16,9 @@ from collections.abc import (
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from anyio import CancelScope
-
+from lakery_fsspec._backends.blocks import BlockWriter, upload_blocks
 from lakery_fsspec._backends.clock import Aged, Upload
+from lakery_fsspec._bridge import cleanup
 from lakery_fsspec._writers import FileWriter, SerialWriter, Writer
 
 if TYPE_CHECKING:
@@ -216,9 +216,18 @@ class Backend:
         ``digest`` may be incomplete (the stream is not read yet): only its content type
         and encoding are used. Memory is bounded by one block, whatever the stream's length.
         """
+        block_size = self.block_size(chunk_size)
+        if (writer := self.block_writer(path, digest, block_size)) is not None:
+            await upload_blocks(writer, stream, f"{self.protocol}://{path}")
+            return
         await self._upload_through(
             path, stream, digest, chunk_size, partial(self.open_writer, path, digest)
         )
+
+    def block_writer(self, path: str, digest: Digest, block_size: int) -> BlockWriter | None:
+        """A writer whose requests run on the caller's loop (object stores' block
+        uploads), or None to upload through ``open_writer`` in worker threads."""
+        return None
 
     async def _upload_through(
         self,
@@ -398,21 +407,6 @@ async def blocks(stream: AsyncIterable[bytes], block_size: int) -> AsyncGenerato
             pending, size = [], 0
     if size:
         yield pending
-
-
-async def cleanup(step: Awaitable[object], what: str) -> None:
-    """Run a clean-up step shielded from cancellation. It runs while another exception
-    propagates, so its own failure (the backend is down, say) is logged, not raised."""
-    with CancelScope(shield=True):
-        try:
-            await step
-        except Exception as error:
-            _LOG.warning(
-                "Could not %s (FsspecStorage.cleanup_temp removes leftovers later): %s",
-                what,
-                error,
-                extra={"cleanup": what, "reason": str(error)},  # for the command line's words
-            )
 
 
 def _consume(task: asyncio.Task[bytes]) -> None:

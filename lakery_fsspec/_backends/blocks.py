@@ -1,39 +1,36 @@
-"""A streaming writer that uploads an object in blocks, each with its own checksum."""
+"""A streaming upload in blocks, each with its own checksum, on the caller's event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from asyncio import run_coroutine_threadsafe
 from collections import deque
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
-from functools import partial
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from fsspec.asyn import sync
-
-from lakery_fsspec._backends.base import cleanup
-from lakery_fsspec._writers import SerialWriter
+from lakery_fsspec._bridge import cleanup
 
 if TYPE_CHECKING:
     from lakery_fsspec._bridge import Bridge
 
-__all__ = ["BlockWriter", "upload_whole"]
+__all__ = ["BlockWriter", "upload_blocks", "whole"]
 
 T = TypeVar("T")
+Work = Callable[[Any], Coroutine[Any, Any, T]]
+"""A request: a coroutine function of the filesystem the bridge hands it."""
 
 
 class BlockWriter(ABC):
     """Cuts the bytes written into blocks of ``block_size`` and uploads each one as soon
     as it is full; ``commit`` uploads the rest and finishes the object.
 
-    A Writer (see ``lakery_fsspec._writers``): its methods block and run in a worker thread, so
-    checksums are computed there, off every event loop, and requests run on the sync-mode
-    filesystem's IO loop. One block travels while the caller gathers the next one and its
-    checksum is computed (``_start``); a block waits for the one before it, so blocks
-    arrive in order and memory stays at two blocks (plus one write: what is written is
-    kept by reference until it is joined into a block). A failed upload is raised by the
-    next step.
+    Every request goes through the backend's bridge (``Bridge.run``: the caller's own
+    copy of the filesystem, the storage's timeout), and checksums are computed off the
+    loop (``_integrity.computed``). One block travels while the caller gathers the next
+    one; a block waits for the one before it, so blocks arrive in order and memory stays
+    at two blocks (plus what is written: kept by reference until it is joined into a
+    block). A failed upload is raised by the next step.
     """
 
     hold_full_block: ClassVar[bool] = False
@@ -41,14 +38,14 @@ class BlockWriter(ABC):
     ending on a block boundary ends with that block in ``commit`` (GCS: no empty last
     request)."""
 
-    def __init__(self, fs: Any, block_size: int) -> None:
-        self._fs = fs
+    def __init__(self, io: Bridge, block_size: int) -> None:
+        self.io = io
         self.block_size = block_size
         self._pieces: deque[bytes | memoryview] = deque()
         self._buffered = 0
-        self._in_flight: Future[Any] | None = None
+        self._in_flight: asyncio.Future[Any] | None = None
 
-    def write(self, data: bytes | memoryview, /) -> None:
+    async def write(self, data: bytes | memoryview, /) -> None:
         """Append bytes; upload every block that fills up."""
         if not len(data):
             return
@@ -59,52 +56,51 @@ class BlockWriter(ABC):
         while self._buffered > self.block_size or (
             self._buffered == self.block_size and not self.hold_full_block
         ):
-            self._send_block(self._take(self.block_size))
+            await self._send_block(self._take(self.block_size))
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         """Upload what is left and finish the object."""
-        self._finish(self._take(self._buffered))
-        self._settle()
+        await self._finish(self._take(self._buffered))
+        await self._settle()
 
-    def abort(self) -> None:
+    async def abort(self) -> None:
         """Give up; nothing of the object may remain. A block still travelling is
-        cancelled first (its cancellation is scheduled before the clean-up's requests)."""
+        cancelled and waited for before the clean-up's requests."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None:
             in_flight.cancel()
-        self._discard()
+            with contextlib.suppress(BaseException):
+                await in_flight
+        await self._discard()
 
     @abstractmethod
-    def _send_block(self, block: bytes) -> None:
+    async def _send_block(self, block: bytes) -> None:
         """Upload one full block (typically: its checksum, then ``_start``)."""
 
     @abstractmethod
-    def _finish(self, last: bytes) -> None:
+    async def _finish(self, last: bytes) -> None:
         """Upload the last, possibly short or empty, block and complete the object; with
         no block sent before, ``last`` is the whole object."""
 
     @abstractmethod
-    def _discard(self) -> None:
+    async def _discard(self) -> None:
         """Remove whatever was uploaded (no upload is in flight any more)."""
 
-    def _start(self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Start ``function(*args)`` on the filesystem's IO loop once the upload in flight
-        is over, and return without waiting for it."""
-        self._settle()
-        self._in_flight = run_coroutine_threadsafe(function(*args), self._fs.loop)
+    async def _start(self, work: Work[Any]) -> None:
+        """Start the request ``work`` once the one in flight is over; do not wait for it."""
+        await self._settle()
+        self._in_flight = asyncio.ensure_future(self.io.run(work))
 
-    def _settle(self) -> None:
-        """Wait for the upload in flight; raise its error."""
+    async def _settle(self) -> None:
+        """Wait for the request in flight; raise its error."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None:
-            in_flight.result()
+            await in_flight
 
-    def _run(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kw: Any) -> T:
-        """Run a coroutine function of the filesystem on its IO loop, after the upload in
-        flight, and wait for it."""
-        self._settle()
-        result: T = sync(self._fs.loop, function, *args, **kw)  # pyright: ignore[reportAssignmentType]
-        return result
+    async def _run(self, work: Work[T]) -> T:
+        """The request ``work``, after the one in flight."""
+        await self._settle()
+        return await self.io.run(work)
 
     def _take(self, size: int) -> bytes:
         """The next ``size`` buffered bytes as one block (one copy, none for a single
@@ -128,16 +124,22 @@ class BlockWriter(ABC):
         return b"".join(taken)
 
 
-async def upload_whole(bridge: Bridge, writer: BlockWriter, data: bytes, url: str) -> None:
-    """Upload a whole object through a block writer, one worker-thread step per block
-    (each bounded by the bridge's timeout); on any failure the upload is aborted."""
-    serial = SerialWriter(lambda: writer)
+async def upload_blocks(
+    writer: BlockWriter, stream: AsyncIterable[bytes | memoryview], url: str
+) -> None:
+    """Send ``stream`` through ``writer`` and finish the object; on any failure (of the
+    stream too) the upload is aborted, shielded from cancellation."""
     try:
-        await bridge.thread(serial.open)
-        view = memoryview(data)
-        for start in range(0, len(view), writer.block_size):
-            await bridge.thread(partial(serial.write, view[start : start + writer.block_size]))
-        await bridge.thread(serial.commit)
+        async for chunk in stream:
+            await writer.write(chunk)
+        await writer.commit()
     except BaseException:
-        await cleanup(bridge.thread(serial.abort), f"abort the upload to {url}")
+        await cleanup(writer.abort(), f"abort the upload to {url}")
         raise
+
+
+async def whole(data: bytes, piece: int) -> AsyncIterator[bytes | memoryview]:
+    """``data`` as a stream of views of ``piece`` bytes (no copies)."""
+    view = memoryview(data)
+    for start in range(0, len(view), piece):
+        yield view[start : start + piece]

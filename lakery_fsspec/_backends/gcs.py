@@ -26,7 +26,7 @@ from lakery_fsspec._integrity import computed
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-    from lakery_fsspec._writers import Writer
+    from lakery_fsspec._bridge import Bridge
 
 __all__ = ["GCS", "GCSBackend", "GCSDiagnostics"]
 
@@ -83,8 +83,8 @@ class GCSBackend(Backend):
                 )
             raise _mismatch(path, problem)
 
-    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
-        return GCSWriter(self.fs, path, block_size, _resource(digest))
+    def block_writer(self, path: str, digest: Digest, block_size: int) -> BlockWriter:
+        return GCSWriter(self.io, path, block_size, _resource(digest))
 
     async def size(self, path: str) -> int | None:
         # gcsfs's info() also lists the parent; one object GET is enough.
@@ -245,9 +245,10 @@ class GCSWriter(BlockWriter):
 
     hold_full_block = True  # the last full block goes with the final request
 
-    def __init__(self, fs: Any, path: str, block_size: int, resource: dict[str, str]) -> None:
-        super().__init__(fs, block_size)
+    def __init__(self, io: Bridge, path: str, block_size: int, resource: dict[str, str]) -> None:
+        super().__init__(io, block_size)
         self._path = path
+        fs: Any = io.fs  # gcsfs's own API
         self._bucket, key, _ = fs.split_path(path)
         self._resource = {"name": key, **resource}
         self._checksum = _Checksum()
@@ -255,38 +256,43 @@ class GCSWriter(BlockWriter):
         self._offset = 0
         self._created = False
 
-    def _send_block(self, block: bytes) -> None:
+    async def _send_block(self, block: bytes) -> None:
         if self._session is None:
-            self._session = self._run(_start_session, self._fs, self._bucket, self._resource)
-        self._checksum.update(block)
-        self._start(_send_chunk, self._fs, self._session, block, self._offset)
+            resource = self._resource
+            self._session = await self._run(lambda fs: _start_session(fs, self._bucket, resource))
+        await computed(self._checksum.update, block)
+        session, offset = self._session, self._offset
+        await self._start(lambda fs: _send_chunk(fs, session, block, offset))
         self._offset += len(block)
 
-    def _finish(self, last: bytes) -> None:
-        self._checksum.update(last)
+    async def _finish(self, last: bytes) -> None:
+        await computed(self._checksum.update, last)
         with _mismatch_is_integrity_error(self._path):
             if self._session is None:
                 resource = {**self._resource, self._checksum.field: self._checksum.text()}
-                written = self._run(_simple_upload, self._fs, self._bucket, resource, last)
+                written = await self._run(
+                    lambda fs: _simple_upload(fs, self._bucket, resource, last)
+                )
             else:
                 header = {"X-Goog-Hash": f"{self._checksum.hash_name}={self._checksum.text()}"}
-                total = self._offset + len(last)
-                written = self._run(
-                    _send_chunk, self._fs, self._session, last, self._offset, total, header
+                session, offset = self._session, self._offset
+                total = offset + len(last)
+                written = await self._run(
+                    lambda fs: _send_chunk(fs, session, last, offset, total, header)
                 )
                 self._session = None
         self._created = True
         if (problem := self._checksum.problem(written or {})) is not None:
             raise _mismatch(self._path, problem)
 
-    def _discard(self) -> None:
+    async def _discard(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             with contextlib.suppress(FileNotFoundError):  # finished or expired already
-                self._run(self._fs._call, "DELETE", session)  # cancels the upload (499)
+                await self._run(lambda fs: fs._call("DELETE", session))  # cancels it (499)
         if self._created:
             with contextlib.suppress(FileNotFoundError):
-                self._run(self._fs._rm_file, self._path)
+                await self._run(lambda fs: fs._rm_file(self._path))
 
 
 class _Checksum:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lakery_fsspec._backends.base import Backend, cleanup
-from lakery_fsspec._backends.blocks import BlockWriter, upload_whole
+from lakery_fsspec._backends.blocks import BlockWriter, upload_blocks, whole
 from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
 from lakery_fsspec._backends.diagnostics import Diagnostics
 from lakery_fsspec._backends.s3_requests import (
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from labox.core.storage import Digest
 
     from lakery_fsspec._bridge import Bridge
-    from lakery_fsspec._writers import Writer
 
 __all__ = ["S3", "S3Backend", "S3Diagnostics"]
 
@@ -81,7 +80,7 @@ class S3Backend(Backend):
         if len(data) > _MAX_PUT_OBJECT:
             part_size = max(self.min_block_size, -(-len(data) // _MAX_PARTS))
             writer = self._writer(path, digest, part_size, exclusive)
-            await upload_whole(self.io, writer, data, f"{self.protocol}://{path}")
+            await upload_blocks(writer, whole(data, part_size), f"{self.protocol}://{path}")
             return
         if exclusive and not self.features.accepts(CONDITIONS):
             # The server refused If-None-Match: check, then write.
@@ -108,7 +107,7 @@ class S3Backend(Backend):
         else:
             await put_object()
 
-    def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
+    def block_writer(self, path: str, digest: Digest, block_size: int) -> BlockWriter:
         return self._writer(path, digest, block_size)
 
     async def upload_new(
@@ -123,14 +122,9 @@ class S3Backend(Backend):
         # single PutObject) refuses an existing key: no temp object, no server-side move.
         if digest["content_size"] == 0:
             return await self._put_new(path, b"", digest)
+        writer = self._writer(path, digest, self.block_size(chunk_size), exclusive=True)
         try:
-            await self._upload_through(
-                path,
-                stream,
-                digest,
-                chunk_size,
-                partial(self._writer, path, digest, exclusive=True),
-            )
+            await upload_blocks(writer, stream, f"{self.protocol}://{path}")
         except FileExistsError:
             return False
         return True
@@ -151,7 +145,7 @@ class S3Backend(Backend):
     ) -> S3Writer:
         options = self.write_options(digest)
         return S3Writer(
-            self.fs, path, block_size, options, exclusive, self.checksums, self.features
+            self.io, path, block_size, options, exclusive, self.checksums, self.features
         )
 
     async def size(self, path: str) -> int | None:
@@ -513,7 +507,7 @@ class S3Writer(BlockWriter):
 
     def __init__(
         self,
-        fs: Any,
+        io: Bridge,
         path: str,
         block_size: int,
         options: dict[str, Any],
@@ -521,11 +515,11 @@ class S3Writer(BlockWriter):
         checksums: bool = True,
         features: Features | None = None,
     ) -> None:
-        super().__init__(fs, block_size)
+        super().__init__(io, block_size)
         self._checksums = checksums
         self._features = features or Features(f"s3://{path}")
         self._path = path
-        self._where = _location(fs, path)
+        self._where = _location(io.fs, path)
         self._options = options
         self._match = {"IfNoneMatch": "*"} if exclusive else {}
         self._upload_id: str | None = None
@@ -533,28 +527,30 @@ class S3Writer(BlockWriter):
         self._crc = 0  # of everything sent so far
         self._completed = False
 
-    def _call(self, method: str, **kwargs: Any) -> Any:
+    async def _call(self, method: str, **kwargs: Any) -> Any:
         with _mismatch_is_integrity_error(self._path):
-            return self._run(send, self._fs, method, self._features, **self._where, **kwargs)
+            return await self._run(
+                lambda fs: send(fs, method, self._features, **self._where, **kwargs)
+            )
 
-    def _send_block(self, block: bytes) -> None:
+    async def _send_block(self, block: bytes) -> None:
         if self._upload_id is None:
             full = {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}
-            created = self._call(
+            created = await self._call(
                 "create_multipart_upload", **(full if self._checksums else {}), **self._options
             )
             self._upload_id = str(created["UploadId"])
         part: dict[str, Any] = {"PartNumber": len(self._parts) + 1}
         if self._checksums:
-            part["ChecksumCRC32"] = _crc32_text(zlib.crc32(block))
-            self._crc = zlib.crc32(block, self._crc)
+            crc, self._crc = await computed(partial(_crc32s, running=self._crc), block)
+            part["ChecksumCRC32"] = _crc32_text(crc)
         self._parts.append(part)
-        self._start(self._upload_part, part, block)
+        await self._start(partial(self._upload_part, part=part, block=block))
 
-    async def _upload_part(self, part: dict[str, Any], block: bytes) -> None:
+    async def _upload_part(self, fs: Any, part: dict[str, Any], block: bytes) -> None:
         with _mismatch_is_integrity_error(self._path):
             sent = await send(
-                self._fs,
+                fs,
                 "upload_part",
                 self._features,
                 **self._where,
@@ -564,19 +560,19 @@ class S3Writer(BlockWriter):
             )
         part["ETag"] = sent["ETag"]
 
-    def _finish(self, last: bytes) -> None:
+    async def _finish(self, last: bytes) -> None:
         if self._upload_id is None:
             options = {**self._options, **self._match}
             if self._checksums:
-                options["ChecksumCRC32"] = _crc32_text(zlib.crc32(last))
-            self._call("put_object", Body=last, **options)
+                options["ChecksumCRC32"] = _crc32_text(await computed(zlib.crc32, last))
+            await self._call("put_object", Body=last, **options)
             return
         if last:
-            self._send_block(last)
-        self._settle()  # every part's ETag is known
+            await self._send_block(last)
+        await self._settle()  # every part's ETag is known
         expected = _crc32_text(self._crc)
         full = {"ChecksumCRC32": expected, "ChecksumType": "FULL_OBJECT"}
-        completed = self._call(
+        completed = await self._call(
             "complete_multipart_upload",
             UploadId=self._upload_id,
             MultipartUpload={"Parts": self._parts},
@@ -589,7 +585,7 @@ class S3Writer(BlockWriter):
             return
         reported = completed.get("ChecksumCRC32")
         if reported is None:  # moto reports it only when asked
-            head = self._call("head_object", ChecksumMode="ENABLED")
+            head = await self._call("head_object", ChecksumMode="ENABLED")
             reported = head.get("ChecksumCRC32")
         if reported is not None and reported != expected:
             msg = (
@@ -599,14 +595,19 @@ class S3Writer(BlockWriter):
             )
             raise IntegrityError(msg)
 
-    def _discard(self) -> None:
+    async def _discard(self) -> None:
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
             with contextlib.suppress(FileNotFoundError):  # already completed or aborted
-                self._call("abort_multipart_upload", UploadId=upload_id)
+                await self._call("abort_multipart_upload", UploadId=upload_id)
         if self._completed:
             with contextlib.suppress(FileNotFoundError):
-                self._call("delete_object")
+                await self._call("delete_object")
+
+
+def _crc32s(block: bytes | memoryview, running: int) -> tuple[int, int]:
+    """The CRC32 of ``block``, and ``running`` (a CRC32 so far) extended by it."""
+    return zlib.crc32(block), zlib.crc32(block, running)
 
 
 def _crc32_text(value: int) -> str:
