@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from anyio import CancelScope, move_on_after, to_thread
 from anyio.lowlevel import checkpoint_if_cancelled
@@ -23,11 +23,20 @@ from lakery_fsspec._errors import StorageUnavailableError, unavailable
 if TYPE_CHECKING:
     from lakery_fsspec._loops import LoopInstances
 
-__all__ = ["Bridge", "cleanup", "in_daemon_thread", "timed_out"]
+__all__ = ["Bridge", "Reconnect", "cleanup", "in_daemon_thread", "timed_out"]
 
 T = TypeVar("T")
 
 _LOG = logging.getLogger("lakery_fsspec")
+
+
+class Reconnect(NamedTuple):
+    """How a bridge replaces a filesystem whose connection closed for good (sshfs
+    connects when made and never again): ``closed(fs)`` tells, without I/O, and
+    ``fresh(fs)`` makes a connected replacement (blocking: it runs in a worker thread)."""
+
+    closed: Callable[[Any], bool]
+    fresh: Callable[[Any], Any]
 
 
 class Bridge:
@@ -48,7 +57,8 @@ class Bridge:
     Timeouts, connection failures and server errors from the backend become
     StorageUnavailableError raised from the original (``transient`` names more, for a
     client whose errors the generic rules do not know); every other exception (missing
-    objects, permissions, cancellation, …) propagates unchanged.
+    objects, permissions, cancellation, …) propagates unchanged. With ``reconnect``, a
+    filesystem whose connection closed is replaced before the next call.
     """
 
     def __init__(
@@ -57,12 +67,15 @@ class Bridge:
         timeout: float | None = None,
         loop_instances: LoopInstances | None = None,
         transient: Callable[[BaseException], bool] | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self.fs = fs
         self.is_async = bool(fs.async_impl)
         self.timeout = timeout
         self._loop_instances = loop_instances
         self._transient = transient
+        self._reconnect = reconnect
+        self._lock = threading.Lock()
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Await ``fs._<method>(...)``, or run ``fs.<method>(...)`` in a worker thread."""
@@ -87,6 +100,8 @@ class Bridge:
     async def _run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
         if self._loop_instances is not None:
             return await work(await self._loop_instances.get())
+        if self._reconnect is not None and self._reconnect.closed(self.fs):
+            await to_thread.run_sync(self._replace, self.fs, abandon_on_cancel=True)
         loop: asyncio.AbstractEventLoop = getattr(self.fs, "loop")  # noqa: B009 (async fs only)
         future = asyncio.run_coroutine_threadsafe(work(self.fs), loop)
         # Cancelling the wrapper cancels the task on the IO loop.
@@ -110,6 +125,12 @@ class Bridge:
             raise wrapped from error
         await checkpoint_if_cancelled()
         raise self._timed_out()
+
+    def _replace(self, dead: Any) -> None:
+        assert self._reconnect is not None
+        with self._lock:
+            if self.fs is dead:  # not replaced by another call meanwhile
+                self.fs = self._reconnect.fresh(dead)
 
     def _timed_out(self) -> StorageUnavailableError:
         assert self.timeout is not None

@@ -9,7 +9,7 @@ from fsspec.spec import AbstractFileSystem
 
 from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.diagnostics import Diagnostics
-from lakery_fsspec._bridge import Bridge
+from lakery_fsspec._bridge import Bridge, Reconnect
 from lakery_fsspec._loops import shared_loop_instances
 
 __all__ = ["ProtocolSpec"]
@@ -41,7 +41,11 @@ class ProtocolSpec:
     make it in a thread of its own, never on the event loop."""
     loop_native: ClassVar[bool] = False
     """Whether async calls run on the caller's loop, through a copy of the filesystem
-    per loop opened with ``connect`` and closed with ``disconnect``."""
+    per loop opened with ``connect`` and closed with ``disconnect`` (else: an async
+    filesystem's calls run on fsspec's IO loop, a blocking one's in worker threads)."""
+    reconnect: ClassVar[Reconnect | None] = None
+    """How to replace a filesystem whose connection closed for good, if it never
+    reconnects by itself."""
 
     @classmethod
     def serves(cls, filesystem: type[Any] | str) -> bool:
@@ -105,5 +109,11 @@ class ProtocolSpec:
         instances = None
         if cls.loop_native and fs.async_impl:
             instances = shared_loop_instances(fs, cls.connect, cls.disconnect, cls.copy_options)
-        bridge = Bridge(fs, timeout=timeout, loop_instances=instances, transient=cls.transient)
+        bridge = Bridge(
+            fs,
+            timeout=timeout,
+            loop_instances=instances,
+            transient=cls.transient,
+            reconnect=cls.reconnect,
+        )
         return cls.backend(protocol, bridge)

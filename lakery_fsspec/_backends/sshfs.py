@@ -10,17 +10,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import posixpath
-import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-
-from anyio import to_thread
 
 from lakery_fsspec._backends.base import Backend, blocks, cleanup
 from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._bridge import Bridge
+from lakery_fsspec._bridge import Bridge, Reconnect
 from lakery_fsspec._errors import StorageUnavailableError
 from lakery_fsspec._temp import temp_name
 
@@ -68,7 +65,7 @@ class SSHFSBackend(Backend):
     min_block_size = 2**20
 
     def __init__(self, protocol: str, bridge: Bridge) -> None:
-        super().__init__(protocol, _Reconnecting(bridge.fs, bridge.timeout, SSHFS.transient))
+        super().__init__(protocol, bridge)
         self._orphans: set[str] = set()
         """Temps a failed clean-up could not remove (the server was down), removed once
         the server answers again."""
@@ -264,69 +261,6 @@ class SSHFSDiagnostics(Diagnostics):
         return None
 
 
-class SSHFS(ProtocolSpec):
-    """SFTP through sshfs (asyncssh), which connects when made."""
-
-    names = ("sftp", "ssh")
-    filesystem = "sshfs.spec.SSHFileSystem"
-    extra = "sshfs"
-    backend = SSHFSBackend
-    diagnostics = SSHFSDiagnostics
-    connects_on_init = True
-
-    @classmethod
-    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
-        host = options.get("host")
-        if not isinstance(host, str) or not host:
-            return None
-        return f"sftp://{host}:{options.get('port') or _DEFAULT_PORT}"
-
-    @classmethod
-    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """Check host keys as asyncssh does (sshfs would pass ``known_hosts=None``)."""
-        if not options.get("host"):
-            msg = (
-                "An SFTP storage needs the server's host: write the URL as "
-                "sftp://user@host:port/path, or give host (and port, username) in the "
-                "storage options (a pointer names no server)."
-            )
-            raise ValueError(msg)
-        return {"known_hosts": (), **options}
-
-    @staticmethod
-    def transient(error: BaseException) -> bool:
-        name = type(error).__name__
-        if name == "DisconnectError" or name in _GONE:
-            return True
-        # asyncssh ends calls in flight on a closed connection with this OSError.
-        return isinstance(error, BrokenPipeError)
-
-
-class _Reconnecting(Bridge):
-    """A bridge to an sshfs filesystem that replaces it once its connection has closed.
-
-    sshfs connects when constructed and never again; fsspec's instance cache would hand
-    the dead instance to every storage with the same options. The replacement is made in
-    a worker thread (sshfs connects with a blocking call) and put into the cache.
-    """
-
-    def __init__(
-        self, fs: Any, timeout: float | None, transient: Callable[[BaseException], bool]
-    ) -> None:
-        super().__init__(fs, timeout=timeout, transient=transient)
-        self._lock = threading.Lock()
-
-    async def _run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-        if _closed(self.fs):
-            await to_thread.run_sync(self._reconnect, self.fs, abandon_on_cancel=True)
-        return await super()._run(work)
-
-    def _reconnect(self, dead: Any) -> None:
-        with self._lock:
-            if self.fs is dead:
-                self.fs = _fresh(dead)
-
-
 def _closed(fs: Any) -> bool:
     client = getattr(fs, "_client", None)
     return client is not None and bool(client.is_closed())
@@ -453,3 +387,45 @@ async def _server_now(sftp: Any, probe: str) -> float | None:
     finally:
         await _remove_quietly(sftp, probe)
     return None if mtime is None else float(mtime)
+
+
+class SSHFS(ProtocolSpec):
+    """SFTP through sshfs (asyncssh), which connects when made."""
+
+    names = ("sftp", "ssh")
+    filesystem = "sshfs.spec.SSHFileSystem"
+    extra = "sshfs"
+    backend = SSHFSBackend
+    diagnostics = SSHFSDiagnostics
+    connects_on_init = True
+    reconnect = Reconnect(closed=_closed, fresh=_fresh)
+    """sshfs connects when made and never again; fsspec's instance cache would hand the
+    dead instance to every storage with the same options, so the replacement goes into
+    the cache too (``_fresh``)."""
+
+    @classmethod
+    def endpoint(cls, options: Mapping[str, Any]) -> str | None:
+        host = options.get("host")
+        if not isinstance(host, str) or not host:
+            return None
+        return f"sftp://{host}:{options.get('port') or _DEFAULT_PORT}"
+
+    @classmethod
+    def filesystem_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Check host keys as asyncssh does (sshfs would pass ``known_hosts=None``)."""
+        if not options.get("host"):
+            msg = (
+                "An SFTP storage needs the server's host: write the URL as "
+                "sftp://user@host:port/path, or give host (and port, username) in the "
+                "storage options (a pointer names no server)."
+            )
+            raise ValueError(msg)
+        return {"known_hosts": (), **options}
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        name = type(error).__name__
+        if name == "DisconnectError" or name in _GONE:
+            return True
+        # asyncssh ends calls in flight on a closed connection with this OSError.
+        return isinstance(error, BrokenPipeError)
