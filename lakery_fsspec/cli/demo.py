@@ -69,7 +69,7 @@ async def run_demo(
     echo(f"loaded    value {'matches' if loaded_value.value == value else 'DIFFERS'}")
     same = "matches" if loaded_rows == rows else "DIFFERS"
     echo(f"loaded    stream of {len(loaded_rows)} rows {same}")
-    for path in _stored_paths(storage):
+    for path in await _stored_paths(storage):
         echo(f"object    {path}")
     return {"ok": ok, "value": loaded_value.value, "rows": len(loaded_rows)}
 
@@ -79,11 +79,11 @@ async def _stream(rows: Sequence[dict[str, Any]]) -> AsyncIterator[dict[str, Any
         yield row
 
 
-def _stored_paths(storage: FsspecStorage) -> list[str]:
-    fs = storage.location.filesystems()[1]
-    root = storage.location.root
-    temp = f"{root}/{storage.temp_prefix}/"
-    return sorted(path for path in fs.find(root) if not path.startswith(temp))
+async def _stored_paths(storage: FsspecStorage) -> list[str]:
+    """Every object under the root, read back and checked (``verify``'s walk)."""
+    found: list[str] = []
+    await storage.verify(on_object=lambda checked: found.append(checked.url))
+    return sorted(found)
 
 
 def main(argv: Sequence[str] | None = None, *, timeout: float | None = None) -> int:
