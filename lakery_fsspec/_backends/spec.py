@@ -50,10 +50,17 @@ class ProtocolSpec:
     @classmethod
     def serves(cls, filesystem: type[Any] | str) -> bool:
         """Whether this spec drives filesystems of class ``filesystem`` (a class, or the
-        dotted path of one that cannot be imported)."""
+        dotted path fsspec would import it from where its package is missing)."""
         wanted = cls.filesystem
-        if wanted is None or isinstance(filesystem, str):
-            return wanted in (None, filesystem)
+        if wanted is None:
+            return True
+        if isinstance(filesystem, str):
+            # fsspec names classes by their package's re-export ("s3fs.S3FileSystem").
+            package, _, name = filesystem.partition(".")
+            return (
+                wanted.split(".")[0] == package
+                and wanted.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]
+            )
         return any(
             f"{base.__module__}.{base.__qualname__}" == wanted for base in filesystem.__mro__
         )
