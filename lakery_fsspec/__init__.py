@@ -11,10 +11,19 @@ from lakery_fsspec._errors import (
     ReadOnlyStorageError,
     StorageUnavailableError,
 )
+from lakery_fsspec._gc import (
+    GCRefusedError,
+    GCResult,
+    Tally,
+    collect_garbage,
+    restore_trash_run,
+    trash_runs,
+)
 from lakery_fsspec._pointer import FsspecPointer
 from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router
 from lakery_fsspec._storage import DEFAULT_CHUNK_SIZE, FsspecStorage
 from lakery_fsspec._temp import TempPath
+from lakery_fsspec._trash import TrashRun
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -23,12 +32,19 @@ __all__ = [
     "CopyResult",
     "FsspecPointer",
     "FsspecStorage",
+    "GCRefusedError",
+    "GCResult",
     "IntegrityError",
     "PathTemplate",
     "ReadOnlyStorageError",
     "Router",
     "StorageUnavailableError",
+    "Tally",
     "TempPath",
+    "TrashRun",
+    "collect_garbage",
     "copy_lake",
     "register_backend",
+    "restore_trash_run",
+    "trash_runs",
 ]
