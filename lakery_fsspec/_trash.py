@@ -9,9 +9,10 @@ stored leaves for the sweep.
 <root>/.lakery-fresh/<hash of path>     a write found <path> already stored (its age)
 ```
 
-Run names are temp names (``<unix ms>-<uuid hex>``, ``_temp.py``), so a run without a
-stamp is still aged, by its writer's clock. Neither folder is ever a candidate, and the
-walks of ``verify`` and ``copy`` skip both.
+Run names are temp names (``<unix ms>-<uuid hex>``, ``_temp.py``): where the backend
+reports no time, a run is aged by its writer's clock in the name. A run is kept while its
+stamp is (written before the first object moves in, removed after the last is gone).
+Neither folder is ever a candidate, and the walks of ``verify`` and ``copy`` skip both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import hashlib
 import logging
 import mimetypes
 import posixpath
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from labox.core.storage import Digest
@@ -101,33 +101,27 @@ class TrashRun(NamedTuple):
 
 
 def run_names(listed: list[str]) -> set[str]:
-    """The runs among the entries of the trash folder (stamps and run folders)."""
+    """The runs among the entries of the trash folder: those with a stamp. (A run's stamp
+    is written before its first object and removed after its last, so a run folder
+    without one is empty: on local files and SFTP, an emptied folder stays.)"""
     names: set[str] = set()
     for entry in listed:
         name = posixpath.basename(entry.rstrip("/"))
-        name = name.removesuffix(_STAMP)
-        if temp_age(name) is not None:
-            names.add(name)
+        if name.endswith(_STAMP) and temp_age(run := name.removesuffix(_STAMP)) is not None:
+            names.add(run)
     return names
 
 
 async def kept_runs(backend: Backend, root: str) -> list[TrashRun]:
     """The runs in the trash under ``root``, oldest first."""
-    folder = f"{root}/{TRASH}"
     try:
-        listed = await backend.list(folder)
-        stamps = await backend.list_aged(folder)
+        stamps = await backend.list_aged(f"{root}/{TRASH}")
     except FileNotFoundError:
         return []
-    ages: Mapping[str, float | None] = {
-        posixpath.basename(path).removesuffix(_STAMP): seconds for path, seconds in stamps
-    }
     runs: list[TrashRun] = []
-    for run in run_names(listed):
-        seconds = ages.get(run)
-        if seconds is None:
-            seconds = temp_age(run) or 0.0
-        runs.append(TrashRun(run, seconds))
+    for path, seconds in stamps:
+        for run in run_names([path]):
+            runs.append(TrashRun(run, temp_age(run) or 0.0 if seconds is None else seconds))
     return sorted(runs, key=lambda kept: (-kept.age, kept.run))
 
 

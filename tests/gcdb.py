@@ -107,7 +107,7 @@ async def load_all(url: str, storage: FsspecStorage) -> list[Any]:
                 record = await session.get_one(ManifestRecord, manifest_id)
                 storable = await load_one(record, StorableValue, registry=registry, session=session)
                 loaded.append(storable.value)
-            return loaded
+            return sorted(loaded, key=lambda v: v["n"])
     finally:
         await engine.dispose()
 

@@ -136,17 +136,15 @@ def test_a_read_puts_back_what_was_quarantined(
         assert asyncio.run(load_all(db, storage)) == [value(n) for n in range(3)]
     else:
         for pointer in asyncio.run(pointers(db)):
-            chunks = [c async for c in _stream(storage, pointer)]
-            assert b"".join(chunks)
+            assert asyncio.run(_streamed(storage, pointer))
     assert len(listing(backend, storage)["lake"]) == 4
     # The next sweep against both databases keeps them, and removes only the garbage.
     result = asyncio.run(collect_garbage(storage, [db, other], grace=0, trash_grace=0))
     assert (result.deleted.count, result.referenced.count) == (2, 4)
 
 
-async def _stream(storage: FsspecStorage, pointer: Any) -> Any:
-    async for chunk in storage.read_data_stream(pointer):
-        yield chunk
+async def _streamed(storage: FsspecStorage, pointer: Any) -> bytes:
+    return b"".join([chunk async for chunk in storage.read_data_stream(pointer)])
 
 
 def test_expiry_puts_back_what_is_referenced_again(

@@ -79,8 +79,8 @@ def check_gc_arguments(args: argparse.Namespace) -> None:
     """Options that make no sense together are a command-line mistake."""
     if args.runs and args.restore is not None:
         raise UsageError("--runs lists the trash, --restore empties one run: give one of them")
-    if (args.runs or args.restore is not None) and (args.db or args.dry_run):
-        raise UsageError("--runs and --restore take no --db or --dry-run")
+    if (args.runs or args.restore is not None) and args.dry_run:
+        raise UsageError("--runs and --restore take no --dry-run")
     if not args.db:
         given = [
             name
