@@ -312,7 +312,7 @@ class _Sweep:
                         self.result.run = run
                 source, trashed = f"{self.root}/{path}", f"{self.root}/{TRASH}/{run}/{path}"
                 try:
-                    await self.backend._move_over(source, trashed)
+                    await self._move(source, trashed, size)
                 except FileNotFoundError:
                     return  # gone meanwhile (another sweep)
             self.result.quarantined.add(size)
@@ -323,6 +323,20 @@ class _Sweep:
                 yield path, size
 
         await self._each(listed(), one)
+
+    async def _move(self, source: str, destination: str, size: int | None) -> None:
+        """Move an object server-side (a rename, or a copy then a delete: it exists
+        somewhere at every moment, and its metadata comes along); FileNotFoundError if
+        ``source`` is gone. fsspec's makedirs, which that move calls, is not safe against
+        a concurrent one (SFTP: "File exists"): on such a failure the backend's own
+        create-only move (folders made as its writes make them) is used instead."""
+        try:
+            await self.backend._move_over(source, destination)
+        except (FileNotFoundError, PermissionError):
+            raise
+        except OSError:
+            digest = object_digest(destination, size or 0)
+            await self.backend.move(source, destination, digest)
 
     async def remove_stale_markers(self) -> int:
         """Remove the markers older than the grace period (as last listed)."""

@@ -32,7 +32,7 @@ from lakery_fsspec import FsspecStorage, GCRefusedError, collect_garbage
 
 pytestmark = pytest.mark.backends("local", "s3", "gcs", "azure", "sftp")
 
-RACE_SECONDS = float(os.environ.get("LAKERY_GC_SOAK_SECONDS") or 6)
+RACE_SECONDS = float(os.environ.get("LAKERY_GC_SOAK_SECONDS") or 8)
 POOL = 24
 """Values the writers pick from (most saves are of content already stored)."""
 DEADLINE = 120 + 4 * RACE_SECONDS
@@ -180,6 +180,7 @@ def test_race(backend: BackendInfo, tmp_path: Path, root_url: str) -> None:
     assert counts["killed writers"] >= 2, counts
     storage = FsspecStorage(root_url, storage_options=backend.storage_options, chunk_size=CHUNK)
     loaded = asyncio.run(load_all(db, storage))  # every record loads
+    print(f"{len(loaded)} records load")
     assert len(loaded) == len(asyncio.run(manifests(db))) > 0, counts
     for _ in range(2):
         asyncio.run(collect_garbage(storage, [db], grace=0, trash_grace=0))
