@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -27,6 +28,7 @@ import pytest
 from conftest import BackendInfo
 from gcdb import create_db, db_url, drop, listing, load_all, manifests, pointers, save, value
 from helpers import CHUNK, Stream, chunked
+from labox.common.exceptions import NoStorageData
 
 from lakery_fsspec import FsspecStorage, GCRefusedError, collect_garbage
 
@@ -44,6 +46,8 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 from labox.builtin import StorableValue
 from labox.core import Registry, save_one
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from labox.common.exceptions import NoStorageData
+
 from lakery_fsspec import FsspecStorage
 
 url, options, db = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
@@ -86,8 +90,8 @@ class Writers:
         process = subprocess.Popen(
             [sys.executable, "-c", WRITER, *args],
             cwd=Path(__file__).parent.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,  # read if it dies by itself
         )
         self.running.append(process)
         return process
@@ -119,7 +123,15 @@ async def _race(backend: BackendInfo, url: str, db: str) -> dict[str, int]:
     await drop(db, ids)
     await save(db, storage, [value(n) for n in range(POOL, POOL + 4)])  # referenced
     stop = asyncio.Event()
-    counts = {"refused": 0, "sweeps": 0, "quarantined": 0, "deleted records": 0, "streams": 0}
+    counts = {
+        "loads": 0,
+        "load raced a delete": 0,
+        "refused": 0,
+        "sweeps": 0,
+        "quarantined": 0,
+        "deleted records": 0,
+        "streams": 0,
+    }
 
     async def sweeper() -> None:
         mine = make()
@@ -131,6 +143,7 @@ async def _race(backend: BackendInfo, url: str, db: str) -> dict[str, int]:
                 continue
             counts["sweeps"] += 1
             counts["quarantined"] += result.quarantined.count
+            await asyncio.sleep(0.1)  # room for the writers on a one-threaded emulator
 
     async def deleter() -> None:
         rng = random.Random(1)
@@ -149,11 +162,25 @@ async def _race(backend: BackendInfo, url: str, db: str) -> dict[str, int]:
             await mine.write_data_stream(stream, stream.get_digest, {})
             counts["streams"] += 1
 
+    async def reader() -> None:
+        """Loads every record again and again (a miss puts back from the trash)."""
+        mine = make()
+        while not stop.is_set():
+            try:
+                counts["loads"] += len(await load_all(db, mine))
+            except NoStorageData:
+                raise  # a dangling pointer
+            except Exception:
+                counts["load raced a delete"] += 1
+            await asyncio.sleep(0.2)
+
     writers = Writers(backend, url, db)
     try:
         for _ in range(2):
             writers.start()
-        tasks = [asyncio.create_task(job()) for job in (sweeper, sweeper, deleter, streamer)]
+        tasks = [
+            asyncio.create_task(job()) for job in (sweeper, sweeper, deleter, streamer, reader)
+        ]
         ends = time.monotonic() + RACE_SECONDS
         rng = random.Random(3)
         while time.monotonic() < ends:
@@ -171,16 +198,23 @@ async def _race(backend: BackendInfo, url: str, db: str) -> dict[str, int]:
     return counts
 
 
-def test_race(backend: BackendInfo, tmp_path: Path, root_url: str) -> None:
+def test_race(
+    backend: BackendInfo, tmp_path: Path, root_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     db = db_url(tmp_path)
     asyncio.run(create_db(db))
+    caplog.set_level(logging.INFO, "lakery_fsspec")
     counts = _run_within(_race(backend, root_url, db), DEADLINE)
     print(counts)
     assert counts["sweeps"] >= 2, counts
     assert counts["killed writers"] >= 2, counts
     storage = FsspecStorage(root_url, storage_options=backend.storage_options, chunk_size=CHUNK)
+    raced = sum("from the trash" in record.getMessage() for record in caplog.records)
     loaded = asyncio.run(load_all(db, storage))  # every record loads
-    print(f"{len(loaded)} records load")
+    restored = sum("from the trash" in record.getMessage() for record in caplog.records)
+    print(
+        f"{len(loaded)} records load; reads put back {raced} in the race, {restored - raced} after"
+    )
     assert len(loaded) == len(asyncio.run(manifests(db))) > 0, counts
     for _ in range(2):
         asyncio.run(collect_garbage(storage, [db], grace=0, trash_grace=0))
