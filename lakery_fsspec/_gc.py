@@ -179,7 +179,7 @@ async def collect_garbage(
             if not force:
                 _refuse_empty(result, where)
             if absent := len(found) - sum(found):
-                result.missing = await _missing(backend, root, engines, found, absent)
+                result.missing = await _missing(backend, root, engines, refs, found, absent)
             del found
             if not force:
                 _refuse_missing(result, where)
@@ -451,20 +451,25 @@ def _index(refs: array[int], path: str) -> int | None:
 
 
 async def _missing(
-    backend: Backend, root: str, engines: list[AsyncEngine], found: bytearray, absent: int
+    backend: Backend,
+    root: str,
+    engines: list[AsyncEngine],
+    refs: array[int],
+    found: bytearray,
+    absent: int,
 ) -> int:
     """How many references point at objects that are neither under ``root`` nor in the
-    trash: the ``absent`` ones the listing did not find are looked up one by one (a
-    random ``SAMPLE`` of them when there are more, and the count estimated)."""
-    refs = await _references(engines)  # the same order as ``found``'s, unless changed since
+    trash: the ``absent`` ones (``found[i]`` is 0 for ``refs[i]``) are looked up one by
+    one, by their paths read again (a random ``SAMPLE`` of them when there are more, and
+    the count estimated)."""
     picked: list[str] = []
     seen = 0
     chooser = random.Random(0)
     for engine in engines:
         async for pointer in all_pointers(engine):
             at = _index(refs, pointer["path"])
-            if at is None or at >= len(found) or found[at]:
-                continue
+            if at is None or found[at]:
+                continue  # found, or a record newer than the listing
             found[at] = 1  # once per path
             seen += 1
             if len(picked) < SAMPLE:
