@@ -229,7 +229,9 @@ def test_cli(
     assert main([*args, "--grace", "0", "--dry-run"]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2
+    assert all(line.startswith("would quarantine\t") for line in out.splitlines())
     assert "would quarantine 2 object(s)" in err
+    assert "would delete 0 temp object(s)" in err  # and what gc does without --db
     assert main([*args, "--grace", "0"]) == 0
     out, err = capsys.readouterr()
     assert "quarantined 2 object(s)" in err
