@@ -477,8 +477,12 @@ class FsspecStorage(Storage[FsspecPointer]):
                 return own._replace(
                     path=found.path, how=f"{where} (read-only: left there)", guess=not recorded_here
                 )
-            with contextlib.suppress(FileNotFoundError):  # another read put it back meanwhile
+            try:
                 await restore_object(backend, found.path, own.path, found.size)
+            except FileNotFoundError:
+                pass  # another read put it back meanwhile
+            except PermissionError:  # these credentials may read, not write: read it there
+                return own._replace(path=found.path, how=where, guess=not recorded_here)
         return own._replace(how=f"put back from {where}", guess=not recorded_here)
 
     async def _reader(self, operation: str, source: _Source) -> Backend:

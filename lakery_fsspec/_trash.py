@@ -135,16 +135,17 @@ class Found(NamedTuple):
 
 async def find_in_trash(backend: Backend, root: str, path: str) -> Found | None:
     """The newest copy of the object at relative ``path`` in the trash under ``root``:
-    one listing of the trash, then one request per kept run until found."""
+    one listing of the trash, then one request per kept run until found. None also where
+    these credentials may not look (a read-only account without listing rights)."""
     try:
         listed = await backend.list(f"{root}/{TRASH}")
-    except FileNotFoundError:
+        for run in sorted(run_names(listed), reverse=True):  # newest first
+            candidate = f"{root}/{TRASH}/{run}/{path}"
+            size = await backend.size(candidate)
+            if size is not None:
+                return Found(candidate, run, size)
+    except (FileNotFoundError, PermissionError):
         return None
-    for run in sorted(run_names(listed), reverse=True):  # newest first
-        candidate = f"{root}/{TRASH}/{run}/{path}"
-        size = await backend.size(candidate)
-        if size is not None:
-            return Found(candidate, run, size)
     return None
 
 
