@@ -185,9 +185,11 @@ async def collect_garbage(
                 _refuse_missing(result, where)
             sweep = _Sweep(backend, root, engines, grace_s, concurrency, result, on_object)
             await sweep.reread()  # just before anything is deleted or quarantined
-            for run in await kept_runs(backend, root):
-                if run.age >= trash_s:
-                    await sweep.expire(run.run, dry_run)
+            expired = [run for run in await kept_runs(backend, root) if run.age >= trash_s]
+            for run in expired:
+                await sweep.expire(run.run, dry_run)
+            if expired:
+                await sweep.reread()  # again, just before the first move
             await sweep.quarantine(candidates.read(), dry_run)
             if not dry_run:
                 result.markers_removed = await sweep.remove_stale_markers()
