@@ -245,6 +245,13 @@ def test_cli(
     assert main(["gc", root_url, "--db", empty, "--grace", "0", *options(backend)]) == 1
     assert "--force" in capsys.readouterr().err
     assert len(listing(backend, storage)["lake"]) == 5
+    forced = ["gc", root_url, "--db", empty, "--grace", "0", "--force", *options(backend)]
+    assert main(forced) == 0
+    assert "quarantined 5 object(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["gc", root_url, "--grace", "0", *options(backend)])  # --grace needs --db
+    assert usage.value.code == 2
+    assert "--db DATABASE_URL" in capsys.readouterr().err
 
 
 def test_dropped_records_are_swept(backend: BackendInfo, tmp_path: Path, root_url: str) -> None:
