@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from gcdb import (
     value,
 )
 from helpers import CHUNK, Stream, chunked, payload
+from test_cli import AuthS3, auth_s3  # noqa: F401 - a fixture
 
 from lakery_fsspec import (
     FsspecStorage,
@@ -260,3 +262,29 @@ def test_dropped_records_are_swept(backend: BackendInfo, tmp_path: Path, root_ur
     asyncio.run(drop(db, ids))
     result = asyncio.run(collect_garbage(storage, [db], grace=0))
     assert result.quarantined.count == 3
+
+
+@pytest.mark.backends("s3")
+@pytest.mark.moto("an authenticating moto server with IAM policies")
+def test_a_reader_that_may_not_write_reads_in_the_trash(
+    backend: BackendInfo,
+    tmp_path: Path,
+    auth_s3: AuthS3,  # noqa: F811 - the fixture imported above
+) -> None:
+    """A read that misses, with credentials that may read and list but not write, cannot
+    put the object back: it reads it in the trash."""
+    url = f"s3://{auth_s3.bucket}/{uuid.uuid4().hex}"
+
+    def as_user(user: str) -> FsspecStorage:
+        key, secret = auth_s3.keys[user]
+        options = {"endpoint_url": auth_s3.endpoint, "key": key, "secret": secret}
+        return FsspecStorage(url, storage_options=options, chunk_size=CHUNK)
+
+    admin = as_user("admin")
+    pointer = asyncio.run(garbage(admin, payload(3000, 5)))
+    empty = db_url(tmp_path, "empty.db")
+    asyncio.run(create_db(empty))
+    result = asyncio.run(collect_garbage(admin, [empty], grace=0, force=True))
+    assert result.quarantined.count == 1
+    assert asyncio.run(as_user("reader").read_data(pointer)) == payload(3000, 5)
+    assert asyncio.run(trash_runs(admin))  # still there: nothing was put back
