@@ -242,6 +242,8 @@ def test_cli(
     (run,) = [line.split("\t")[0] for line in out.splitlines()]
     assert main([*args, "--restore", run]) == 0
     assert "restored 2 object(s)" in capsys.readouterr().err
+    assert main([*args, "--restore", run]) == 1  # gone: nothing to put back
+    assert "gc --runs" in capsys.readouterr().err
     empty = db_url(tmp_path, "empty.db")
     asyncio.run(create_db(empty))
     assert main(["gc", root_url, "--db", empty, "--grace", "0", *options(backend)]) == 1
