@@ -8,6 +8,7 @@ without touching them, to catch a drift on purpose rather than by surprise.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -57,6 +58,23 @@ def engines(session: nox.Session) -> None:
     cloud emulator (tests/engines, left out of the `tests` sessions)."""
     _install(session, "engines")
     session.run("pytest", "tests/engines", "--backends=local,s3,gcs,azure", *session.posargs)
+
+
+@nox.session(name="gc-soak", python="3.11")
+def gc_soak(session: nox.Session) -> None:
+    """gc's race harness (tests/test_gc_race.py) for $LAKERY_GC_SOAK_SECONDS (default 300)
+    per backend, on local files and every server gc is proven on; not a default session."""
+    _install(session, "test")
+    seconds = os.environ.get("LAKERY_GC_SOAK_SECONDS", "300")
+    backends = "--backends=local,s3,gcs,azure,seaweedfs,sftp"
+    session.run(
+        "pytest",
+        "tests/test_gc_race.py",
+        backends,
+        "-s",
+        *session.posargs,
+        env={"LAKERY_GC_SOAK_SECONDS": seconds},
+    )
 
 
 @nox.session(python="3.11")

@@ -11,10 +11,19 @@ from lakery_fsspec._errors import (
     ReadOnlyStorageError,
     StorageUnavailableError,
 )
+from lakery_fsspec._gc import (
+    GCRefusedError,
+    GCResult,
+    Tally,
+    collect_garbage,
+    restore_trash_run,
+    trash_runs,
+)
 from lakery_fsspec._pointer import FsspecPointer
 from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router
 from lakery_fsspec._storage import DEFAULT_CHUNK_SIZE, FsspecStorage
 from lakery_fsspec._temp import TempPath
+from lakery_fsspec._trash import TrashRun
 from lakery_fsspec._verify import Problem, Verification
 
 __all__ = [
@@ -25,6 +34,8 @@ __all__ = [
     "Entry",
     "FsspecPointer",
     "FsspecStorage",
+    "GCRefusedError",
+    "GCResult",
     "IntegrityError",
     "PathTemplate",
     "Problem",
@@ -32,8 +43,13 @@ __all__ = [
     "ReadOnlyStorageError",
     "Router",
     "StorageUnavailableError",
+    "Tally",
     "TempPath",
+    "TrashRun",
     "Verification",
+    "collect_garbage",
     "copy_lake",
     "register_protocol",
+    "restore_trash_run",
+    "trash_runs",
 ]

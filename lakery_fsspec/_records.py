@@ -22,7 +22,7 @@ from lakery_fsspec._relocation import Place
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["REWRITE_BATCH", "pointers_under", "rewrite_pointers"]
+__all__ = ["REWRITE_BATCH", "all_pointers", "pointers_under", "rewrite_pointers"]
 
 REWRITE_BATCH = 500
 """Records rewritten per transaction."""
@@ -35,10 +35,11 @@ def _place(pointer: FsspecPointer) -> Place:
 
 
 async def _records(
-    engine: AsyncEngine, place: Place
+    engine: AsyncEngine, place: Place | None
 ) -> AsyncIterator[tuple[Any, str, FsspecPointer]]:
     """``(record id, stored JSON, pointer)`` of each content record whose pointer names
-    ``place``, in id order (a resumed run sees the same order), streamed."""
+    ``place`` (any place for None), in id order (a resumed run sees the same order),
+    streamed."""
     query = (
         select(ContentRecord.id, ContentRecord.storage_config)
         .where(ContentRecord.storage_name == _NAME)
@@ -52,8 +53,14 @@ async def _records(
                 pointer = parse_pointer(stored)
             except ValueError:
                 continue  # not one of ours to copy; verify reports bad pointers
-            if _place(pointer) == place:
+            if place is None or _place(pointer) == place:
                 yield record_id, stored, pointer
+
+
+async def all_pointers(engine: AsyncEngine) -> AsyncIterator[FsspecPointer]:
+    """The pointers of every FsspecStorage record, whatever root they name, streamed."""
+    async for _, _, pointer in _records(engine, None):
+        yield pointer
 
 
 async def pointers_under(

@@ -9,7 +9,15 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Generator, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+)
 from datetime import timedelta
 from functools import partial
 from typing import Any, NamedTuple, Unpack
@@ -35,6 +43,7 @@ from lakery_fsspec._pointer import FsspecPointer, check_pointer, parse_pointer
 from lakery_fsspec._relocation import Relocations
 from lakery_fsspec._router import DEFAULT_TEMPLATE, PathTemplate, Router, make_router, route
 from lakery_fsspec._temp import TempPath, temp_age, temp_name
+from lakery_fsspec._trash import find_in_trash, freshen, restore_object
 from lakery_fsspec._verify import Verification, VerifyOptions, verify
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "FsspecStorage"]
@@ -148,6 +157,8 @@ class FsspecStorage(Storage[FsspecPointer]):
             # Already there: one stat tells the content from a damaged object (replaced).
             if not written and not await backend.intact(final, len(data)):
                 written = await backend.create(final, data, digest, self._temp_path())
+            if not written:
+                await freshen(backend, self.location.root, path)  # for gc: reused just now
         operation = "write_data" if written else "write_data (exists)"
         _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)
@@ -158,7 +169,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         sources, refused = self._sources(config)
         damaged: dict[_Source, IntegrityError] = {}
         missing: FileNotFoundError | None = None
-        for source in sources:
+        async for source in _Places(sources, partial(self._trashed, config, sources)):
             backend = await self._reader("read_data", source)
             try:
                 with _located("read_data", backend, source.path):
@@ -206,6 +217,8 @@ class FsspecStorage(Storage[FsspecPointer]):
             with _located("write_data_stream", backend, final):
                 # Create-only where the store can refuse; a refusal is "already stored".
                 moved = await backend.move(temp, final, digest)
+                if not moved:
+                    await freshen(backend, self.location.root, path)  # for gc: reused just now
         except BaseException:
             await backend.discard(temp)
             raise
@@ -219,7 +232,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         sources, refused = self._sources(config)
         damaged: dict[_Source, IntegrityError] = {}
         missing: FileNotFoundError | None = None
-        for source in sources:
+        async for source in _Places(sources, partial(self._trashed, config, sources)):
             backend = await self._reader("read_data_stream", source)
             if source.guess:
                 # A copy found by its path alone: read through once, before handing out
@@ -383,11 +396,16 @@ class FsspecStorage(Storage[FsspecPointer]):
                 written = await backend.create(final, data, digest, self._temp_path())
                 if not written and not await backend.intact(final, len(data)):
                     written = await backend.create(final, data, digest, self._temp_path())
-            return written
-        with _located(operation, backend, final):
-            return await backend.upload_new(
-                final, data_stream, digest, self.chunk_size, self._temp_path()
-            )
+        else:
+            with _located(operation, backend, final):
+                written = await backend.upload_new(
+                    final, data_stream, digest, self.chunk_size, self._temp_path()
+                )
+        root = self.location.root.rstrip("/") + "/"
+        if not written and final.startswith(root):
+            with _located(operation, backend, final):
+                await freshen(backend, self.location.root, final[len(root) :])  # for gc
+        return written
 
     def _writable_router(self) -> Router:
         if self.router is None:
@@ -432,6 +450,35 @@ class FsspecStorage(Storage[FsspecPointer]):
         if refused is not None and not sources:
             raise refused
         return sources, refused
+
+    async def _trashed(self, pointer: FsspecPointer, sources: list[_Source]) -> _Source | None:
+        """Where the pointer's object is once found in gc's trash under this root (a read
+        missed it everywhere else): put back at its relative path (create-only), or left
+        in the trash and read there by a read-only storage. One listing of the trash and
+        one request per kept run; None if it is not there."""
+        own = _Source(
+            self.location.protocol, self._join(self.location.root, pointer["path"]), "", False
+        )
+        recorded_here = any(source.place == own.place and not source.guess for source in sources)
+        if not recorded_here and not _checkable(pointer):
+            return None  # a copy found by its path alone must hash right
+        backend = (await self._opened("read (trash)", own.path)).target
+        with _located("read (trash)", backend, own.path):
+            found = await find_in_trash(backend, self.location.root, pointer["path"])
+            if found is None:
+                return None
+            where = f"in the trash of gc run {found.run}"
+            if self.router is None:
+                return own._replace(
+                    path=found.path, how=f"{where} (read-only: left there)", guess=not recorded_here
+                )
+            try:
+                await restore_object(backend, found.path, own.path, found.size)
+            except FileNotFoundError:
+                pass  # another read put it back meanwhile
+            except PermissionError:  # these credentials may read, not write: read it there
+                return own._replace(path=found.path, how=where, guess=not recorded_here)
+        return own._replace(how=f"put back from {where}", guess=not recorded_here)
 
     async def _reader(self, operation: str, source: _Source) -> Backend:
         """The backend that reads at ``source``."""
@@ -591,6 +638,28 @@ class _Source(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.path}"
+
+
+class _Places:
+    """The places a read looks at: ``sources``, then, only if all of them missed, where
+    ``more()`` finds the object (gc's trash)."""
+
+    def __init__(
+        self, sources: list[_Source], more: Callable[[], Awaitable[_Source | None]]
+    ) -> None:
+        self._sources = iter(sources)
+        self._more: Callable[[], Awaitable[_Source | None]] | None = more
+
+    def __aiter__(self) -> _Places:
+        return self
+
+    async def __anext__(self) -> _Source:
+        if (source := next(self._sources, None)) is not None:
+            return source
+        more, self._more = self._more, None
+        if more is not None and (found := await more()) is not None:
+            return found
+        raise StopAsyncIteration
 
 
 class _Backends(NamedTuple):

@@ -1,8 +1,9 @@
 """Finding what rotted: re-hash stored objects against the hash their path or pointer holds.
 
 Two sources of objects. A walk lists the storage root folder by folder, in path order,
-skips the temp folder, and reads the expected hash (and size, where the template records
-it) back from each path with a :class:`PathMatcher`. Pointers (as labox's database holds
+skips the temp folder and gc's folders (the trash, the markers), and reads the expected
+hash (and size, where the template records it) back from each path with a
+:class:`PathMatcher`. Pointers (as labox's database holds
 them, or as ``lakery-fsspec put`` prints them) carry the hash, algorithm and size
 themselves, and also tell when an object is missing. Each object is read in chunks on
 the target filesystem (never through a cache layer) by at most ``concurrency`` tasks.
@@ -28,6 +29,7 @@ from lakery_fsspec._errors import StorageUnavailableError
 from lakery_fsspec._integrity import Checker
 from lakery_fsspec._matcher import Expected, PathMatcher
 from lakery_fsspec._router import PathTemplate
+from lakery_fsspec._trash import RESERVED
 
 if TYPE_CHECKING:
     from lakery_fsspec._backends.base import Backend, Entry
@@ -320,8 +322,8 @@ async def _walk(
         parts = (*parents, entry.name)
         path = "/".join(parts)
         if entry.kind == "directory":
-            if path == temp_prefix:
-                continue
+            if path == temp_prefix or path in RESERVED:
+                continue  # streams' temps, gc's trash and markers
             if start is not None and parts < start and start[: len(parts)] != parts:
                 continue  # everything in it comes before ``after``
             try:

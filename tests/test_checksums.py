@@ -143,9 +143,10 @@ def with_body(select: Callable[[Request], bool]) -> Callable[[Request], bool]:
 
 def leftovers(backend: BackendInfo, storage: FsspecStorage) -> list[str]:
     """Objects under the storage's root, plus unfinished uploads (S3 multipart uploads,
-    Azure blobs with only uncommitted blocks)."""
+    Azure blobs with only uncommitted blocks); not gc's markers (a write that finds its
+    content stored leaves one)."""
     root = storage.location.root.rstrip("/")
-    found = [str(path) for path in backend.fs().find(root)]
+    found = [str(path) for path in backend.fs().find(root) if "/.lakery-fresh/" not in path]
     prefix = root.split("/", 1)[1] + "/"
     if backend.is_s3:
         client = backend.server.client  # type: ignore[union-attr]

@@ -493,14 +493,19 @@ def _move_new(sftp: Any, source: str, destination: str) -> bool:
 def _rename_new(sftp: Any, source: str, destination: str) -> bool:
     """Rename unless ``destination`` exists (SFTP v3 rename refuses it in the same
     request); whether it moved. A refused ``source`` stays where it is."""
+    rename = partial(sftp.rename, source, destination)
     try:
-        _making_folder(
-            sftp, posixpath.dirname(destination), partial(sftp.rename, source, destination)
-        )
+        _making_folder(sftp, posixpath.dirname(destination), rename)
     except OSError:
-        if _size(sftp, destination) is None:
-            raise
-        return False
+        if _size(sftp, destination) is not None:
+            return False
+        # Refused, then gone: moved away meanwhile (gc's quarantine). Once more.
+        try:
+            _making_folder(sftp, posixpath.dirname(destination), rename)
+        except OSError:
+            if _size(sftp, destination) is None:
+                raise
+            return False
     return True
 
 

@@ -47,6 +47,7 @@ from lakery_fsspec.cli.flags import (
     parse_size,
     positive_int,
 )
+from lakery_fsspec.cli.gc import add_gc_arguments, check_gc_arguments, run_sweep, run_trash
 from lakery_fsspec.cli.logs import leftover_warnings, show_logs
 from lakery_fsspec.cli.output import is_direct, resolve_output, write_output
 from lakery_fsspec.cli.progress import Progress, human_size
@@ -241,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc = command(
         commands,
         "gc",
-        "delete temp objects and abort unfinished uploads left behind by interrupted streams",
+        "delete temp objects and abort unfinished uploads left behind by interrupted streams; "
+        "with --db, also sweep the objects no labox record references (into a trash first)",
     )
     add_url(gc)
     add_storage_options(gc, "-o", "-s")
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 90s, 30m, 12h, 7d, 1h30m (default 1d)",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    add_gc_arguments(gc)
     add_timeout(gc)
     add_temp_prefix(gc)
     gc.set_defaults(handler=_gc)
@@ -588,6 +591,17 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     )
     context.protocol = storage.location.protocol
     context.endpoint = endpoint_of(context.protocol, options)
+    check_gc_arguments(args)
+    if args.runs or args.restore is not None:
+        return run_trash(args, storage, _named(storage))
+    _gc_temps(args, context, storage)
+    if args.db:
+        context.action = "delete"
+        return run_sweep(args, storage, _named(storage))
+    return 0
+
+
+def _gc_temps(args: argparse.Namespace, context: Context, storage: FsspecStorage) -> None:
     older_than: float = args.older_than
     age = _age(older_than)
     if args.dry_run:
@@ -597,7 +611,7 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
             print(f"{path}\t{_age(seconds)} old{_UPLOAD_NOTE[path.kind]}")
         what = _temps([path for path, _ in found], "would delete", "abort")
         print(f"{what} older than {age}", file=sys.stderr)
-        return 0
+        return
     context.action = "delete"
     try:
         with Progress("gc", waiting_on=_named(storage)):
@@ -608,7 +622,6 @@ def _gc(args: argparse.Namespace, context: Context) -> int:
     for path in removed:
         print(f"{path}{_UPLOAD_NOTE[path.kind]}")
     print(f"{_temps(removed, 'deleted', 'aborted')} older than {age}", file=sys.stderr)
-    return 0
 
 
 def _temps(paths: Sequence[TempPath], delete: str, abort: str) -> str:

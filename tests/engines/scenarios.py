@@ -237,7 +237,7 @@ def _objects_and_no_temp(storage: FsspecStorage, backend: BackendInfo) -> set[st
     temps = {path for path in relative if path.startswith(storage.temp_prefix + "/")}
     assert temps == set(), f"temp objects left behind: {sorted(temps)}"
     assert asyncio.run(storage.list_temp()) == []
-    return relative
+    return {path for path in relative if not path.startswith(".lakery-fresh/")}  # gc's markers
 
 
 async def _create_tables(database_url: str) -> None:
