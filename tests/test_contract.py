@@ -260,6 +260,32 @@ async def test_a_small_stream_costs_s3_one_request(
     assert await read(storage, pointer, "blob") == payload(1000)
 
 
+@pytest.mark.backends("azure")
+async def test_an_azure_blob_is_read_in_ranges_of_at_least_8_mib(
+    storage: FsspecStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the SDK's first 32 MiB, ranges of 8 MiB (the stream reads' size), where the
+    SDK would ask for 4 MiB ones (more requests, and Azurite hashes each)."""
+    data = payload(40 * 2**20 + 3)
+    pointer = await write(storage, data, "blob")
+    ranges: list[str] = []
+    original = aiohttp.ClientSession._request
+
+    async def recording(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+        if method == "GET":
+            ranges.append((kwargs.get("headers") or {}).get("x-ms-range", ""))
+        return await original(self, method, url, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", recording)
+    assert await read(storage, pointer, "blob") == data
+    mib = 2**20
+    assert ranges == [
+        f"bytes=0-{32 * mib - 1}",
+        f"bytes={32 * mib}-{40 * mib - 1}",
+        f"bytes={40 * mib}-{len(data) - 1}",
+    ]
+
+
 async def test_concurrent_tasks_share_one_storage(
     storage: FsspecStorage, backend: BackendInfo, root_url: str
 ) -> None:

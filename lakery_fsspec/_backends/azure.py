@@ -249,6 +249,11 @@ async def _download(fs: Any, path: str, start: int | None, end: int | None) -> b
         return b""
     container, blob, version_id = fs.split_path(path)
     async with fs.service_client.get_blob_client(container, blob) as client:
+        # Past its first 32 MiB, the SDK fetches a blob in 4 MiB ranges by default, each
+        # one request (and Azurite hashes every range of up to 4 MiB it serves): 8 MiB
+        # ones, as streams read. The setting is the client's, of the storage's own copy.
+        config = client._config
+        config.max_chunk_get_size = max(config.max_chunk_get_size, AzureBackend.min_range_size)
         try:
             stream = await client.download_blob(
                 offset=offset,
