@@ -187,6 +187,7 @@ async def _in_worker_thread(pool: ThreadPoolExecutor, function: Callable[[], T])
 
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 class _Batches:
@@ -197,62 +198,66 @@ class _Batches:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.queued: dict[ThreadPoolExecutor, list[_Call]] = {}
+        self.queued: dict[ThreadPoolExecutor, tuple[list[_Call], asyncio.Future[None]]] = {}
 
-    def add(self, pool: ThreadPoolExecutor, function: Callable[[], T]) -> asyncio.Future[T]:
-        future: asyncio.Future[T] = self.loop.create_future()
+    def add(
+        self, pool: ThreadPoolExecutor, function: Callable[[], T]
+    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+        """The call's outcome, and its batch's end (once every call in it has run)."""
         if not self.queued:
             self.loop.call_soon(self._send)
-        call = partial(contextvars.copy_context().run, function)
-        self.queued.setdefault(pool, []).append((call, future))
-        return future
+        if (batch := self.queued.get(pool)) is None:
+            batch = self.queued[pool] = ([], self.loop.create_future())
+        future: asyncio.Future[T] = self.loop.create_future()
+        batch[0].append((partial(contextvars.copy_context().run, function), future))
+        return future, batch[1]
 
     def _send(self) -> None:
         queued, self.queued = self.queued, {}
-        for pool, calls in queued.items():
+        for pool, (calls, finished) in queued.items():
             try:
-                pool.submit(self._run, calls)
+                pool.submit(self._run, calls, finished)
             except RuntimeError as error:  # the pool is shut down (interpreter exit)
-                for _, future in calls:
-                    if not future.done():
-                        future.set_exception(error)
+                _settle_all([(future, None, error) for _, future in calls], finished)
 
-    def _run(self, calls: list[_Call]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    def _run(self, calls: list[_Call], finished: asyncio.Future[None]) -> None:
+        outcomes: list[_Outcome] = []
         for call, future in calls:
             try:
                 outcomes.append((future, call(), None))
             except BaseException as error:  # delivered to the awaiting task
                 outcomes.append((future, None, error))
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed
-            self.loop.call_soon_threadsafe(_settle_all, outcomes)
+            self.loop.call_soon_threadsafe(_settle_all, outcomes, finished)
 
 
-def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle_all(outcomes: list[_Outcome], finished: asyncio.Future[None]) -> None:
     for future, result, error in outcomes:
-        if future.done():
+        if future.done():  # cancelled: its caller waits for ``finished`` instead
             continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(result)
+    if not finished.done():
+        finished.set_result(None)
 
 
 async def _in_batch(pool: ThreadPoolExecutor, function: Callable[[], T]) -> T:
     """Run ``function`` in a batch of short calls (``_Batches``) on a thread of ``pool``;
-    cancelling the caller waits for it, as ``_in_worker_thread`` does."""
+    cancelling the caller waits for its batch to end, as ``_in_worker_thread`` waits for
+    its thread."""
     loop = asyncio.get_running_loop()
     batches = _batches.get(loop)
     if batches is None:
         batches = _batches[loop] = _Batches(loop)
-    future = batches.add(pool, function)
+    future, finished = batches.add(pool, function)
     try:
-        return await asyncio.shield(future)
+        return await future
     except asyncio.CancelledError:
-        with CancelScope(shield=True):
-            await asyncio.wait([future])
-        if not future.cancelled():
-            future.exception()  # retrieved: nobody else will
+        if not finished.done():
+            with CancelScope(shield=True):
+                await asyncio.wait([finished])
         raise
 
 
