@@ -643,8 +643,9 @@ _warned_process_local: int | None = None
 
 async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncGenerator[bytes]:
     """The chunks already taken from a stream, then the rest of it (if not at its end)."""
+    head.reverse()  # handed out from the end: each one let go of as it goes
     while head:
-        yield head.pop(0)
+        yield head.pop()
     if rest is not None:
         async for chunk in rest:
             yield chunk

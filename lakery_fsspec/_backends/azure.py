@@ -34,6 +34,8 @@ _RAW_BODY = 2**20
 _PUT_BLOCK = 64 * 2**20
 """Block size of whole-object uploads above ``_RAW_BODY`` (the SDK's single-put limit)."""
 _CHECKSUM_MISMATCH = frozenset({"Md5Mismatch", "Crc64Mismatch"})
+_GET_RANGE = 8 * 2**20
+"""The smallest range whole-blob reads fetch past the SDK's first request."""
 
 
 class AzureBackend(Backend):
@@ -253,7 +255,7 @@ async def _download(fs: Any, path: str, start: int | None, end: int | None) -> b
         # one request (and Azurite hashes every range of up to 4 MiB it serves): 8 MiB
         # ones, as streams read. The setting is the client's, of the storage's own copy.
         config = client._config
-        config.max_chunk_get_size = max(config.max_chunk_get_size, AzureBackend.min_range_size)
+        config.max_chunk_get_size = max(config.max_chunk_get_size, _GET_RANGE)
         try:
             stream = await client.download_blob(
                 offset=offset,
