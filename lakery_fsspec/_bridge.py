@@ -132,6 +132,21 @@ class Bridge:
             if self.fs is dead:  # not replaced by another call meanwhile
                 self.fs = self._reconnect.fresh(dead)
 
+    async def short(self, function: Callable[[], T]) -> T:
+        """Run short blocking work (a small file's open, read and close) in a worker
+        thread that also runs the other short calls queued on this loop meanwhile: one
+        hop and one loop wake-up per batch instead of per call. Calls with a timeout take
+        a hop of their own (``thread``), which only they can abandon."""
+        if self.timeout is not None:
+            return await self.thread(function)
+        try:
+            return await _in_batch(_workers_for(self.fs), function)
+        except Exception as error:
+            await checkpoint_if_cancelled()
+            if (wrapped := unavailable(error, self._transient)) is None:
+                raise
+            raise wrapped from error
+
     def _timed_out(self) -> StorageUnavailableError:
         assert self.timeout is not None
         return timed_out(self.timeout)
@@ -161,13 +176,15 @@ def timed_out(timeout: float) -> StorageUnavailableError:
 
 _pools: weakref.WeakKeyDictionary[AbstractFileSystem, ThreadPoolExecutor]
 _pools_lock: threading.Lock
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches]
 
 
 def _forget_pools() -> None:
     """Start without pools: a child made by fork inherits the parent's pools without
     their threads, and its first call would wait forever for a thread that never starts."""
-    global _pools, _pools_lock
+    global _pools, _pools_lock, _batches
     _pools, _pools_lock = weakref.WeakKeyDictionary(), threading.Lock()
+    _batches = weakref.WeakKeyDictionary()
 
 
 _forget_pools()
@@ -205,6 +222,81 @@ async def _in_worker_thread(pool: ThreadPoolExecutor, function: Callable[[], T])
             await asyncio.wait([future])
         if not future.cancelled():
             future.exception()  # retrieved: nobody else will
+        raise
+
+
+_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+class _Batches:
+    """The short blocking calls one loop queued in its current iteration, per pool: each
+    pool's are run by one worker thread, one after another, and their outcomes handed
+    back in one ``call_soon_threadsafe``. A batch is sent off at the end of the iteration
+    that queued its first call, so a stuck call holds only the calls of its batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queued: dict[ThreadPoolExecutor, tuple[list[_Call], asyncio.Future[None]]] = {}
+
+    def add(
+        self, pool: ThreadPoolExecutor, function: Callable[[], T]
+    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+        """The call's outcome, and its batch's end (once every call in it has run)."""
+        if not self.queued:
+            self.loop.call_soon(self._send)
+        if (batch := self.queued.get(pool)) is None:
+            batch = self.queued[pool] = ([], self.loop.create_future())
+        future: asyncio.Future[T] = self.loop.create_future()
+        batch[0].append((partial(contextvars.copy_context().run, function), future))
+        return future, batch[1]
+
+    def _send(self) -> None:
+        queued, self.queued = self.queued, {}
+        for pool, (calls, finished) in queued.items():
+            try:
+                pool.submit(self._run, calls, finished)
+            except RuntimeError as error:  # the pool is shut down (interpreter exit)
+                _settle_all([(future, None, error) for _, future in calls], finished)
+
+    def _run(self, calls: list[_Call], finished: asyncio.Future[None]) -> None:
+        outcomes: list[_Outcome] = []
+        for call, future in calls:
+            try:
+                outcomes.append((future, call(), None))
+            except BaseException as error:  # delivered to the awaiting task
+                outcomes.append((future, None, error))
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+            self.loop.call_soon_threadsafe(_settle_all, outcomes, finished)
+
+
+def _settle_all(outcomes: list[_Outcome], finished: asyncio.Future[None]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # cancelled: its caller waits for ``finished`` instead
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    if not finished.done():
+        finished.set_result(None)
+
+
+async def _in_batch(pool: ThreadPoolExecutor, function: Callable[[], T]) -> T:
+    """Run ``function`` in a batch of short calls (``_Batches``) on a thread of ``pool``;
+    cancelling the caller waits for its batch to end, as ``_in_worker_thread`` waits for
+    its thread."""
+    loop = asyncio.get_running_loop()
+    batches = _batches.get(loop)
+    if batches is None:
+        batches = _batches[loop] = _Batches(loop)
+    future, finished = batches.add(pool, function)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if not finished.done():
+            with CancelScope(shield=True):
+                await asyncio.wait([finished])
         raise
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    AsyncIterator,
     Awaitable,
     Callable,
     Generator,
@@ -200,28 +201,48 @@ class FsspecStorage(Storage[FsspecPointer]):
         tags: TagMap,
         /,
     ) -> FsspecPointer:
-        """Stream to a temp object, then move it server-side to the path of its digest."""
+        """Stream to a temp object, then move it server-side to the path of its digest.
+        A stream that ends within its first ``chunk_size`` bytes is written as a blob
+        (``write_data``'s one create-only write, no temp object): its bytes are in memory
+        and its digest known."""
         started = time.perf_counter()
         router = self._writable_router()
         initial = get_digest(allow_incomplete=True)
         if isinstance(router, PathTemplate):
             router(initial, tags)  # refuse bad tags before writing anything
-        temp = self._temp_path()
-        backend = (await self._opened("write_data_stream", temp)).target
-        try:
-            with _located("write_data_stream", backend, temp):
-                await backend.upload(temp, data_stream, initial, self.chunk_size)
-            digest = get_digest()
-            path = route(router, digest, tags)
-            final = self._join(self.location.root, path)
-            with _located("write_data_stream", backend, final):
-                # Create-only where the store can refuse; a refusal is "already stored".
-                moved = await backend.move(temp, final, digest)
-                if not moved:
-                    await freshen(backend, self.location.root, path)  # for gc: reused just now
-        except BaseException:
-            await backend.discard(temp)
-            raise
+        chunks = aiter(data_stream)
+        head: list[bytes] = []
+        size = 0
+        while size <= self.chunk_size:
+            try:
+                head.append(await anext(chunks))
+            except StopAsyncIteration:
+                # Ended within its first chunk: one create-only write, as write_data's.
+                digest = get_digest()
+                path = route(router, digest, tags)
+                final = self._join(self.location.root, path)
+                backend = (await self._opened("write_data_stream", final)).target
+                whole = _chained(head, None)
+                moved = await self._store_at("write_data_stream", backend, final, whole, digest)
+                break
+            size += len(head[-1])
+        else:
+            temp = self._temp_path()
+            backend = (await self._opened("write_data_stream", temp)).target
+            try:
+                with _located("write_data_stream", backend, temp):
+                    await backend.upload(temp, _chained(head, chunks), initial, self.chunk_size)
+                digest = get_digest()
+                path = route(router, digest, tags)
+                final = self._join(self.location.root, path)
+                with _located("write_data_stream", backend, final):
+                    # Create-only where the store can refuse; a refusal is "already stored".
+                    moved = await backend.move(temp, final, digest)
+                    if not moved:
+                        await freshen(backend, self.location.root, path)  # for gc: reused
+            except BaseException:
+                await backend.discard(temp)
+                raise
         operation = "write_data_stream" if moved else "write_data_stream (exists)"
         _log(operation, backend, final, digest["content_size"], started)
         return self._pointer(path, digest)
@@ -683,6 +704,16 @@ class _ProcessState:
 
 
 _warned_process_local: int | None = None
+
+
+async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncGenerator[bytes]:
+    """The chunks already taken from a stream, then the rest of it (if not at its end)."""
+    head.reverse()  # handed out from the end: each one let go of as it goes
+    while head:
+        yield head.pop()
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
 
 
 def _warn_process_local(backend: Backend) -> None:

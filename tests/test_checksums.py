@@ -298,6 +298,28 @@ async def test_s3_checksums_follow_botocore_when_required(
     assert not [r for r in uploads if any(h.startswith("x-amz-checksum") for h in r.headers)]
 
 
+@pytest.mark.backends("s3")
+@pytest.mark.parametrize("validation", [None, "when_supported"])
+async def test_s3_reads_leave_the_crc32_to_botocore_only_when_asked(
+    setup: tuple[Proxied, FsspecStorage], validation: str | None
+) -> None:
+    """botocore's default asks for (``x-amz-checksum-mode``) and computes the CRC32 of
+    every object read that has a full-object one, as streams do; the storage's reads do
+    not (``verify_reads`` checks the pointer's SHA-256), unless the client is told to."""
+    proxied, _ = setup
+    config = {"config_kwargs": {"response_checksum_validation": validation}} if validation else {}
+    storage = proxied.storage(**config)
+    data = payload(size_for(proxied, "stream"), seed=5)
+    pointer = await write(storage, data, "stream")
+    proxied.proxy.clear()
+    assert await storage.read_data(pointer) == data
+    assert b"".join([chunk async for chunk in storage.read_data_stream(pointer)]) == data
+    gets = [r for r in proxied.proxy.requests if r.method == "GET"]
+    assert len(gets) == 2
+    asked = [r.headers.get("x-amz-checksum-mode") == "ENABLED" for r in gets]
+    assert asked == [validation is not None] * 2
+
+
 async def test_broken_stream_leaves_no_upload(setup: tuple[Proxied, FsspecStorage]) -> None:
     proxied, storage = setup
     data = payload(3 * proxied.block_size)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
+import aiohttp
 import pytest
 from conftest import BackendInfo
 from helpers import CHUNK, Stream, StreamBroke, chunked, digest_of, payload, read, write
@@ -200,6 +202,90 @@ async def test_temp_objects_are_gone_after_success(
 ) -> None:
     pointers = [await write(storage, payload(CHUNK + i, seed=i), "stream") for i in range(3)]
     assert objects(backend, root_url) == sorted(p["path"] for p in pointers)
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK])
+async def test_a_stream_that_ends_within_its_first_chunk_is_written_as_a_blob(
+    storage: FsspecStorage,
+    backend: BackendInfo,
+    root_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    """Its bytes are in memory and its digest known: one create-only write at its place,
+    no temp object and no move; one byte more and it is streamed to a temp object."""
+    target = storage._backends_for(storage.location.protocol).target
+    calls: list[str] = []
+
+    def spying(name: str) -> Any:
+        real = getattr(target, name)
+
+        async def spy(*args: Any) -> Any:
+            calls.append(name)
+            return await real(*args)
+
+        return spy
+
+    for name in ("create", "upload", "move"):
+        monkeypatch.setattr(target, name, spying(name))
+    data = payload(size, seed=size)
+    pointer = await write(storage, data, "stream")
+    assert calls == ["create"]
+    assert objects(backend, root_url) == [pointer["path"]]
+    assert await read(storage, pointer, "stream") == data
+    assert await write(storage, data, "stream") == pointer  # already stored
+    assert calls == ["create", "create"]
+    calls.clear()
+    longer = await write(storage, payload(CHUNK + 1, seed=size), "stream")
+    assert calls == ["upload", "move"]
+    assert objects(backend, root_url) == sorted([pointer["path"], longer["path"]])
+
+
+@pytest.mark.backends("s3")
+async def test_a_small_stream_costs_s3_one_request(
+    storage: FsspecStorage, root_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One create-only PUT (If-None-Match), where a temp object cost six requests: PUT,
+    HEAD, multipart create, part copy, complete, DELETE."""
+    await write(storage, b"warm-up", "stream")  # the client and its connection made
+    sent: list[tuple[str, str]] = []
+    original = aiohttp.ClientSession._request
+
+    async def recording(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+        sent.append((method, (kwargs.get("headers") or {}).get("If-None-Match", "")))
+        return await original(self, method, url, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", recording)
+    pointer = await write(storage, payload(1000), "stream")
+    assert sent == [("PUT", "*")]
+    assert await storage.list_temp() == []
+    assert await read(storage, pointer, "blob") == payload(1000)
+
+
+@pytest.mark.backends("azure")
+async def test_an_azure_blob_is_read_in_ranges_of_at_least_8_mib(
+    storage: FsspecStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the SDK's first 32 MiB, ranges of 8 MiB (the stream reads' size), where the
+    SDK would ask for 4 MiB ones (more requests, and Azurite hashes each)."""
+    data = payload(40 * 2**20 + 3)
+    pointer = await write(storage, data, "blob")
+    ranges: list[str] = []
+    original = aiohttp.ClientSession._request
+
+    async def recording(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+        if method == "GET":
+            ranges.append((kwargs.get("headers") or {}).get("x-ms-range", ""))
+        return await original(self, method, url, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", recording)
+    assert await read(storage, pointer, "blob") == data
+    mib = 2**20
+    assert ranges == [
+        f"bytes=0-{32 * mib - 1}",
+        f"bytes={32 * mib}-{40 * mib - 1}",
+        f"bytes={40 * mib}-{len(data) - 1}",
+    ]
 
 
 async def test_concurrent_tasks_share_one_storage(

@@ -37,6 +37,8 @@ _RAW_BODY = 2**20
 _PUT_BLOCK = 64 * 2**20
 """Block size of whole-object uploads above ``_RAW_BODY`` (the SDK's single-put limit)."""
 _CHECKSUM_MISMATCH = frozenset({"Md5Mismatch", "Crc64Mismatch"})
+_GET_RANGE = 8 * 2**20
+"""The smallest range whole-blob reads fetch past the SDK's first request."""
 
 
 class AzureBackend(Backend):
@@ -281,6 +283,11 @@ async def _download(fs: Any, path: str, start: int | None, end: int | None) -> b
         return b""
     container, blob, version_id = fs.split_path(path)
     async with fs.service_client.get_blob_client(container, blob) as client:
+        # Past its first 32 MiB, the SDK fetches a blob in 4 MiB ranges by default, each
+        # one request (and Azurite hashes every range of up to 4 MiB it serves): 8 MiB
+        # ones, as streams read. The setting is the client's, of the storage's own copy.
+        config = client._config
+        config.max_chunk_get_size = max(config.max_chunk_get_size, _GET_RANGE)
         try:
             stream = await client.download_blob(
                 offset=offset,

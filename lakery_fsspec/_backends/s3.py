@@ -396,9 +396,14 @@ class S3(ProtocolSpec):
         config = options.get("config_kwargs") or {}
         if options.get("session") or options.get("cache_regions") or "http_session_cls" in config:
             return {}
+        shared: dict[str, Any] = {"http_session_cls": LoopPools}
+        if not os.environ.get("AWS_RESPONSE_CHECKSUM_VALIDATION"):
+            # botocore would otherwise ask for and CRC32 every streamed object it reads
+            # (they carry a full-object CRC32); verify_reads checks the pointer's SHA-256.
+            shared["response_checksum_validation"] = "when_required"
         return {
             "session": SharedClients(fs.kwargs),  # what s3fs would give AioSession
-            "config_kwargs": {**config, "http_session_cls": LoopPools},
+            "config_kwargs": {**shared, **config},
         }
 
     @staticmethod

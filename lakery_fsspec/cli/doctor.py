@@ -16,7 +16,7 @@ from labox.core.storage import Digest
 
 from lakery_fsspec._location import redacted
 from lakery_fsspec._pointer import FsspecPointer
-from lakery_fsspec._storage import FsspecStorage
+from lakery_fsspec._storage import DEFAULT_CHUNK_SIZE, FsspecStorage
 from lakery_fsspec.cli.diagnose import Diagnosis, diagnose, diagnostics_of, probe_endpoint
 from lakery_fsspec.cli.filestream import FileStream
 from lakery_fsspec.cli.progress import human_size
@@ -195,6 +195,8 @@ class Doctor:
             router=f"{PROBE_FOLDER}/{{content_hash}}",
             temp_prefix=self.temp_prefix,
             timeout=self._data_timeout,  # each backend call, probes' removal included
+            # Chunks smaller than the stream: one that fits in its first chunk is a blob.
+            chunk_size=min(DEFAULT_CHUNK_SIZE, max(1, self.stream_size // 2)),
         )
         self._endpoint = self.storage.location.spec.endpoint(
             self.storage.location.options

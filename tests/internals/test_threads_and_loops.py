@@ -54,7 +54,8 @@ async def test_local_files_are_never_opened_or_stated_on_the_event_loop(
     assert on_loop == []
 
 
-async def test_cancelling_a_blocking_call_waits_for_its_thread() -> None:
+@pytest.mark.parametrize("how", ["thread", "short"])
+async def test_cancelling_a_blocking_call_waits_for_its_thread(how: str) -> None:
     bridge = Bridge(MemoryFileSystem())
     started, finished = threading.Event(), threading.Event()
 
@@ -63,7 +64,7 @@ async def test_cancelling_a_blocking_call_waits_for_its_thread() -> None:
         time.sleep(0.3)
         finished.set()
 
-    task = asyncio.ensure_future(bridge.thread(blocking))
+    task = asyncio.ensure_future(getattr(bridge, how)(blocking))
     await asyncio.to_thread(started.wait)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -71,13 +72,36 @@ async def test_cancelling_a_blocking_call_waits_for_its_thread() -> None:
     assert finished.is_set()  # the cancellation came back only after the thread's work
 
 
-async def test_blocking_calls_keep_the_callers_context_and_errors() -> None:
+@pytest.mark.parametrize("how", ["thread", "short"])
+async def test_blocking_calls_keep_the_callers_context_and_errors(how: str) -> None:
     bridge = Bridge(MemoryFileSystem())
     variable: contextvars.ContextVar[str] = contextvars.ContextVar("variable")
     variable.set("caller's")
-    assert await bridge.thread(variable.get) == "caller's"
+    assert await getattr(bridge, how)(variable.get) == "caller's"
     with pytest.raises(KeyError, match="raised in the thread"):
-        await bridge.thread(lambda: {}["raised in the thread"])
+        await getattr(bridge, how)(lambda: {}["raised in the thread"])
+
+
+async def test_short_calls_queued_together_share_one_worker_thread_hop() -> None:
+    """Each call gets its own outcome; calls queued in one loop iteration run in one hop,
+    off the loop; one that raises fails only its caller."""
+    bridge = Bridge(MemoryFileSystem())
+    loop_thread = threading.get_ident()
+
+    def work(number: int) -> tuple[int, int]:
+        if number == 3:
+            raise ValueError("three")
+        return number, threading.get_ident()
+
+    outcomes = await asyncio.gather(
+        *(bridge.short(lambda n=n: work(n)) for n in range(8)), return_exceptions=True
+    )
+    assert isinstance(outcomes[3], ValueError)
+    answers = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
+    assert [number for number, _ in answers] == [0, 1, 2, 4, 5, 6, 7]
+    threads = {thread for _, thread in answers}
+    assert len(threads) == 1
+    assert loop_thread not in threads
 
 
 class Hooks:
