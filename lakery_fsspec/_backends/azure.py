@@ -21,7 +21,7 @@ from lakery_fsspec._backends.clock import Aged, Upload, age, server_time
 from lakery_fsspec._backends.diagnostics import Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
 from lakery_fsspec._checksums import b64
-from lakery_fsspec._errors import IntegrityError, exception_chain
+from lakery_fsspec._errors import IntegrityError, exception_chain, server_answer
 from lakery_fsspec._integrity import computed
 
 if TYPE_CHECKING:
@@ -319,7 +319,13 @@ async def _copy_new(fs: Any, source: str, destination: str) -> bool:
         except ResourceNotFoundError:
             raise _not_found(source) from None
         except ResourceExistsError:  # 409 BlobAlreadyExists
-            await _settled(client, destination)  # another writer's copy may be in flight
+            try:
+                await _settled(client, destination)  # another writer's copy may be in flight
+            except Exception as error:
+                if server_answer(error).status != 404:
+                    raise
+                # Gone since the refusal (that writer's copy failed and was removed).
+                return await _copy_new(fs, source, destination)
             return False
         status = copy["copy_status"]
         try:
