@@ -49,6 +49,7 @@ from lakery_fsspec._trash import (
     marker_name,
     new_run,
     object_digest,
+    prune,
     restore_object,
     stamp_path,
 )
@@ -223,6 +224,7 @@ async def restore_trash_run(
         if moved and on_object:
             on_object("restore", path, size)
     await backend.remove(stamp_path(root, run))
+    await prune(backend, folder)
     return restored, there
 
 
@@ -290,6 +292,7 @@ class _Sweep:
         await self._each(_trashed(self.backend, folder), one)
         if not dry_run:
             await self.backend.remove(stamp_path(self.root, run))
+            await prune(self.backend, folder)
 
     async def quarantine(
         self, candidates: Iterator[tuple[str, int | None, float | None]], dry_run: bool

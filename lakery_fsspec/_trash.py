@@ -42,6 +42,7 @@ __all__ = [
     "marker_name",
     "new_run",
     "object_digest",
+    "prune",
     "restore_object",
     "run_names",
     "stamp_path",
@@ -147,6 +148,21 @@ async def find_in_trash(backend: Backend, root: str, path: str) -> Found | None:
     except (FileNotFoundError, PermissionError):
         return None
     return None
+
+
+async def prune(backend: Backend, folder: str) -> None:
+    """Remove ``folder`` and the folders below it once they are empty (where folders
+    exist: local files, SFTP, FTP, WebDAV), so that an emptied trash run leaves none."""
+    if not backend.needs_dirs:
+        return
+    try:
+        entries = await backend.entries(folder)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.kind == "directory":
+            await prune(backend, f"{folder}/{entry.name}")
+    await backend.remove_folder(folder)
 
 
 async def restore_object(backend: Backend, trashed: str, final: str, size: int) -> bool:

@@ -86,6 +86,9 @@ def test_sweep_quarantines_then_deletes(
     last = asyncio.run(collect_garbage(storage, [db], grace=0, trash_grace=0))
     assert (last.deleted.count, last.deleted.bytes) == (2, 8000)
     assert listing(backend, storage) == {"lake": referenced, "trash": [], "fresh": []}
+    if backend.name == "local":  # an emptied run leaves no folders behind either
+        trash = Path(storage.location.root) / ".lakery-trash"
+        assert [p for p in trash.rglob("*") if p.is_dir()] == []
 
 
 def test_grace_keeps_young_objects(backend: BackendInfo, tmp_path: Path, root_url: str) -> None:
