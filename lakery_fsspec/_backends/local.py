@@ -6,21 +6,19 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO
 
-from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.local_fast import UNNAMED_FILES, create_unnamed
 from lakery_fsspec._backends.spec import ProtocolSpec
+from lakery_fsspec._backends.staged import StagedFiles
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
 __all__ = ["Local", "LocalBackend"]
-
-T = TypeVar("T")
 
 _BYTES_PER_HOP = 8 * 2**20
 """What local streams move per worker-thread hop, reading (whole chunks, at least one)
@@ -29,7 +27,7 @@ _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 """What link() answers on a filesystem without hard links (FAT answers EPERM)."""
 
 
-class LocalBackend(Backend):
+class LocalBackend(StagedFiles):
     """Local files: written to a temp file and linked into place, never over an existing
     file, each operation one worker-thread hop; every call that can block runs in a
     worker thread.
@@ -42,7 +40,12 @@ class LocalBackend(Backend):
     unnamed_files: bool = UNNAMED_FILES
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        return await self.io.thread(partial(_create, path, data, temp, self.unnamed_files))
+        """An unnamed file linked into place where Linux allows, else the staged way."""
+        if self.unnamed_files:
+            created = await self.io.thread(partial(_create_unnamed, path, data))
+            if created is not None:
+                return created
+        return await super().create(path, data, digest, temp)
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
@@ -58,20 +61,28 @@ class LocalBackend(Backend):
             for file in opened:
                 file.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._move_healing(
-            lambda: self.io.thread(partial(_link_new, source, destination)),
-            source,
-            destination,
-            digest,
-        )
-
     async def copy_new(
         self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
     ) -> bool | None:
         if link:
-            return await self.io.thread(partial(_hard_link, source, destination))
-        return await self.io.thread(partial(_clone_new, source, destination, temp))
+            return await self._making_folder(
+                destination, lambda: self.io.thread(partial(_hard_link, source, destination))
+            )
+        try:
+            await self._making_folder(temp, lambda: self.io.thread(partial(_clone, source, temp)))
+        except BaseException:
+            await self.discard(temp)
+            raise
+        return await self._publish(temp, destination)
+
+    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
+        await self.io.thread(partial(_write, path, data))
+
+    async def _rename_new(self, source: str, destination: str) -> bool:
+        return await self.io.thread(partial(_link_new, source, destination))
+
+    async def _make_folders(self, folder: str) -> None:
+        await self.io.thread(partial(os.makedirs, folder, exist_ok=True))
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # The kernel stamps each write; this machine's clock is the server's.
@@ -100,45 +111,16 @@ def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
     return chunks
 
 
-def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
+def _create_unnamed(path: str, data: bytes) -> bool | None:
+    """``create_unnamed``, unless a file is at ``path`` already (False)."""
     if os.path.exists(path):
         return False
-    if unnamed and (created := create_unnamed(path, data)) is not None:
-        return created
-    try:
-        _write(temp, data)
-        return _move_new(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    return create_unnamed(path, data)
 
 
 def _write(path: str, data: bytes) -> None:
-    def write() -> None:
-        with open(path, "wb") as file:
-            file.write(data)
-
-    _making_folder(os.path.dirname(path), write)
-
-
-def _making_folder(folder: str, step: Callable[[], T]) -> T:
-    """``step()``, run once more after making ``folder`` if it was missing: a folder
-    costs a call only on the first write under it."""
-    try:
-        return step()
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        return step()
-
-
-def _move_new(source: str, destination: str) -> bool:
-    """Move ``source`` to ``destination`` unless a file is there; whether it moved.
-    ``source`` is gone afterwards either way."""
-    moved = _link_new(source, destination)
-    if not moved:
-        os.unlink(source)
-    return moved
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 def _link_new(source: str, destination: str) -> bool:
@@ -150,7 +132,7 @@ def _link_new(source: str, destination: str) -> bool:
     which two writers can race (same bytes either way).
     """
     try:
-        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+        os.link(source, destination)
     except FileExistsError:
         return False
     except OSError as error:
@@ -158,7 +140,7 @@ def _link_new(source: str, destination: str) -> bool:
             raise
         if os.path.exists(destination):
             return False
-        _making_folder(os.path.dirname(destination), partial(os.replace, source, destination))
+        os.replace(source, destination)
         return True
     os.unlink(source)
     return True
@@ -168,41 +150,32 @@ _FICLONE = 0x40049409
 """Linux's ioctl that makes a file share another's blocks (btrfs, XFS, bcachefs)."""
 
 
-def _clone_new(source: str, destination: str, temp: str) -> bool:
-    """Copy ``source`` to ``destination`` in the kernel, unless a file is there: a
-    reflink where the filesystem shares blocks, else ``copy_file_range`` (or a plain
-    copy across filesystems); staged at ``temp`` and linked into place."""
+def _clone(source: str, temp: str) -> None:
+    """Copy ``source`` to the new file ``temp`` in the kernel: a reflink where the
+    filesystem shares blocks, else ``copy_file_range`` (or a plain copy across
+    filesystems). FileNotFoundError if either is missing (``temp``'s folder: made and
+    tried again)."""
     import shutil
 
     try:
         import fcntl  # not on Windows
     except ImportError:
         fcntl = None
-    _making_folder(os.path.dirname(temp), partial(open, temp, "xb")).close()
-    try:
-        cloned = False
+    cloned = False
+    with open(source, "rb") as reading, open(temp, "xb") as writing:
         if fcntl is not None:
-            with (
-                open(source, "rb") as reading,
-                open(temp, "r+b") as writing,
-                contextlib.suppress(OSError),  # no shared blocks here
-            ):
+            with contextlib.suppress(OSError):  # no shared blocks here
                 fcntl.ioctl(writing.fileno(), _FICLONE, reading.fileno())
                 cloned = True
-        if not cloned:
-            shutil.copyfile(source, temp)  # sendfile on Linux: in the kernel
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    return _move_new(temp, destination)
+    if not cloned:
+        shutil.copyfile(source, temp)  # sendfile on Linux: in the kernel
 
 
 def _hard_link(source: str, destination: str) -> bool | None:
     """Link ``destination`` to ``source`` unless a file is there; None where the
     filesystem (or a crossing between two) has no hard links."""
     try:
-        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+        os.link(source, destination)
     except FileExistsError:
         return False
     except OSError as error:

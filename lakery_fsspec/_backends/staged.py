@@ -1,0 +1,136 @@
+"""File servers' data path, written once: a blob is written to a temp file and renamed
+into place without replacing anything, folders are made when a step says they are
+missing, and temps are aged by the server's clock.
+
+Each protocol (local files, SFTP through paramiko or asyncssh, FTP, WebDAV) supplies a
+few primitives, each one blocking call in a worker thread or one coroutine on its
+channel: write a file, rename without replacing, make folders, and list files with
+their modification times, besides ``Backend``'s ``size`` and ``remove``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lakery_fsspec._backends.base import Backend
+from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._temp import temp_name
+
+if TYPE_CHECKING:
+    from labox.core.storage import Digest
+
+__all__ = ["CHECK_FIRST_SIZE", "StagedFiles"]
+
+T = TypeVar("T")
+
+CHECK_FIRST_SIZE = 2**20
+"""Blobs at least this large are looked for before they are written: a stat costs less
+than uploading a copy the rename then refuses. Smaller ones are written straight away,
+and the create-only rename tells whether they were stored already."""
+
+
+class StagedFiles(Backend):
+    """A file server: a blob is written to a temp file and renamed into place by a rename
+    that never replaces (a refusal is "already stored"), so it is complete at its path or
+    absent. A folder is made only when a step says it is missing, and the step tried once
+    more.
+
+    Subclasses supply ``_write_file``, ``_rename_new``, ``_make_folders`` and (for
+    ``list_aged``) ``_files_with_mtimes``, with ``size`` and ``remove``.
+    """
+
+    needs_dirs = True
+
+    # --- primitives -----------------------------------------------------------------------
+
+    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
+        """Write ``data`` as the whole file at ``path``, over any file there;
+        FileNotFoundError if its folder is missing."""
+        raise NotImplementedError
+
+    async def _rename_new(self, source: str, destination: str) -> bool:
+        """Rename ``source`` to ``destination`` unless a file is there (never replacing
+        it); whether it moved. A refused ``source`` stays where it is; FileNotFoundError
+        if the destination's folder is missing."""
+        raise NotImplementedError
+
+    async def _make_folders(self, folder: str) -> None:
+        """Make ``folder`` and its missing parents; nothing if it exists."""
+        raise NotImplementedError
+
+    async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
+        """The files directly in ``folder`` (full paths) with their modification times
+        by the server's clock (None where unknown); FileNotFoundError if no folder."""
+        raise NotImplementedError
+
+    # --- the algorithm --------------------------------------------------------------------
+
+    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
+        """A temp file renamed into place: the rename refuses an existing object (a
+        refused blob's size is the storage's to check)."""
+        if len(data) >= CHECK_FIRST_SIZE and await self.exists(path):
+            return False
+        try:
+            await self._making_folder(temp, lambda: self._write_file(temp, data, digest))
+        except BaseException:
+            await self.discard(temp)
+            raise
+        return await self._publish(temp, path)
+
+    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
+        await self._making_folder(path, lambda: self._write_file(path, data, digest))
+
+    async def move(self, source: str, destination: str, digest: Digest) -> bool:
+        """A create-only rename; on a refusal, a damaged object there is replaced."""
+        return await self._move_healing(
+            lambda: self._making_folder(destination, lambda: self._rename_new(source, destination)),
+            source,
+            destination,
+            digest,
+        )
+
+    async def _publish(self, temp: str, path: str) -> bool:
+        """Rename the complete ``temp`` to ``path`` unless a file is there; whether it
+        moved. ``temp`` is gone afterwards either way."""
+        try:
+            moved = await self._making_folder(path, lambda: self._rename_new(temp, path))
+        except BaseException:
+            await self.discard(temp)
+            raise
+        if not moved:
+            await self.remove(temp)  # refused: already stored
+        return moved
+
+    async def _making_folder(self, path: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step()`` (a write to ``path``), run once more after making ``path``'s folder
+        if it said the folder is missing: a folder costs requests only on the first write
+        under it."""
+        try:
+            return await step()
+        except FileNotFoundError:
+            await self._make_folders(posixpath.dirname(path))
+        return await step()
+
+    async def list_aged(self, folder: str) -> list[Aged]:
+        """The files in ``folder``, aged by the server's clock: a probe file written just
+        before the listing is in it, and its modification time is the server's "now".
+        The probe is named like a temp, so a crash before its removal leaves nothing that
+        clean-up misses; an account that may not write gets the writer's clock in the
+        names."""
+        probe: str | None = f"{folder.rstrip('/')}/{temp_name()}"
+        try:
+            await self._write_file(probe, b"")
+        except (PermissionError, FileNotFoundError):  # read-only, or no folder: listing tells
+            probe = None
+        try:
+            listed = dict(await self._files_with_mtimes(folder))
+        finally:
+            if probe is not None:
+                await self.discard(probe)
+        now = listed.pop(probe, None) if probe is not None else None
+        return [
+            Aged(path, None if now is None or then is None else age(now, then))
+            for path, then in listed.items()
+        ]
