@@ -31,17 +31,15 @@ import posixpath
 import socket
 import stat
 import threading
-import time
 from base64 import b64encode
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Generator, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lakery_fsspec._backends.base import Backend
-from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
+from lakery_fsspec._backends.staged import StagedFiles
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -62,9 +60,6 @@ T = TypeVar("T")
 
 MAX_CHANNELS = 8
 """SFTP channels per connection at most (OpenSSH's sshd allows 10 sessions by default)."""
-_SMALL = 64 * 2**10
-"""Blobs up to this size are uploaded without checking first whether they are stored:
-the create-only rename tells, for less than the check costs."""
 _READ_REQUEST = 32768
 """paramiko's largest read request; bigger ranges are fetched pipelined (readv)."""
 _READV_SPAN = 2**20
@@ -83,7 +78,7 @@ class UnknownHostKeyError(Exception):
         self.fix = fix
 
 
-class SFTPBackend(Backend):
+class SFTPBackend(StagedFiles):
     """SFTP via paramiko: pooled channels, create-only renames, checked host keys."""
 
     min_range_size = 4 * 2**20
@@ -93,38 +88,38 @@ class SFTPBackend(Backend):
         self.channels = channels_for(self.fs)
 
     async def size(self, path: str) -> int | None:
-        return await self.io.thread(partial(self.channels.run, _size, path))
+        return await self._run(_size, path)
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        return await self.io.thread(partial(self.channels.run, _read, path, start, end))
-
-    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        return await self.io.thread(partial(self.channels.run, _create, path, data, temp))
-
-    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self.io.thread(partial(self.channels.run, _write, path, data))
+        return await self._run(_read, path, start, end)
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return _FileWriter(self.channels, path)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._move_healing(
-            lambda: self.io.thread(partial(self.channels.run, _rename_new, source, destination)),
-            source,
-            destination,
-            digest,
-        )
-
-    async def list_aged(self, folder: str) -> list[Aged]:
-        listed = await self.io.thread(partial(self.channels.run, _ls, folder))
-        # The server stamps each write; its clock now is a probe file's stamp.
-        now = await self.io.thread(partial(self.channels.run, _server_now, folder))
-        if now is None:
-            return [Aged(path, None) for path, _ in listed]
-        return [Aged(path, age(now, mtime)) for path, mtime in listed]
+    async def upload(
+        self, path: str, stream: AsyncIterable[bytes], digest: Digest, chunk_size: int
+    ) -> None:
+        await self.put(path, b"", digest)  # the file the blocks are written into, and its folder
+        await super().upload(path, stream, digest, chunk_size)
 
     async def remove(self, path: str) -> None:
-        await self.io.thread(partial(self.channels.run, _remove, path))
+        await self._run(_remove, path)
+
+    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
+        await self._run(_write, path, data)
+
+    async def _rename_new(self, source: str, destination: str) -> bool:
+        return await self._run(_rename_new, source, destination)
+
+    async def _make_folders(self, folder: str) -> None:
+        await self._run(_makedirs, folder)
+
+    async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
+        return await self._run(_ls, folder)
+
+    async def _run(self, step: Callable[..., T], /, *args: Any) -> T:
+        """``step(channel, *args)`` on a borrowed channel, in a worker thread."""
+        return await self.io.thread(partial(self.channels.run, step, *args))
 
 
 class SFTPDiagnostics(Diagnostics):
@@ -461,57 +456,21 @@ def _read(sftp: Any, path: str, start: int | None, end: int | None) -> bytes:
 
 
 def _write(sftp: Any, path: str, data: bytes) -> None:
-    def write() -> None:
-        with sftp.open(path, "wb") as file:
-            file.set_pipelined(True)
-            file.write(data)
-
-    _making_folder(sftp, posixpath.dirname(path), write)
-
-
-def _create(sftp: Any, path: str, data: bytes, temp: str) -> bool:
-    if len(data) > _SMALL and _size(sftp, path) is not None:
-        return False
-    try:
-        _write(sftp, temp, data)
-        return _move_new(sftp, temp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            _remove(sftp, temp)
-        raise
-
-
-def _move_new(sftp: Any, source: str, destination: str) -> bool:
-    """Rename unless ``destination`` exists; whether it moved. ``source`` is gone
-    afterwards either way."""
-    moved = _rename_new(sftp, source, destination)
-    if not moved:
-        _remove(sftp, source)  # refused: already stored
-    return moved
+    with sftp.open(path, "wb") as file:
+        file.set_pipelined(True)
+        file.write(data)
 
 
 def _rename_new(sftp: Any, source: str, destination: str) -> bool:
     """Rename unless ``destination`` exists (SFTP v3 rename refuses it in the same
     request); whether it moved. A refused ``source`` stays where it is."""
     try:
-        _making_folder(
-            sftp, posixpath.dirname(destination), partial(sftp.rename, source, destination)
-        )
+        sftp.rename(source, destination)
     except OSError:
         if _size(sftp, destination) is None:
             raise
         return False
     return True
-
-
-def _making_folder(sftp: Any, folder: str, step: Callable[[], T]) -> T:
-    """``step()``, run again after making ``folder`` if it was missing: a folder costs
-    requests only on the first write under it."""
-    try:
-        return step()
-    except FileNotFoundError:
-        _makedirs(sftp, folder)  # nothing if it is there (made meanwhile, or not missing)
-        return step()
 
 
 def _makedirs(sftp: Any, folder: str) -> None:
@@ -542,31 +501,15 @@ def _is_folder(sftp: Any, path: str) -> bool:
         return False
 
 
-def _ls(sftp: Any, folder: str) -> list[tuple[str, float]]:
+def _ls(sftp: Any, folder: str) -> list[tuple[str, float | None]]:
     """Files directly in ``folder`` with their modification times (server's clock)."""
     entries = sftp.listdir_attr(folder)
     base = folder.rstrip("/")
     return [
-        (f"{base}/{entry.filename}", float(entry.st_mtime or 0))
+        (f"{base}/{entry.filename}", None if entry.st_mtime is None else float(entry.st_mtime))
         for entry in entries
         if not stat.S_ISDIR(entry.st_mode or 0)
     ]
-
-
-def _server_now(sftp: Any, folder: str) -> float | None:
-    """The server's clock now: the modification time of a probe file written in
-    ``folder`` (None where that is not allowed: a read-only account)."""
-    probe = f"{folder.rstrip('/')}/.clock-{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"
-    try:
-        with sftp.open(probe, "wb"):
-            pass
-    except PermissionError:
-        return None
-    try:
-        return float(sftp.stat(probe).st_mtime)
-    finally:
-        with contextlib.suppress(OSError):
-            sftp.remove(probe)
 
 
 def _remove(sftp: Any, path: str) -> None:
@@ -583,8 +526,7 @@ class _FileWriter:
     def __init__(self, channels: Channels, path: str) -> None:
         self._channels = channels
         self._path = path
-        self._written = 0
-        channels.run(_write, path, b"")
+        self._written = 0  # the file is there already (SFTPBackend.upload made it)
 
     def write(self, data: bytes | memoryview, /) -> None:
         self._channels.run(_write_at, self._path, self._written, data)
