@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import StagedFiles
+from lakery_fsspec._backends.staged import PooledFiles, Steps
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -48,7 +48,7 @@ _CLEAN = (ftplib.error_perm, FileNotFoundError, PermissionError)
 """Failures after which the control connection is still in step (a complete 5xx reply)."""
 
 
-class FTPBackend(StagedFiles):
+class FTPBackend(PooledFiles):
     """FTP: each operation on a pooled connection of its own, in one worker-thread hop.
 
     A blob is stored (STOR) at a temp path and renamed into place (RNFR/RNTO, a
@@ -67,33 +67,14 @@ class FTPBackend(StagedFiles):
         super().__init__(protocol, bridge)
         self._pool = _Pool(self.fs)
 
-    async def size(self, path: str) -> int | None:
-        return await self._run(_size, path)
-
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return await self._run(_retrieve, path, start or 0, end)
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return _StoreWriter(self._pool, path)
 
-    async def remove(self, path: str) -> None:
-        await self._run(_delete, path)
-
-    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
-        await self._run(_store, path, data)
-
-    async def _rename_new(self, source: str, destination: str) -> bool:
-        return await self._run(_rename_new, source, destination)
-
-    async def _make_folders(self, folder: str) -> None:
-        await self._run(_make_folders, folder)
-
-    async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
-        return await self._run(_files_modified, folder)
-
-    async def _run(self, operation: Callable[..., T], /, *args: Any) -> T:
-        """``operation(ftp, *args)`` on a pooled connection, in a worker thread."""
-        return await self.io.thread(partial(self._pool.run, operation, *args))
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        return self._pool.run(step, *args)
 
 
 class FTPDiagnostics(Diagnostics):
@@ -451,6 +432,16 @@ def _is_folder(ftp: ftplib.FTP, folder: str) -> bool:
     except ftplib.error_perm:
         return False
     return True
+
+
+FTPBackend.steps = Steps(
+    size=_size,
+    remove=_delete,
+    write=_store,
+    rename_new=_rename_new,
+    make_folders=_make_folders,
+    files_with_mtimes=_files_modified,
+)
 
 
 def _unwrap(conn: socket.socket) -> None:

@@ -68,12 +68,9 @@ class LocalBackend(StagedFiles):
             return await self._making_folder(
                 destination, lambda: self.io.thread(partial(_hard_link, source, destination))
             )
-        try:
-            await self._making_folder(temp, lambda: self.io.thread(partial(_clone, source, temp)))
-        except BaseException:
-            await self.discard(temp)
-            raise
-        return await self._publish(temp, destination)
+        return await self._staged(
+            temp, destination, lambda: self.io.thread(partial(_clone, source, temp))
+        )
 
     async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
         await self.io.thread(partial(_write, path, data))

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import StagedFiles
+from lakery_fsspec._backends.staged import PooledFiles, Steps
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -78,7 +78,7 @@ class UnknownHostKeyError(Exception):
         self.fix = fix
 
 
-class SFTPBackend(StagedFiles):
+class SFTPBackend(PooledFiles):
     """SFTP via paramiko: pooled channels, create-only renames, checked host keys."""
 
     min_range_size = 4 * 2**20
@@ -86,9 +86,6 @@ class SFTPBackend(StagedFiles):
     def __init__(self, protocol: str, bridge: Bridge) -> None:
         super().__init__(protocol, bridge)
         self.channels = channels_for(self.fs)
-
-    async def size(self, path: str) -> int | None:
-        return await self._run(_size, path)
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return await self._run(_read, path, start, end)
@@ -102,24 +99,8 @@ class SFTPBackend(StagedFiles):
         await self.put(path, b"", digest)  # the file the blocks are written into, and its folder
         await super().upload(path, stream, digest, chunk_size)
 
-    async def remove(self, path: str) -> None:
-        await self._run(_remove, path)
-
-    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
-        await self._run(_write, path, data)
-
-    async def _rename_new(self, source: str, destination: str) -> bool:
-        return await self._run(_rename_new, source, destination)
-
-    async def _make_folders(self, folder: str) -> None:
-        await self._run(_makedirs, folder)
-
-    async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
-        return await self._run(_ls, folder)
-
-    async def _run(self, step: Callable[..., T], /, *args: Any) -> T:
-        """``step(channel, *args)`` on a borrowed channel, in a worker thread."""
-        return await self.io.thread(partial(self.channels.run, step, *args))
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        return self.channels.run(step, *args)
 
 
 class SFTPDiagnostics(Diagnostics):
@@ -515,6 +496,16 @@ def _ls(sftp: Any, folder: str) -> list[tuple[str, float | None]]:
 def _remove(sftp: Any, path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         sftp.remove(path)
+
+
+SFTPBackend.steps = Steps(
+    size=_size,
+    remove=_remove,
+    write=_write,
+    rename_new=_rename_new,
+    make_folders=_makedirs,
+    files_with_mtimes=_ls,
+)
 
 
 class _FileWriter:

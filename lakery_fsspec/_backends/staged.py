@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age
@@ -21,7 +22,7 @@ from lakery_fsspec._temp import temp_name
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["CHECK_FIRST_SIZE", "StagedFiles"]
+__all__ = ["CHECK_FIRST_SIZE", "PooledFiles", "StagedFiles", "Steps"]
 
 T = TypeVar("T")
 
@@ -72,12 +73,7 @@ class StagedFiles(Backend):
         refused blob's size is the storage's to check)."""
         if len(data) >= CHECK_FIRST_SIZE and await self.exists(path):
             return False
-        try:
-            await self._making_folder(temp, lambda: self._write_file(temp, data, digest))
-        except BaseException:
-            await self.discard(temp)
-            raise
-        return await self._publish(temp, path)
+        return await self._staged(temp, path, lambda: self._write_file(temp, data, digest))
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         await self._making_folder(path, lambda: self._write_file(path, data, digest))
@@ -91,10 +87,11 @@ class StagedFiles(Backend):
             digest,
         )
 
-    async def _publish(self, temp: str, path: str) -> bool:
-        """Rename the complete ``temp`` to ``path`` unless a file is there; whether it
-        moved. ``temp`` is gone afterwards either way."""
+    async def _staged(self, temp: str, path: str, write: Callable[[], Awaitable[None]]) -> bool:
+        """``write()`` the file ``temp``, then rename it to ``path`` unless a file is
+        there; whether it moved. ``temp`` is gone afterwards either way."""
         try:
+            await self._making_folder(temp, write)
             moved = await self._making_folder(path, lambda: self._rename_new(temp, path))
         except BaseException:
             await self.discard(temp)
@@ -134,3 +131,47 @@ class StagedFiles(Backend):
             Aged(path, None if now is None or then is None else age(now, then))
             for path, then in listed.items()
         ]
+
+
+class Steps(NamedTuple):
+    """A file server's primitives as blocking functions, each taking one connection of
+    the protocol's pool first (see ``StagedFiles`` for what each does)."""
+
+    size: Callable[[Any, str], int | None]
+    remove: Callable[[Any, str], None]
+    write: Callable[[Any, str, bytes], None]
+    rename_new: Callable[[Any, str, str], bool]
+    make_folders: Callable[[Any, str], None]
+    files_with_mtimes: Callable[[Any, str], list[tuple[str, float | None]]]
+
+
+class PooledFiles(StagedFiles):
+    """A file server whose primitives are the blocking ``steps``, each run on a pooled
+    connection of its own, in one worker-thread hop."""
+
+    steps: ClassVar[Steps]
+
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        """``step(connection, *args)`` on a connection borrowed from the pool (blocking)."""
+        raise NotImplementedError
+
+    async def _run(self, step: Callable[..., T], /, *args: Any) -> T:
+        return await self.io.thread(partial(self._on_connection, step, *args))
+
+    async def size(self, path: str) -> int | None:
+        return await self._run(self.steps.size, path)
+
+    async def remove(self, path: str) -> None:
+        await self._run(self.steps.remove, path)
+
+    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
+        await self._run(self.steps.write, path, data)
+
+    async def _rename_new(self, source: str, destination: str) -> bool:
+        return await self._run(self.steps.rename_new, source, destination)
+
+    async def _make_folders(self, folder: str) -> None:
+        await self._run(self.steps.make_folders, folder)
+
+    async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
+        return await self._run(self.steps.files_with_mtimes, folder)
