@@ -69,7 +69,11 @@ class LocalBackend(StagedFiles):
                 destination, lambda: self.io.thread(partial(_hard_link, source, destination))
             )
         return await self._staged(
-            temp, destination, lambda: self.io.thread(partial(_clone, source, temp))
+            temp,
+            destination,
+            lambda: self._making_folder(
+                temp, lambda: self.io.thread(partial(_clone, source, temp))
+            ),
         )
 
     async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
@@ -109,10 +113,15 @@ def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
 
 
 def _create_unnamed(path: str, data: bytes) -> bool | None:
-    """``create_unnamed``, unless a file is at ``path`` already (False)."""
+    """``create_unnamed``, unless a file is at ``path`` already (False). A new folder is
+    made here: a blob in a new folder costs one worker-thread hop too."""
     if os.path.exists(path):
         return False
-    return create_unnamed(path, data)
+    created = create_unnamed(path, data)
+    if created is None and not os.path.isdir(folder := os.path.dirname(path)):
+        os.makedirs(folder, exist_ok=True)
+        created = create_unnamed(path, data)
+    return created
 
 
 def _write(path: str, data: bytes) -> None:

@@ -73,26 +73,32 @@ class StagedFiles(Backend):
         refused blob's size is the storage's to check)."""
         if len(data) >= CHECK_FIRST_SIZE and await self.exists(path):
             return False
-        return await self._staged(temp, path, lambda: self._write_file(temp, data, digest))
+        return await self._staged(temp, path, lambda: self._write_in_folder(temp, data, digest))
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self._making_folder(path, lambda: self._write_file(path, data, digest))
+        await self._write_in_folder(path, data, digest)
 
     async def move(self, source: str, destination: str, digest: Digest) -> bool:
         """A create-only rename; on a refusal, a damaged object there is replaced."""
         return await self._move_healing(
-            lambda: self._making_folder(destination, lambda: self._rename_new(source, destination)),
-            source,
-            destination,
-            digest,
+            lambda: self._rename_in_folder(source, destination), source, destination, digest
         )
 
+    async def _write_in_folder(self, path: str, data: bytes, digest: Digest | None) -> None:
+        """``_write_file``, making the folder if it is missing."""
+        await self._making_folder(path, lambda: self._write_file(path, data, digest))
+
+    async def _rename_in_folder(self, source: str, destination: str) -> bool:
+        """``_rename_new``, making the destination's folder if it is missing."""
+        return await self._making_folder(destination, lambda: self._rename_new(source, destination))
+
     async def _staged(self, temp: str, path: str, write: Callable[[], Awaitable[None]]) -> bool:
-        """``write()`` the file ``temp``, then rename it to ``path`` unless a file is
-        there; whether it moved. ``temp`` is gone afterwards either way."""
+        """``write()`` the file ``temp`` (making its folder if missing), then rename it to
+        ``path`` unless a file is there; whether it moved. ``temp`` is gone afterwards
+        either way."""
         try:
-            await self._making_folder(temp, write)
-            moved = await self._making_folder(path, lambda: self._rename_new(temp, path))
+            await write()
+            moved = await self._rename_in_folder(temp, path)
         except BaseException:
             await self.discard(temp)
             raise
@@ -175,3 +181,26 @@ class PooledFiles(StagedFiles):
 
     async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
         return await self._run(self.steps.files_with_mtimes, folder)
+
+    # The folder rule in the same worker-thread hop and on the same connection as its
+    # step: a blob is two hops, in a new folder too.
+
+    async def _write_in_folder(self, path: str, data: bytes, digest: Digest | None) -> None:
+        await self._run(_in_folder, self.steps, path, self.steps.write, path, data)
+
+    async def _rename_in_folder(self, source: str, destination: str) -> bool:
+        steps = self.steps
+        return await self._run(
+            _in_folder, steps, destination, steps.rename_new, source, destination
+        )
+
+
+def _in_folder(connection: Any, steps: Steps, path: str, step: Callable[..., T], *args: Any) -> T:
+    """``step(connection, *args)`` (a write to ``path``), run once more after making
+    ``path``'s folder if it said the folder is missing (blocking:
+    ``StagedFiles._making_folder`` on one connection)."""
+    try:
+        return step(connection, *args)
+    except FileNotFoundError:
+        steps.make_folders(connection, posixpath.dirname(path))
+    return step(connection, *args)
