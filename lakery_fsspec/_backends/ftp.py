@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import PooledFiles, Steps
+from lakery_fsspec._backends.staged import BlockingFiles, Steps
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -48,7 +48,7 @@ _CLEAN = (ftplib.error_perm, FileNotFoundError, PermissionError)
 """Failures after which the control connection is still in step (a complete 5xx reply)."""
 
 
-class FTPBackend(PooledFiles):
+class FTPBackend(BlockingFiles):
     """FTP: each operation on a pooled connection of its own, in one worker-thread hop.
 
     A blob is stored (STOR) at a temp path and renamed into place (RNFR/RNTO, a

@@ -6,19 +6,21 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.local_fast import UNNAMED_FILES, create_unnamed
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import StagedFiles
+from lakery_fsspec._backends.staged import BlockingFiles, Steps, in_folder, publish
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
 __all__ = ["Local", "LocalBackend"]
+
+T = TypeVar("T")
 
 _BYTES_PER_HOP = 8 * 2**20
 """What local streams move per worker-thread hop, reading (whole chunks, at least one)
@@ -27,7 +29,7 @@ _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 """What link() answers on a filesystem without hard links (FAT answers EPERM)."""
 
 
-class LocalBackend(StagedFiles):
+class LocalBackend(BlockingFiles):
     """Local files: written to a temp file and linked into place, never over an existing
     file, each operation one worker-thread hop; every call that can block runs in a
     worker thread.
@@ -47,6 +49,9 @@ class LocalBackend(StagedFiles):
                 return created
         return await super().create(path, data, digest, temp)
 
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        return step(None, *args)  # local files need no connection
+
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
         per_hop = max(1, _BYTES_PER_HOP // chunk_size)
@@ -65,25 +70,14 @@ class LocalBackend(StagedFiles):
         self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
     ) -> bool | None:
         if link:
-            return await self._making_folder(
-                destination, lambda: self.io.thread(partial(_hard_link, source, destination))
+            return await self._run(
+                in_folder, self.steps, destination, _hard_link, source, destination
             )
-        return await self._staged(
-            temp,
-            destination,
-            lambda: self._making_folder(
-                temp, lambda: self.io.thread(partial(_clone, source, temp))
-            ),
-        )
-
-    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
-        await self.io.thread(partial(_write, path, data))
-
-    async def _rename_new(self, source: str, destination: str) -> bool:
-        return await self.io.thread(partial(_link_new, source, destination))
-
-    async def _make_folders(self, folder: str) -> None:
-        await self.io.thread(partial(os.makedirs, folder, exist_ok=True))
+        try:
+            return await self._run(_clone_new, source, destination, temp)
+        except BaseException:
+            await self.discard(temp)
+            raise
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # The kernel stamps each write; this machine's clock is the server's.
@@ -92,7 +86,13 @@ class LocalBackend(StagedFiles):
 
 def _list_aged(folder: str) -> list[Aged]:
     """Files directly in ``folder``, aged since their last write."""
-    written: list[tuple[str, float]] = []
+    written = _files_with_mtimes(None, folder)
+    now = time.time()
+    return [Aged(path, None if mtime is None else age(now, mtime)) for path, mtime in written]
+
+
+def _files_with_mtimes(_: None, folder: str) -> list[tuple[str, float | None]]:
+    written: list[tuple[str, float | None]] = []
     with os.scandir(folder) as entries:
         for entry in entries:
             try:
@@ -100,8 +100,7 @@ def _list_aged(folder: str) -> list[Aged]:
                     written.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
             except FileNotFoundError:  # moved away while listed
                 continue
-    now = time.time()
-    return [Aged(path, age(now, mtime)) for path, mtime in written]
+    return written
 
 
 def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
@@ -124,12 +123,28 @@ def _create_unnamed(path: str, data: bytes) -> bool | None:
     return created
 
 
-def _write(path: str, data: bytes) -> None:
+def _size(_: None, path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _remove(_: None, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _write(_: None, path: str, data: bytes) -> None:
     with open(path, "wb") as file:
         file.write(data)
 
 
-def _link_new(source: str, destination: str) -> bool:
+def _makedirs(_: None, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+
+
+def _link_new(_: None, source: str, destination: str) -> bool:
     """Move ``source`` to ``destination`` unless a file is there; whether it moved. A
     refused ``source`` stays where it is.
 
@@ -156,7 +171,14 @@ _FICLONE = 0x40049409
 """Linux's ioctl that makes a file share another's blocks (btrfs, XFS, bcachefs)."""
 
 
-def _clone(source: str, temp: str) -> None:
+def _clone_new(_: None, source: str, destination: str, temp: str) -> bool:
+    """Copy ``source`` to ``destination`` in the kernel unless a file is there, staged at
+    ``temp``; the caller removes ``temp`` on failure."""
+    in_folder(None, LocalBackend.steps, temp, _clone, source, temp)
+    return publish(None, LocalBackend.steps, temp, destination)
+
+
+def _clone(_: None, source: str, temp: str) -> None:
     """Copy ``source`` to the new file ``temp`` in the kernel: a reflink where the
     filesystem shares blocks, else ``copy_file_range`` (or a plain copy across
     filesystems). FileNotFoundError if either is missing (``temp``'s folder: made and
@@ -177,7 +199,7 @@ def _clone(source: str, temp: str) -> None:
         shutil.copyfile(source, temp)  # sendfile on Linux: in the kernel
 
 
-def _hard_link(source: str, destination: str) -> bool | None:
+def _hard_link(_: None, source: str, destination: str) -> bool | None:
     """Link ``destination`` to ``source`` unless a file is there; None where the
     filesystem (or a crossing between two) has no hard links."""
     try:
@@ -189,6 +211,16 @@ def _hard_link(source: str, destination: str) -> bool | None:
             return None
         raise
     return True
+
+
+LocalBackend.steps = Steps(
+    size=_size,
+    remove=_remove,
+    write=_write,
+    rename_new=_link_new,
+    make_folders=_makedirs,
+    files_with_mtimes=_files_with_mtimes,
+)
 
 
 class Local(ProtocolSpec):

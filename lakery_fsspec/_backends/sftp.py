@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import PooledFiles, Steps
+from lakery_fsspec._backends.staged import BlockingFiles, Steps
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -78,7 +78,7 @@ class UnknownHostKeyError(Exception):
         self.fix = fix
 
 
-class SFTPBackend(PooledFiles):
+class SFTPBackend(BlockingFiles):
     """SFTP via paramiko: pooled channels, create-only renames, checked host keys."""
 
     min_range_size = 4 * 2**20

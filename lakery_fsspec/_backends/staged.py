@@ -22,7 +22,7 @@ from lakery_fsspec._temp import temp_name
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["CHECK_FIRST_SIZE", "PooledFiles", "StagedFiles", "Steps"]
+__all__ = ["CHECK_FIRST_SIZE", "BlockingFiles", "StagedFiles", "Steps", "in_folder", "publish"]
 
 T = TypeVar("T")
 
@@ -140,8 +140,8 @@ class StagedFiles(Backend):
 
 
 class Steps(NamedTuple):
-    """A file server's primitives as blocking functions, each taking one connection of
-    the protocol's pool first (see ``StagedFiles`` for what each does)."""
+    """A file server's primitives as blocking functions, each taking the connection to
+    run on first (see ``StagedFiles`` for what each does)."""
 
     size: Callable[[Any, str], int | None]
     remove: Callable[[Any, str], None]
@@ -151,18 +151,28 @@ class Steps(NamedTuple):
     files_with_mtimes: Callable[[Any, str], list[tuple[str, float | None]]]
 
 
-class PooledFiles(StagedFiles):
-    """A file server whose primitives are the blocking ``steps``, each run on a pooled
-    connection of its own, in one worker-thread hop."""
+class BlockingFiles(StagedFiles):
+    """A file server whose primitives are the blocking ``steps``, run in worker threads
+    on a connection of the protocol's (a pooled one; local files have none). A blob is
+    written in one worker-thread hop, on one connection; every other primitive is a hop
+    of its own."""
 
     steps: ClassVar[Steps]
 
     def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
-        """``step(connection, *args)`` on a connection borrowed from the pool (blocking)."""
+        """``step(connection, *args)`` on a connection of the protocol's (blocking)."""
         raise NotImplementedError
 
     async def _run(self, step: Callable[..., T], /, *args: Any) -> T:
         return await self.io.thread(partial(self._on_connection, step, *args))
+
+    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
+        """``StagedFiles.create`` in one worker-thread hop."""
+        try:
+            return await self._run(create, self.steps, path, data, temp)
+        except BaseException:
+            await self.discard(temp)
+            raise
 
     async def size(self, path: str) -> int | None:
         return await self._run(self.steps.size, path)
@@ -182,23 +192,43 @@ class PooledFiles(StagedFiles):
     async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
         return await self._run(self.steps.files_with_mtimes, folder)
 
-    # The folder rule in the same worker-thread hop and on the same connection as its
-    # step: a blob is two hops, in a new folder too.
+    # The folder rule in the same hop and on the same connection as its step.
 
     async def _write_in_folder(self, path: str, data: bytes, digest: Digest | None) -> None:
-        await self._run(_in_folder, self.steps, path, self.steps.write, path, data)
+        await self._run(in_folder, self.steps, path, self.steps.write, path, data)
 
     async def _rename_in_folder(self, source: str, destination: str) -> bool:
-        steps = self.steps
-        return await self._run(
-            _in_folder, steps, destination, steps.rename_new, source, destination
-        )
+        return await self._run(publish_step, self.steps, source, destination)
 
 
-def _in_folder(connection: Any, steps: Steps, path: str, step: Callable[..., T], *args: Any) -> T:
+# --- the algorithm's blocking twin, on one connection -------------------------------------
+
+
+def create(connection: Any, steps: Steps, path: str, data: bytes, temp: str) -> bool:
+    """``StagedFiles.create``, blocking; the caller removes ``temp`` on failure."""
+    if len(data) >= CHECK_FIRST_SIZE and steps.size(connection, path) is not None:
+        return False
+    in_folder(connection, steps, temp, steps.write, temp, data)
+    return publish(connection, steps, temp, path)
+
+
+def publish(connection: Any, steps: Steps, temp: str, path: str) -> bool:
+    """Rename the complete ``temp`` to ``path`` unless a file is there; whether it
+    moved. A refused ``temp`` is removed."""
+    moved = publish_step(connection, steps, temp, path)
+    if not moved:
+        steps.remove(connection, temp)  # refused: already stored
+    return moved
+
+
+def publish_step(connection: Any, steps: Steps, source: str, destination: str) -> bool:
+    """``steps.rename_new``, making the destination's folder if it is missing."""
+    return in_folder(connection, steps, destination, steps.rename_new, source, destination)
+
+
+def in_folder(connection: Any, steps: Steps, path: str, step: Callable[..., T], *args: Any) -> T:
     """``step(connection, *args)`` (a write to ``path``), run once more after making
-    ``path``'s folder if it said the folder is missing (blocking:
-    ``StagedFiles._making_folder`` on one connection)."""
+    ``path``'s folder if it said the folder is missing (``StagedFiles._making_folder``)."""
     try:
         return step(connection, *args)
     except FileNotFoundError:
