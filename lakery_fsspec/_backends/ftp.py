@@ -434,14 +434,7 @@ def _is_folder(ftp: ftplib.FTP, folder: str) -> bool:
     return True
 
 
-FTPBackend.steps = Steps(
-    size=_size,
-    remove=_delete,
-    write=_store,
-    rename_new=_rename_new,
-    make_folders=_make_folders,
-    files_with_mtimes=_files_modified,
-)
+FTPBackend.steps = Steps(_size, _delete, _store, _rename_new, _make_folders, _files_modified)
 
 
 def _unwrap(conn: socket.socket) -> None:

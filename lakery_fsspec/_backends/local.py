@@ -213,14 +213,7 @@ def _hard_link(_: None, source: str, destination: str) -> bool | None:
     return True
 
 
-LocalBackend.steps = Steps(
-    size=_size,
-    remove=_remove,
-    write=_write,
-    rename_new=_link_new,
-    make_folders=_makedirs,
-    files_with_mtimes=_files_with_mtimes,
-)
+LocalBackend.steps = Steps(_size, _remove, _write, _link_new, _makedirs, _files_with_mtimes)
 
 
 class Local(ProtocolSpec):

@@ -498,14 +498,7 @@ def _remove(sftp: Any, path: str) -> None:
         sftp.remove(path)
 
 
-SFTPBackend.steps = Steps(
-    size=_size,
-    remove=_remove,
-    write=_write,
-    rename_new=_rename_new,
-    make_folders=_makedirs,
-    files_with_mtimes=_ls,
-)
+SFTPBackend.steps = Steps(_size, _remove, _write, _rename_new, _makedirs, _ls)
 
 
 class _FileWriter:

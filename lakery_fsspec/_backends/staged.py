@@ -1,11 +1,14 @@
 """File servers' data path, written once: a blob is written to a temp file and renamed
-into place without replacing anything, folders are made when a step says they are
-missing, and temps are aged by the server's clock.
+into place without replacing anything, a folder is made when a step says it is missing,
+and temps are aged by the server's clock.
 
 Each protocol (local files, SFTP through paramiko or asyncssh, FTP, WebDAV) supplies a
-few primitives, each one blocking call in a worker thread or one coroutine on its
-channel: write a file, rename without replacing, make folders, and list files with
-their modification times, besides ``Backend``'s ``size`` and ``remove``.
+few primitives: write a file, rename without replacing, make folders, list files with
+their modification times, besides ``Backend``'s ``size`` and ``remove``. They are
+coroutines (``StagedFiles``: asyncssh on its channel, WebDAV's requests each in a worker
+thread) or blocking functions of a connection (``BlockingFiles``: local files,
+paramiko, FTP), whose blob writes run in one worker-thread hop through the algorithm's
+blocking twin at the end of this module.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from lakery_fsspec._temp import temp_name
 if TYPE_CHECKING:
     from labox.core.storage import Digest
 
-__all__ = ["CHECK_FIRST_SIZE", "BlockingFiles", "StagedFiles", "Steps", "in_folder", "publish"]
+__all__ = [
+    "CHECK_FIRST_SIZE",
+    "BlockingFiles",
+    "StagedFiles",
+    "Steps",
+    "create_staged",
+    "in_folder",
+    "publish",
+    "rename_in_folder",
+]
 
 T = TypeVar("T")
 
@@ -73,7 +85,15 @@ class StagedFiles(Backend):
         refused blob's size is the storage's to check)."""
         if len(data) >= CHECK_FIRST_SIZE and await self.exists(path):
             return False
-        return await self._staged(temp, path, lambda: self._write_in_folder(temp, data, digest))
+        try:
+            await self._write_in_folder(temp, data, digest)
+            moved = await self._rename_in_folder(temp, path)
+        except BaseException:
+            await self.discard(temp)
+            raise
+        if not moved:
+            await self.remove(temp)  # refused: already stored
+        return moved
 
     async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
         await self._write_in_folder(path, data, digest)
@@ -91,20 +111,6 @@ class StagedFiles(Backend):
     async def _rename_in_folder(self, source: str, destination: str) -> bool:
         """``_rename_new``, making the destination's folder if it is missing."""
         return await self._making_folder(destination, lambda: self._rename_new(source, destination))
-
-    async def _staged(self, temp: str, path: str, write: Callable[[], Awaitable[None]]) -> bool:
-        """``write()`` the file ``temp`` (making its folder if missing), then rename it to
-        ``path`` unless a file is there; whether it moved. ``temp`` is gone afterwards
-        either way."""
-        try:
-            await write()
-            moved = await self._rename_in_folder(temp, path)
-        except BaseException:
-            await self.discard(temp)
-            raise
-        if not moved:
-            await self.remove(temp)  # refused: already stored
-        return moved
 
     async def _making_folder(self, path: str, step: Callable[[], Awaitable[T]]) -> T:
         """``step()`` (a write to ``path``), run once more after making ``path``'s folder
@@ -169,7 +175,7 @@ class BlockingFiles(StagedFiles):
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
         """``StagedFiles.create`` in one worker-thread hop."""
         try:
-            return await self._run(create, self.steps, path, data, temp)
+            return await self._run(create_staged, self.steps, path, data, temp)
         except BaseException:
             await self.discard(temp)
             raise
@@ -198,13 +204,13 @@ class BlockingFiles(StagedFiles):
         await self._run(in_folder, self.steps, path, self.steps.write, path, data)
 
     async def _rename_in_folder(self, source: str, destination: str) -> bool:
-        return await self._run(publish_step, self.steps, source, destination)
+        return await self._run(rename_in_folder, self.steps, source, destination)
 
 
 # --- the algorithm's blocking twin, on one connection -------------------------------------
 
 
-def create(connection: Any, steps: Steps, path: str, data: bytes, temp: str) -> bool:
+def create_staged(connection: Any, steps: Steps, path: str, data: bytes, temp: str) -> bool:
     """``StagedFiles.create``, blocking; the caller removes ``temp`` on failure."""
     if len(data) >= CHECK_FIRST_SIZE and steps.size(connection, path) is not None:
         return False
@@ -215,13 +221,13 @@ def create(connection: Any, steps: Steps, path: str, data: bytes, temp: str) -> 
 def publish(connection: Any, steps: Steps, temp: str, path: str) -> bool:
     """Rename the complete ``temp`` to ``path`` unless a file is there; whether it
     moved. A refused ``temp`` is removed."""
-    moved = publish_step(connection, steps, temp, path)
+    moved = rename_in_folder(connection, steps, temp, path)
     if not moved:
         steps.remove(connection, temp)  # refused: already stored
     return moved
 
 
-def publish_step(connection: Any, steps: Steps, source: str, destination: str) -> bool:
+def rename_in_folder(connection: Any, steps: Steps, source: str, destination: str) -> bool:
     """``steps.rename_new``, making the destination's folder if it is missing."""
     return in_folder(connection, steps, destination, steps.rename_new, source, destination)
 
