@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import BlockingFiles, Steps
+from lakery_fsspec._backends.staged import BlockingFiles, Steps, in_folder
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -315,9 +315,15 @@ def _after_early_close(ftp: ftplib.FTP) -> None:
         raise ftplib.error_reply(reply)
 
 
+def _start_store(ftp: ftplib.FTP, path: str) -> socket.socket:
+    """The data connection of a STOR to ``path``; FileNotFoundError if its folder is
+    missing."""
+    return _refusal_named(ftp, path, partial(ftp.transfercmd, f"STOR {path}"))
+
+
 def _store(ftp: ftplib.FTP, path: str, data: bytes) -> None:
     """STOR ``data`` at ``path``; FileNotFoundError if its folder is missing."""
-    conn = _in_folder(ftp, path, partial(ftp.transfercmd, f"STOR {path}"))
+    conn = _start_store(ftp, path)
     with conn:
         conn.sendall(data)
         _unwrap(conn)
@@ -333,7 +339,7 @@ def _rename_new(ftp: ftplib.FTP, source: str, destination: str) -> bool:
     """
     if _size(ftp, destination) is not None:
         return False
-    _in_folder(ftp, destination, partial(ftp.rename, source, destination))
+    _refusal_named(ftp, destination, partial(ftp.rename, source, destination))
     return True
 
 
@@ -380,7 +386,7 @@ def _delete(ftp: ftplib.FTP, path: str) -> None:
             raise PermissionError(msg) from error
 
 
-def _in_folder(ftp: ftplib.FTP, path: str, step: Callable[[], T]) -> T:
+def _refusal_named(ftp: ftplib.FTP, path: str, step: Callable[[], T]) -> T:
     """``step()`` (a write to ``path``), its refusal named: FileNotFoundError if the
     folder of ``path`` is missing; if it is there (made meanwhile by another writer,
     perhaps), the step is tried once more, and PermissionError if refused again."""
@@ -459,13 +465,8 @@ class _StoreWriter:
         self._path = path
         self._connection = pool.take()
         ftp = self._connection.ftp
-        store = partial(_in_folder, ftp, path, partial(ftp.transfercmd, f"STOR {path}"))
         try:
-            try:
-                self._data = store()
-            except FileNotFoundError:  # the folder is missing: made, and the STOR again
-                _make_folders(ftp, posixpath.dirname(path))
-                self._data = store()
+            self._data = in_folder(ftp, FTPBackend.steps, path, _start_store, path)
         except _CLEAN:
             pool.give(self._connection)
             raise

@@ -54,8 +54,6 @@ class StagedFiles(Backend):
     ``list_aged``) ``_files_with_mtimes``, with ``size`` and ``remove``.
     """
 
-    needs_dirs = True
-
     # --- primitives -----------------------------------------------------------------------
 
     async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
