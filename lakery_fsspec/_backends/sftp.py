@@ -32,14 +32,14 @@ import socket
 import stat
 import threading
 from base64 import b64encode
-from collections.abc import AsyncIterable, Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._backends.staged import BlockingFiles, Steps
+from lakery_fsspec._backends.staged import BlockingFiles, Steps, in_folder
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -92,12 +92,6 @@ class SFTPBackend(BlockingFiles):
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return _FileWriter(self.channels, path)
-
-    async def upload(
-        self, path: str, stream: AsyncIterable[bytes], digest: Digest, chunk_size: int
-    ) -> None:
-        await self.put(path, b"", digest)  # the file the blocks are written into, and its folder
-        await super().upload(path, stream, digest, chunk_size)
 
     def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
         return self.channels.run(step, *args)
@@ -510,7 +504,8 @@ class _FileWriter:
     def __init__(self, channels: Channels, path: str) -> None:
         self._channels = channels
         self._path = path
-        self._written = 0  # the file is there already (SFTPBackend.upload made it)
+        self._written = 0
+        channels.run(in_folder, SFTPBackend.steps, path, _write, path, b"")
 
     def write(self, data: bytes | memoryview, /) -> None:
         self._channels.run(_write_at, self._path, self._written, data)
