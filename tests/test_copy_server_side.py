@@ -57,9 +57,9 @@ async def test_one_service_copies_server_side_and_still_checks_hashes(
     fs.pipe_file(f"{src.location.root}/{rotten['path']}", b"!" + bad[1:])
     _no_client_writes(monkeypatch)
     if backend.name == "local":
-        from lakery_fsspec._backends import local
+        from lakery_fsspec._backends.local import LocalBackend
 
-        monkeypatch.setattr(local, "_create", lambda *a: pytest.fail("streamed"))  # pyright: ignore[reportUnknownLambdaType]
+        monkeypatch.setattr(LocalBackend, "create", lambda *a: pytest.fail("streamed"))  # pyright: ignore[reportUnknownLambdaType]
     result = await copy_lake(src, dst)
     assert (result.copied, [p.kind for p in result.problems]) == (2, ["corrupt"])
     for pointer, data in zip(pointers, DATA, strict=True):

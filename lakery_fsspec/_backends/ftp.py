@@ -13,6 +13,7 @@ works again once its server is back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ftplib
 import posixpath
 import select
@@ -25,11 +26,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lakery_fsspec._backends.base import Backend
-from lakery_fsspec._backends.clock import Aged
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
-from lakery_fsspec._temp import temp_name
+from lakery_fsspec._backends.staged import BlockingFiles, Steps, in_folder
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -45,13 +44,11 @@ _MAX_IDLE = 16
 """Idle connections a pool keeps; more are opened while more calls run at once."""
 _RECEIVE = 256 * 2**10
 """Bytes asked of a data connection per receive (larger ones cost more than they save)."""
-_KNOWN_FOLDERS = 100_000
-"""Folders a pool remembers as existing before it forgets them all."""
 _CLEAN = (ftplib.error_perm, FileNotFoundError, PermissionError)
 """Failures after which the control connection is still in step (a complete 5xx reply)."""
 
 
-class FTPBackend(Backend):
+class FTPBackend(BlockingFiles):
     """FTP: each operation on a pooled connection of its own, in one worker-thread hop.
 
     A blob is stored (STOR) at a temp path and renamed into place (RNFR/RNTO, a
@@ -70,42 +67,14 @@ class FTPBackend(Backend):
         super().__init__(protocol, bridge)
         self._pool = _Pool(self.fs)
 
-    async def size(self, path: str) -> int | None:
-        return await self._run(_size, path)
-
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return await self._run(_retrieve, path, start or 0, end)
-
-    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        try:
-            return await self._run(_create, self._pool.folders, path, data, temp)
-        except BaseException:
-            await self.discard(temp)
-            raise
-
-    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self._run(_store, self._pool.folders, path, data)
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return _StoreWriter(self._pool, path)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._move_healing(
-            lambda: self._run(_move_new, self._pool.folders, source, destination),
-            source,
-            destination,
-            digest,
-        )
-
-    async def list_aged(self, folder: str) -> list[Aged]:
-        return [Aged(path, age) for path, age in await self._run(_files_aged, folder)]
-
-    async def remove(self, path: str) -> None:
-        await self._run(_delete, path)
-
-    async def _run(self, operation: Callable[..., T], /, *args: Any) -> T:
-        """``operation(ftp, *args)`` on a pooled connection, in a worker thread."""
-        return await self.io.thread(partial(self._pool.run, operation, *args))
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        return self._pool.run(step, *args)
 
 
 class FTPDiagnostics(Diagnostics):
@@ -200,7 +169,6 @@ class _Pool:
     def __init__(self, fs: Any) -> None:
         self._fs = fs
         self._idle: list[_Connection] = []
-        self.folders = _Folders()
         self._lock = threading.Lock()
         # Closed explicitly: left to the garbage collector, a socket in a reference
         # cycle may be finalized before the ftplib object that would close it (and warn).
@@ -296,16 +264,6 @@ class _Connection:
             self.ftp.close()
 
 
-class _Folders(set[str]):
-    """Folders known to exist (a folder deleted behind the storage's back is made again
-    when a write to it is refused)."""
-
-    def add(self, folder: str) -> None:
-        if len(self) >= _KNOWN_FOLDERS:
-            self.clear()
-        super().add(folder)
-
-
 class _MissingFolder(FileNotFoundError):
     """A folder to write in does not exist, and making it was refused."""
 
@@ -357,66 +315,42 @@ def _after_early_close(ftp: ftplib.FTP) -> None:
         raise ftplib.error_reply(reply)
 
 
-def _store(ftp: ftplib.FTP, folders: _Folders | None, path: str, data: bytes) -> None:
-    """STOR ``data`` at ``path``, making its folder unless ``folders`` is None."""
-    store = partial(ftp.transfercmd, f"STOR {path}")
-    conn = store() if folders is None else _making_folder(ftp, folders, path, store)
+def _start_store(ftp: ftplib.FTP, path: str) -> socket.socket:
+    """The data connection of a STOR to ``path``; FileNotFoundError if its folder is
+    missing."""
+    return _refusal_named(ftp, path, partial(ftp.transfercmd, f"STOR {path}"))
+
+
+def _store(ftp: ftplib.FTP, path: str, data: bytes) -> None:
+    """STOR ``data`` at ``path``; FileNotFoundError if its folder is missing."""
+    conn = _start_store(ftp, path)
     with conn:
         conn.sendall(data)
         _unwrap(conn)
     ftp.voidresp()
 
 
-def _create(ftp: ftplib.FTP, folders: _Folders, path: str, data: bytes, temp: str) -> bool:
-    """Store ``data`` at ``temp`` and rename it to ``path`` unless a file is there."""
-    if _size(ftp, path) is not None:
-        return False
-    try:
-        _store(ftp, folders, temp, data)
-        _making_folder(ftp, folders, path, partial(ftp.rename, temp, path))
-        return True
-    except _CLEAN:
-        _delete(ftp, temp)  # (saves the caller a connection for its own clean-up)
-        raise
+def _rename_new(ftp: ftplib.FTP, source: str, destination: str) -> bool:
+    """Rename ``source`` to ``destination`` unless a file is there; whether it moved. A
+    refused ``source`` stays where it is.
 
-
-def _move_new(ftp: ftplib.FTP, folders: _Folders, source: str, destination: str) -> bool:
-    """Rename ``source`` to ``destination`` unless a file is there (checked first: FTP
-    renames replace); whether it moved. A refused ``source`` stays where it is."""
+    FTP renames replace, so the destination is checked first (SIZE): not race-free, two
+    writers of the same content can both rename, the second over the first (same bytes).
+    """
     if _size(ftp, destination) is not None:
         return False
-    _making_folder(ftp, folders, destination, partial(ftp.rename, source, destination))
+    _refusal_named(ftp, destination, partial(ftp.rename, source, destination))
     return True
 
 
-def _files_aged(ftp: ftplib.FTP, folder: str) -> list[tuple[str, float | None]]:
-    """Full paths of the files directly in ``folder`` with their age by the server's clock.
-
-    FTP tells when a file was last written, but not the server's time now: an empty
-    probe stored in the folder for the listing tells it (named like a temp object, so a
-    probe left by a crash is cleaned up too). Without write permission, ages are None
-    (the writer's clock in the names decides).
-    """
+def _files_modified(ftp: ftplib.FTP, folder: str) -> list[tuple[str, float | None]]:
+    """Full paths of the files directly in ``folder`` with their MLSD ``modify`` times
+    (the server's clock)."""
     folder = folder.rstrip("/")
-    probe = f"{folder}/{temp_name()}"
-    try:
-        _store(ftp, None, probe, b"")
-    except ftplib.error_perm:
-        probe = None
-    try:
-        entries = _listing(ftp, folder, ["type", "modify"])
-    finally:
-        if probe is not None:
-            _delete(ftp, probe)
-    times = {
-        f"{folder}/{name}": _timestamp(facts.get("modify", ""))
-        for name, facts in entries
-        if facts.get("type") == "file"
-    }
-    now = times.pop(probe, None) if probe is not None else None
     return [
-        (path, None if now is None or then is None else max(0.0, now - then))
-        for path, then in times.items()
+        (f"{folder}/{name}", _timestamp(facts.get("modify", "")))
+        for name, facts in _listing(ftp, folder, ["type", "modify"])
+        if facts.get("type") == "file"
     ]
 
 
@@ -452,35 +386,31 @@ def _delete(ftp: ftplib.FTP, path: str) -> None:
             raise PermissionError(msg) from error
 
 
-def _making_folder(ftp: ftplib.FTP, folders: _Folders, path: str, step: Callable[[], T]) -> T:
-    """``step()`` (a write to ``path``) once the folder of ``path`` exists.
-
-    A folder this pool has not seen yet is made first (MKD, refused if it exists: one
-    command per folder and process); if the step is still refused, the folder's missing
-    parents are made and the step tried once more.
-    """
-    folder = posixpath.dirname(path)
-    if folder not in folders:
-        with contextlib.suppress(ftplib.error_perm):
-            _make_folder(ftp, folder)
+def _refusal_named(ftp: ftplib.FTP, path: str, step: Callable[[], T]) -> T:
+    """``step()`` (a write to ``path``), its refusal named: FileNotFoundError if the
+    folder of ``path`` is missing; if it is there (made meanwhile by another writer,
+    perhaps), the step is tried once more, and PermissionError if refused again."""
     try:
-        result = step()
-    except ftplib.error_perm:
-        if not _make_folders(ftp, folder):
-            msg = (
-                f"The folder {folder} does not exist on the FTP server and this user cannot make it"
-            )
-            raise _MissingFolder(msg) from None
-        try:
-            result = step()
-        except ftplib.error_perm as error:  # the folder is there: the write is refused
-            msg = f"The FTP server refused to write {path} ({_first_line(error)})"
-            raise PermissionError(msg) from error
-    folders.add(folder)
-    return result
+        return step()
+    except ftplib.error_perm as error:
+        folder = posixpath.dirname(path)
+        if folder not in ("", "/") and not _is_folder(ftp, folder):
+            raise FileNotFoundError(errno.ENOENT, "No such folder", folder) from error
+    try:
+        return step()
+    except ftplib.error_perm as error:
+        msg = f"The FTP server refused to write {path} ({_first_line(error)})"
+        raise PermissionError(msg) from error
 
 
-def _make_folders(ftp: ftplib.FTP, folder: str) -> bool:
+def _make_folders(ftp: ftplib.FTP, folder: str) -> None:
+    """Make ``folder`` and its missing parents; _MissingFolder if this user cannot."""
+    if not _made(ftp, folder):
+        msg = f"The folder {folder} does not exist on the FTP server and this user cannot make it"
+        raise _MissingFolder(msg)
+
+
+def _made(ftp: ftplib.FTP, folder: str) -> bool:
     """Make ``folder`` and its missing parents; whether it exists afterwards."""
     if folder in ("", "/"):
         return True
@@ -491,7 +421,7 @@ def _make_folders(ftp: ftplib.FTP, folder: str) -> bool:
         pass  # there already (a concurrent writer), or its parent is missing
     if _is_folder(ftp, folder):
         return True
-    if not _make_folders(ftp, posixpath.dirname(folder)):
+    if not _made(ftp, posixpath.dirname(folder)):
         return False
     with contextlib.suppress(ftplib.error_perm):
         _make_folder(ftp, folder)
@@ -508,6 +438,9 @@ def _is_folder(ftp: ftplib.FTP, folder: str) -> bool:
     except ftplib.error_perm:
         return False
     return True
+
+
+FTPBackend.steps = Steps(_size, _delete, _store, _rename_new, _make_folders, _files_modified)
 
 
 def _unwrap(conn: socket.socket) -> None:
@@ -533,8 +466,7 @@ class _StoreWriter:
         self._connection = pool.take()
         ftp = self._connection.ftp
         try:
-            store = partial(ftp.transfercmd, f"STOR {path}")
-            self._data = _making_folder(ftp, pool.folders, path, store)
+            self._data = in_folder(ftp, FTPBackend.steps, path, _start_store, path)
         except _CLEAN:
             pool.give(self._connection)
             raise

@@ -8,12 +8,12 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.local_fast import UNNAMED_FILES, create_unnamed
 from lakery_fsspec._backends.spec import ProtocolSpec
+from lakery_fsspec._backends.staged import BlockingFiles, Steps, in_folder, publish
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -29,7 +29,7 @@ _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 """What link() answers on a filesystem without hard links (FAT answers EPERM)."""
 
 
-class LocalBackend(Backend):
+class LocalBackend(BlockingFiles):
     """Local files: written to a temp file and linked into place, never over an existing
     file, each operation one worker-thread hop; every call that can block runs in a
     worker thread.
@@ -48,7 +48,15 @@ class LocalBackend(Backend):
         return await super().read(path, start, end)
 
     async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        return await self.io.thread(partial(_create, path, data, temp, self.unnamed_files))
+        """An unnamed file linked into place where Linux allows, else the staged way."""
+        if self.unnamed_files:
+            created = await self.io.thread(partial(_create_unnamed, path, data))
+            if created is not None:
+                return created
+        return await super().create(path, data, digest, temp)
+
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        return step(None, *args)  # local files need no connection
 
     async def iter_chunks(self, path: str, chunk_size: int) -> AsyncIterator[bytes]:
         opened: list[BinaryIO] = []  # filled in the worker thread, closed here in any case
@@ -64,20 +72,18 @@ class LocalBackend(Backend):
             for file in opened:
                 file.close()
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._move_healing(
-            lambda: self.io.thread(partial(_link_new, source, destination)),
-            source,
-            destination,
-            digest,
-        )
-
     async def copy_new(
         self, source: str, destination: str, digest: Digest, temp: str, *, link: bool = False
     ) -> bool | None:
         if link:
-            return await self.io.thread(partial(_hard_link, source, destination))
-        return await self.io.thread(partial(_clone_new, source, destination, temp))
+            return await self._run(
+                in_folder, self.steps, destination, _hard_link, source, destination
+            )
+        try:
+            return await self._run(_clone_new, source, destination, temp)
+        except BaseException:
+            await self.discard(temp)
+            raise
 
     async def list_aged(self, folder: str) -> list[Aged]:
         # The kernel stamps each write; this machine's clock is the server's.
@@ -86,7 +92,13 @@ class LocalBackend(Backend):
 
 def _list_aged(folder: str) -> list[Aged]:
     """Files directly in ``folder``, aged since their last write."""
-    written: list[tuple[str, float]] = []
+    written = _files_with_mtimes(None, folder)
+    now = time.time()
+    return [Aged(path, None if mtime is None else age(now, mtime)) for path, mtime in written]
+
+
+def _files_with_mtimes(_: None, folder: str) -> list[tuple[str, float | None]]:
+    written: list[tuple[str, float | None]] = []
     with os.scandir(folder) as entries:
         for entry in entries:
             try:
@@ -94,8 +106,7 @@ def _list_aged(folder: str) -> list[Aged]:
                     written.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
             except FileNotFoundError:  # moved away while listed
                 continue
-    now = time.time()
-    return [Aged(path, age(now, mtime)) for path, mtime in written]
+    return written
 
 
 def _read_whole(path: str) -> bytes:
@@ -111,48 +122,40 @@ def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
     return chunks
 
 
-def _create(path: str, data: bytes, temp: str, unnamed: bool) -> bool:
+def _create_unnamed(path: str, data: bytes) -> bool | None:
+    """``create_unnamed``, unless a file is at ``path`` already (False). A new folder is
+    made here: a blob in a new folder costs one worker-thread hop too."""
     if os.path.exists(path):
         return False
-    if unnamed and (created := create_unnamed(path, data)) is not None:
-        return created
-    try:
-        _write(temp, data)
-        return _move_new(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
-def _write(path: str, data: bytes) -> None:
-    def write() -> None:
-        with open(path, "wb") as file:
-            file.write(data)
-
-    _making_folder(os.path.dirname(path), write)
-
-
-def _making_folder(folder: str, step: Callable[[], T]) -> T:
-    """``step()``, run once more after making ``folder`` if it was missing: a folder
-    costs a call only on the first write under it."""
-    try:
-        return step()
-    except FileNotFoundError:
+    created = create_unnamed(path, data)
+    if created is None and not os.path.isdir(folder := os.path.dirname(path)):
         os.makedirs(folder, exist_ok=True)
-        return step()
+        created = create_unnamed(path, data)
+    return created
 
 
-def _move_new(source: str, destination: str) -> bool:
-    """Move ``source`` to ``destination`` unless a file is there; whether it moved.
-    ``source`` is gone afterwards either way."""
-    moved = _link_new(source, destination)
-    if not moved:
-        os.unlink(source)
-    return moved
+def _size(_: None, path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
 
 
-def _link_new(source: str, destination: str) -> bool:
+def _remove(_: None, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _write(_: None, path: str, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+def _makedirs(_: None, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+
+
+def _link_new(_: None, source: str, destination: str) -> bool:
     """Move ``source`` to ``destination`` unless a file is there; whether it moved. A
     refused ``source`` stays where it is.
 
@@ -161,7 +164,7 @@ def _link_new(source: str, destination: str) -> bool:
     which two writers can race (same bytes either way).
     """
     try:
-        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+        os.link(source, destination)
     except FileExistsError:
         return False
     except OSError as error:
@@ -169,7 +172,7 @@ def _link_new(source: str, destination: str) -> bool:
             raise
         if os.path.exists(destination):
             return False
-        _making_folder(os.path.dirname(destination), partial(os.replace, source, destination))
+        os.replace(source, destination)
         return True
     os.unlink(source)
     return True
@@ -179,41 +182,39 @@ _FICLONE = 0x40049409
 """Linux's ioctl that makes a file share another's blocks (btrfs, XFS, bcachefs)."""
 
 
-def _clone_new(source: str, destination: str, temp: str) -> bool:
-    """Copy ``source`` to ``destination`` in the kernel, unless a file is there: a
-    reflink where the filesystem shares blocks, else ``copy_file_range`` (or a plain
-    copy across filesystems); staged at ``temp`` and linked into place."""
+def _clone_new(_: None, source: str, destination: str, temp: str) -> bool:
+    """Copy ``source`` to ``destination`` in the kernel unless a file is there, staged at
+    ``temp``; the caller removes ``temp`` on failure."""
+    in_folder(None, LocalBackend.steps, temp, _clone, source, temp)
+    return publish(None, LocalBackend.steps, temp, destination)
+
+
+def _clone(_: None, source: str, temp: str) -> None:
+    """Copy ``source`` to the new file ``temp`` in the kernel: a reflink where the
+    filesystem shares blocks, else ``copy_file_range`` (or a plain copy across
+    filesystems). FileNotFoundError if either is missing (``temp``'s folder: made and
+    tried again)."""
     import shutil
 
     try:
         import fcntl  # not on Windows
     except ImportError:
         fcntl = None
-    _making_folder(os.path.dirname(temp), partial(open, temp, "xb")).close()
-    try:
-        cloned = False
+    cloned = False
+    with open(source, "rb") as reading, open(temp, "xb") as writing:
         if fcntl is not None:
-            with (
-                open(source, "rb") as reading,
-                open(temp, "r+b") as writing,
-                contextlib.suppress(OSError),  # no shared blocks here
-            ):
+            with contextlib.suppress(OSError):  # no shared blocks here
                 fcntl.ioctl(writing.fileno(), _FICLONE, reading.fileno())
                 cloned = True
-        if not cloned:
-            shutil.copyfile(source, temp)  # sendfile on Linux: in the kernel
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    return _move_new(temp, destination)
+    if not cloned:
+        shutil.copyfile(source, temp)  # sendfile on Linux: in the kernel
 
 
-def _hard_link(source: str, destination: str) -> bool | None:
+def _hard_link(_: None, source: str, destination: str) -> bool | None:
     """Link ``destination`` to ``source`` unless a file is there; None where the
     filesystem (or a crossing between two) has no hard links."""
     try:
-        _making_folder(os.path.dirname(destination), partial(os.link, source, destination))
+        os.link(source, destination)
     except FileExistsError:
         return False
     except OSError as error:
@@ -221,6 +222,9 @@ def _hard_link(source: str, destination: str) -> bool | None:
             return None
         raise
     return True
+
+
+LocalBackend.steps = Steps(_size, _remove, _write, _link_new, _makedirs, _files_with_mtimes)
 
 
 class Local(ProtocolSpec):

@@ -31,17 +31,15 @@ import posixpath
 import socket
 import stat
 import threading
-import time
 from base64 import b64encode
 from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lakery_fsspec._backends.base import Backend
-from lakery_fsspec._backends.clock import Aged, age
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
+from lakery_fsspec._backends.staged import BlockingFiles, Steps, in_folder
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -62,9 +60,6 @@ T = TypeVar("T")
 
 MAX_CHANNELS = 8
 """SFTP channels per connection at most (OpenSSH's sshd allows 10 sessions by default)."""
-_SMALL = 64 * 2**10
-"""Blobs up to this size are uploaded without checking first whether they are stored:
-the create-only rename tells, for less than the check costs."""
 _READ_REQUEST = 32768
 """paramiko's largest read request; bigger ranges are fetched pipelined (readv)."""
 _READV_SPAN = 2**20
@@ -83,7 +78,7 @@ class UnknownHostKeyError(Exception):
         self.fix = fix
 
 
-class SFTPBackend(Backend):
+class SFTPBackend(BlockingFiles):
     """SFTP via paramiko: pooled channels, create-only renames, checked host keys."""
 
     min_range_size = 4 * 2**20
@@ -92,39 +87,14 @@ class SFTPBackend(Backend):
         super().__init__(protocol, bridge)
         self.channels = channels_for(self.fs)
 
-    async def size(self, path: str) -> int | None:
-        return await self.io.thread(partial(self.channels.run, _size, path))
-
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        return await self.io.thread(partial(self.channels.run, _read, path, start, end))
-
-    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        return await self.io.thread(partial(self.channels.run, _create, path, data, temp))
-
-    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self.io.thread(partial(self.channels.run, _write, path, data))
+        return await self._run(_read, path, start, end)
 
     def open_writer(self, path: str, digest: Digest, block_size: int) -> Writer:
         return _FileWriter(self.channels, path)
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._move_healing(
-            lambda: self.io.thread(partial(self.channels.run, _rename_new, source, destination)),
-            source,
-            destination,
-            digest,
-        )
-
-    async def list_aged(self, folder: str) -> list[Aged]:
-        listed = await self.io.thread(partial(self.channels.run, _ls, folder))
-        # The server stamps each write; its clock now is a probe file's stamp.
-        now = await self.io.thread(partial(self.channels.run, _server_now, folder))
-        if now is None:
-            return [Aged(path, None) for path, _ in listed]
-        return [Aged(path, age(now, mtime)) for path, mtime in listed]
-
-    async def remove(self, path: str) -> None:
-        await self.io.thread(partial(self.channels.run, _remove, path))
+    def _on_connection(self, step: Callable[..., T], /, *args: Any) -> T:
+        return self.channels.run(step, *args)
 
 
 class SFTPDiagnostics(Diagnostics):
@@ -461,33 +431,9 @@ def _read(sftp: Any, path: str, start: int | None, end: int | None) -> bytes:
 
 
 def _write(sftp: Any, path: str, data: bytes) -> None:
-    def write() -> None:
-        with sftp.open(path, "wb") as file:
-            file.set_pipelined(True)
-            file.write(data)
-
-    _making_folder(sftp, posixpath.dirname(path), write)
-
-
-def _create(sftp: Any, path: str, data: bytes, temp: str) -> bool:
-    if len(data) > _SMALL and _size(sftp, path) is not None:
-        return False
-    try:
-        _write(sftp, temp, data)
-        return _move_new(sftp, temp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            _remove(sftp, temp)
-        raise
-
-
-def _move_new(sftp: Any, source: str, destination: str) -> bool:
-    """Rename unless ``destination`` exists; whether it moved. ``source`` is gone
-    afterwards either way."""
-    moved = _rename_new(sftp, source, destination)
-    if not moved:
-        _remove(sftp, source)  # refused: already stored
-    return moved
+    with sftp.open(path, "wb") as file:
+        file.set_pipelined(True)
+        file.write(data)
 
 
 def _rename_new(sftp: Any, source: str, destination: str) -> bool:
@@ -495,28 +441,18 @@ def _rename_new(sftp: Any, source: str, destination: str) -> bool:
     request); whether it moved. A refused ``source`` stays where it is."""
     rename = partial(sftp.rename, source, destination)
     try:
-        _making_folder(sftp, posixpath.dirname(destination), rename)
+        rename()
     except OSError:
         if _size(sftp, destination) is not None:
             return False
         # Refused, then gone: moved away meanwhile (gc's quarantine). Once more.
         try:
-            _making_folder(sftp, posixpath.dirname(destination), rename)
+            rename()
         except OSError:
             if _size(sftp, destination) is None:
                 raise
             return False
     return True
-
-
-def _making_folder(sftp: Any, folder: str, step: Callable[[], T]) -> T:
-    """``step()``, run again after making ``folder`` if it was missing: a folder costs
-    requests only on the first write under it."""
-    try:
-        return step()
-    except FileNotFoundError:
-        _makedirs(sftp, folder)  # nothing if it is there (made meanwhile, or not missing)
-        return step()
 
 
 def _makedirs(sftp: Any, folder: str) -> None:
@@ -547,36 +483,23 @@ def _is_folder(sftp: Any, path: str) -> bool:
         return False
 
 
-def _ls(sftp: Any, folder: str) -> list[tuple[str, float]]:
+def _ls(sftp: Any, folder: str) -> list[tuple[str, float | None]]:
     """Files directly in ``folder`` with their modification times (server's clock)."""
     entries = sftp.listdir_attr(folder)
     base = folder.rstrip("/")
     return [
-        (f"{base}/{entry.filename}", float(entry.st_mtime or 0))
+        (f"{base}/{entry.filename}", None if entry.st_mtime is None else float(entry.st_mtime))
         for entry in entries
         if not stat.S_ISDIR(entry.st_mode or 0)
     ]
 
 
-def _server_now(sftp: Any, folder: str) -> float | None:
-    """The server's clock now: the modification time of a probe file written in
-    ``folder`` (None where that is not allowed: a read-only account)."""
-    probe = f"{folder.rstrip('/')}/.clock-{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"
-    try:
-        with sftp.open(probe, "wb"):
-            pass
-    except PermissionError:
-        return None
-    try:
-        return float(sftp.stat(probe).st_mtime)
-    finally:
-        with contextlib.suppress(OSError):
-            sftp.remove(probe)
-
-
 def _remove(sftp: Any, path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         sftp.remove(path)
+
+
+SFTPBackend.steps = Steps(_size, _remove, _write, _rename_new, _makedirs, _ls)
 
 
 class _FileWriter:
@@ -589,7 +512,7 @@ class _FileWriter:
         self._channels = channels
         self._path = path
         self._written = 0
-        channels.run(_write, path, b"")
+        channels.run(in_folder, SFTPBackend.steps, path, _write, path, b"")
 
     def write(self, data: bytes | memoryview, /) -> None:
         self._channels.run(_write_at, self._path, self._written, data)

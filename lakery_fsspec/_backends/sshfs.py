@@ -10,16 +10,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import posixpath
+import stat
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from lakery_fsspec._backends.base import Backend, blocks, cleanup
-from lakery_fsspec._backends.clock import Aged, age
+from lakery_fsspec._backends.base import blocks, cleanup
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
+from lakery_fsspec._backends.staged import StagedFiles
 from lakery_fsspec._bridge import Bridge, Reconnect
 from lakery_fsspec._errors import StorageUnavailableError
-from lakery_fsspec._temp import temp_name
 
 if TYPE_CHECKING:
     from labox.core.storage import Digest
@@ -29,10 +29,6 @@ __all__ = ["SSHFS", "SSHFSBackend", "SSHFSDiagnostics"]
 T = TypeVar("T")
 
 _DEFAULT_PORT = 22
-_PRECHECK_SIZE = 2**20
-"""Blobs at least this large are looked for before they are uploaded (a stat is cheaper
-than uploading a copy the rename then refuses)."""
-
 # asyncssh's exceptions that mean the connection or the server went away (matched by
 # name: asyncssh is imported only where sshfs is used).
 _GONE = frozenset(
@@ -46,7 +42,7 @@ _GONE = frozenset(
 )
 
 
-class SSHFSBackend(Backend):
+class SSHFSBackend(StagedFiles):
     """SFTP through sshfs (``sshfs.spec.SSHFileSystem``, asyncssh), on fsspec's IO loop.
 
     - Writes go to a temp file and are published with a plain SFTP ``rename``, which
@@ -95,28 +91,13 @@ class SSHFSBackend(Backend):
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        """A temp file renamed into place: the rename refuses an existing object."""
-        await self._sweep()
-        if len(data) >= _PRECHECK_SIZE and await self.exists(path):
-            return False
-        try:
-            await self._sftp(lambda sftp: _write_file(sftp, temp, data))
-            return await self._sftp(lambda sftp: _rename_new(sftp, temp, path))
-        except BaseException:
-            await self.discard(temp)
-            raise
-
-    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self._sftp(lambda sftp: _write_file(sftp, path, data))
-
     async def upload(
         self, path: str, stream: AsyncIterable[bytes], digest: Digest, chunk_size: int
     ) -> None:
         """Write a stream to an SFTP file handle block by block (one block in memory)."""
         await self._sweep()
         block_size = self.block_size(chunk_size)
-        file = await self._sftp(lambda sftp: _open_new(sftp, path))
+        file = await self._making_folder(path, lambda: self._sftp(lambda sftp: _open(sftp, path)))
         try:
             offset = 0
             async with contextlib.aclosing(blocks(stream, block_size)) as gathered:
@@ -128,17 +109,23 @@ class SSHFSBackend(Backend):
             # On failure the caller removes the temp file; close it first either way.
             await cleanup(self._sftp(lambda _: file.close()), f"close sftp://{path}")
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        """An SFTP rename, refused (and the source removed) if ``destination`` exists."""
-        return await self._move_healing(
-            lambda: self._sftp(lambda sftp: _rename_new(sftp, source, destination, keep=True)),
-            source,
-            destination,
-            digest,
-        )
+    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
+        await self._sftp(lambda sftp: _write_file(sftp, path, data))
 
-    async def _move_over(self, source: str, destination: str) -> None:
-        await self._sftp(lambda sftp: _rename_over(sftp, source, destination))
+    async def _rename_new(self, source: str, destination: str) -> bool:
+        await self._sweep()  # every blob and stream is published here (not probes)
+        return await self._sftp(lambda sftp: _rename_new(sftp, source, destination))
+
+    async def _make_folders(self, folder: str) -> None:
+        await self._sftp(lambda sftp: _makedirs(sftp, folder))
+
+    async def _files_with_mtimes(self, folder: str) -> list[tuple[str, float | None]]:
+        entries = await self._sftp(lambda sftp: sftp.readdir(folder))
+        return [
+            (posixpath.join(folder.rstrip("/"), entry.filename), entry.attrs.mtime)
+            for entry in entries
+            if not stat.S_ISDIR(entry.attrs.permissions or 0)  # also . and ..
+        ]
 
     async def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -163,28 +150,6 @@ class SSHFSBackend(Backend):
             except BaseException:
                 self._orphans.add(temp)
                 raise
-
-    # --- listing and clean-up -------------------------------------------------------------
-
-    async def list_aged(self, folder: str) -> list[Aged]:
-        """Temps aged by the server's clock: a probe file's modification time is its "now"
-        (the probe is named like a temp, so a crash between its steps leaves nothing that
-        clean-up misses). A read-only account gets the writer's clock in the names."""
-
-        async def listing(sftp: Any) -> list[Aged]:
-            entries = [e for e in await sftp.readdir(folder) if e.filename not in (".", "..")]
-            if not entries:
-                return []
-            now = await _server_now(sftp, posixpath.join(folder, temp_name()))
-            return [
-                Aged(
-                    posixpath.join(folder, e.filename),
-                    None if now is None or e.attrs.mtime is None else age(now, e.attrs.mtime),
-                )
-                for e in entries
-            ]
-
-        return await self._sftp(listing)
 
     # --- the SFTP channel -----------------------------------------------------------------
 
@@ -289,19 +254,12 @@ async def _mapped(step: Awaitable[T]) -> T:
         raise PermissionError(errno.EACCES, error.reason) from error
 
 
-async def _open_new(sftp: Any, path: str) -> Any:
-    """Open ``path`` for writing, making its folder if missing."""
-    import asyncssh
-
-    try:
-        return await sftp.open(path, "wb", block_size=-1)
-    except asyncssh.SFTPNoSuchFile:
-        await _makedirs(sftp, posixpath.dirname(path))
-        return await sftp.open(path, "wb", block_size=-1)
+async def _open(sftp: Any, path: str) -> Any:
+    return await sftp.open(path, "wb", block_size=-1)
 
 
 async def _write_file(sftp: Any, path: str, data: bytes) -> None:
-    file = await _open_new(sftp, path)
+    file = await _open(sftp, path)
     try:
         if data:
             await file.write(data, 0)
@@ -313,24 +271,18 @@ def _writing(file: Any, block: bytes, offset: int) -> Callable[[Any], Awaitable[
     return lambda _: file.write(block, offset)
 
 
-async def _rename_new(sftp: Any, source: str, destination: str, *, keep: bool = False) -> bool:
+async def _rename_new(sftp: Any, source: str, destination: str) -> bool:
     """Rename unless ``destination`` exists (SFTP v3 ``rename`` refuses it in the same
-    request); whether it moved. A refused source is removed, unless ``keep``."""
+    request); whether it moved. A refused source stays where it is."""
     import asyncssh
 
-    for attempt in range(2):
-        try:
-            await sftp.rename(source, destination)
-            return True
-        except asyncssh.SFTPError as refused:
-            if await sftp.exists(destination):
-                if not keep:
-                    await _remove_quietly(sftp, source)
-                return False
-            if attempt or not isinstance(refused, asyncssh.SFTPNoSuchFile):
-                raise
-            await _makedirs(sftp, posixpath.dirname(destination))
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        await sftp.rename(source, destination)
+    except asyncssh.SFTPError:
+        if await sftp.exists(destination):
+            return False
+        raise
+    return True
 
 
 async def _makedirs(sftp: Any, folder: str) -> None:
@@ -359,34 +311,6 @@ async def _mkdir_quietly(sftp: Any, folder: str) -> None:
     except asyncssh.SFTPError:
         if not await sftp.isdir(folder):  # another writer made it meanwhile
             raise
-
-
-async def _rename_over(sftp: Any, source: str, destination: str) -> None:
-    await _makedirs(sftp, posixpath.dirname(destination))
-    await sftp.posix_rename(source, destination)
-
-
-async def _remove_quietly(sftp: Any, path: str) -> None:
-    import asyncssh
-
-    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-        await sftp.remove(path)
-
-
-async def _server_now(sftp: Any, probe: str) -> float | None:
-    """The server's time: the modification time of a file written just now (None if the
-    account may not write there)."""
-    import asyncssh
-
-    try:
-        await _write_file(sftp, probe, b"")
-    except asyncssh.SFTPError:
-        return None
-    try:
-        mtime = (await sftp.stat(probe)).mtime
-    finally:
-        await _remove_quietly(sftp, probe)
-    return None if mtime is None else float(mtime)
 
 
 class SSHFS(ProtocolSpec):

@@ -22,10 +22,10 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from lakery_fsspec._backends.base import Backend
 from lakery_fsspec._backends.clock import Aged, age, server_time
 from lakery_fsspec._backends.diagnostics import Diagnosis, Diagnostics
 from lakery_fsspec._backends.spec import ProtocolSpec
+from lakery_fsspec._backends.staged import StagedFiles
 
 if TYPE_CHECKING:
     import httpx
@@ -70,7 +70,7 @@ class WebdavDenied(WebdavError, PermissionError):
     """401 (the user or password is wrong) or 403 (the user may not do this)."""
 
 
-class WebdavBackend(Backend):
+class WebdavBackend(StagedFiles):
     """WebDAV (RFC 4918) servers through webdav4's filesystem and its httpx client.
 
     - Blobs: PUT to a temp path, then MOVE to the final path with ``Overwrite: F``, in
@@ -158,6 +158,11 @@ class WebdavBackend(Backend):
     def _forget(self, folder: str) -> None:
         self._folders.discard(folder)
 
+    def _missing(self, folder: str) -> FileNotFoundError:
+        """A 409's meaning: ``folder`` is missing (made, and the request sent again)."""
+        self._forget(folder)
+        return FileNotFoundError(errno.ENOENT, "No such folder", folder)
+
     # --- objects --------------------------------------------------------------------------
 
     async def size(self, path: str) -> int | None:
@@ -191,33 +196,19 @@ class WebdavBackend(Backend):
             whole = response.status_code == 200
         return data[start:end] if ranged and whole else data
 
-    async def create(self, path: str, data: bytes, digest: Digest, temp: str) -> bool:
-        """PUT to ``temp``, then MOVE without overwriting: a 412 means already stored."""
-        await self.put(temp, data, digest)
-        try:
-            # Not self.move: the storage checks a refused blob's size itself.
-            moved = await self.io.thread(partial(self._move, temp, path))
-        except BaseException:
-            await self.discard(temp)
-            raise
-        if not moved:
-            await self.remove(temp)
-        return moved
-
-    async def put(self, path: str, data: bytes, digest: Digest, **options: Any) -> None:
-        await self.io.thread(partial(self._put, path, data, self._headers(digest)))
+    async def _write_file(self, path: str, data: bytes, digest: Digest | None = None) -> None:
+        headers = {} if digest is None else self._headers(digest)
+        await self.io.thread(partial(self._put, path, data, headers))
 
     def _put(self, path: str, data: bytes, headers: dict[str, str]) -> None:
         folder = posixpath.dirname(path)
-        self._ensure_folder(folder)
+        self._ensure_folder(folder)  # before: a refused PUT has sent its whole body
         # In slices of a known total: httpcore sends a body part with a loop that copies
         # what is left after each send(), quadratic in the part's size.
         headers = {**headers, "Content-Length": str(len(data))}
         response = self._request("PUT", path, content=_slices(data), headers=headers)
         if response.status_code == 409:  # the folder went away behind this process's back
-            self._forget(folder)
-            self._ensure_folder(folder)
-            response = self._request("PUT", path, content=_slices(data), headers=headers)
+            raise self._missing(folder)
         self._check("PUT", path, response, (200, 201, 204))
 
     def _headers(self, digest: Digest) -> dict[str, str]:
@@ -229,25 +220,18 @@ class WebdavBackend(Backend):
         self._ensure_folder(posixpath.dirname(path))
         return StreamedPut(self, path, self._headers(digest))
 
-    async def move(self, source: str, destination: str, digest: Digest) -> bool:
-        return await self._move_healing(
-            lambda: self.io.thread(partial(self._move, source, destination)),
-            source,
-            destination,
-            digest,
-        )
+    async def _rename_new(self, source: str, destination: str) -> bool:
+        return await self.io.thread(partial(self._move, source, destination))
 
     def _move(self, source: str, destination: str) -> bool:
+        """MOVE with ``Overwrite: F``: a 412 means ``destination`` exists."""
         # Without the user and password a base_url may carry (httpx sends them as
         # Authorization): a Destination with userinfo names another server to WebDAV.
         target = self._url(destination).copy_with(username=None, password=None)
         headers = {"Destination": str(target), "Overwrite": "F"}
         response = self._request("MOVE", source, headers=headers)
         if response.status_code == 409:  # the destination's folder is missing
-            folder = posixpath.dirname(destination)
-            self._forget(folder)
-            self._ensure_folder(folder)
-            response = self._request("MOVE", source, headers=headers)
+            raise self._missing(posixpath.dirname(destination))
         if response.status_code == 412:  # Overwrite: F refused: already stored
             return False  # the source stays: the caller removes it
         if response.status_code >= 500 and self._size(destination) is not None:
@@ -257,6 +241,9 @@ class WebdavBackend(Backend):
             return False
         self._check("MOVE", source, response, (201, 204))
         return True
+
+    async def _make_folders(self, folder: str) -> None:
+        await self.io.thread(partial(self._ensure_folder, folder))
 
     async def remove(self, path: str) -> None:
         await self.io.thread(partial(self._delete, path))
