@@ -94,7 +94,8 @@ def objects(backend: BackendInfo, storage: FsspecStorage) -> list[str]:
     fs = backend.fs()
     root = storage.location.root
     fs.invalidate_cache()
-    return sorted(path[len(root) + 1 :] for path in fs.find(root))
+    found = (path[len(root) + 1 :] for path in fs.find(root))
+    return sorted(path for path in found if not path.startswith(".lakery-fresh/"))
 
 
 async def test_the_protocols_backend_steps_aside_and_pointers_name_the_protocol(
