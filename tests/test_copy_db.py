@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from conftest import BackendInfo
+from gcdb import pointers
 from helpers import CHUNK, digest_of, payload
 from labox.builtin import StorableValue
-from labox.core import BaseRecord, ContentRecord, ManifestRecord, Registry, load_one, save_one
-from sqlalchemy import select
+from labox.core import BaseRecord, ManifestRecord, Registry, load_one, save_one
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from lakery_fsspec import FsspecStorage
@@ -57,16 +57,6 @@ async def _records(tmp_path: Path) -> tuple[str, list[Any], Any]:
     return url, saved, other
 
 
-async def _configs(url: str) -> list[dict[str, Any]]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as connection:
-            rows = await connection.execute(select(ContentRecord.storage_config))
-            return [json.loads(row[0]) for row in rows]
-    finally:
-        await engine.dispose()
-
-
 async def _load(url: str, saved: list[Any], storage: FsspecStorage) -> list[Any]:
     engine = create_async_engine(url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -94,7 +84,7 @@ def test_db_copies_only_what_records_point_at(
     dst = make(backend, dst_url)
     found = backend.fs().find(dst.location.root)
     assert len(found) == 4  # not the garbage, not lake C's object
-    configs = asyncio.run(_configs(url))
+    configs = asyncio.run(pointers(url))
     assert all(c["root"] != dst.location.root for c in configs)  # no --rewrite: untouched
 
 
@@ -110,7 +100,7 @@ def test_rewrite_points_the_records_at_dst(
     assert main([*args, *dst_options(backend)]) == 0
     assert "4 labox record(s) rewritten" in capsys.readouterr().err
     dst = make(backend, dst_url)
-    configs = asyncio.run(_configs(url))
+    configs = asyncio.run(pointers(url))
     assert sum(c["root"] == dst.location.root for c in configs) == 4
     assert sum(c["root"] == str(tmp_path / "C") for c in configs) == 1  # another lake's
     shutil.rmtree(tmp_path / "A")
@@ -126,7 +116,7 @@ def test_a_record_whose_object_is_not_copied_is_not_rewritten(
     backend: BackendInfo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, _, _ = asyncio.run(_records(tmp_path))
-    configs = asyncio.run(_configs(url))
+    configs = asyncio.run(pointers(url))
     rotten = next(c for c in configs if c["root"] == str(tmp_path / "A"))
     target = tmp_path / "A" / rotten["path"]
     target.write_bytes(b"?" + target.read_bytes()[1:])
@@ -136,7 +126,7 @@ def test_a_record_whose_object_is_not_copied_is_not_rewritten(
     out, err = capsys.readouterr()
     assert "corrupt: " in out
     assert "3 labox record(s) rewritten" in err
-    after = asyncio.run(_configs(url))
+    after = asyncio.run(pointers(url))
     assert rotten in after  # still names A, where its (damaged) object is
     with pytest.raises(SystemExit, match="2"):
         main(["copy", "--rewrite", str(tmp_path / "A"), dst_url])
@@ -162,14 +152,14 @@ def test_a_resumed_rewrite_rewrites_what_earlier_runs_landed(
     assert "2 object(s) handled by earlier runs" in err
     assert "4 labox record(s) rewritten" in err  # the journal's two as well
     dst = make(backend, dst_url)
-    assert sum(c["root"] == dst.location.root for c in asyncio.run(_configs(url))) == 4
+    assert sum(c["root"] == dst.location.root for c in asyncio.run(pointers(url))) == 4
 
 
 def test_a_resumed_copy_says_it_does_not_retry_what_was_not_copied(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, _, _ = asyncio.run(_records(tmp_path))
-    configs = asyncio.run(_configs(url))
+    configs = asyncio.run(pointers(url))
     rotten = next(c for c in configs if c["root"] == str(tmp_path / "A"))
     target = tmp_path / "A" / rotten["path"]
     target.write_bytes(b"?" + target.read_bytes()[1:])
