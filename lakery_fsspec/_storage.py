@@ -153,13 +153,7 @@ class FsspecStorage(Storage[FsspecPointer]):
         path = route(self._writable_router(), digest, tags)
         final = self._join(self.location.root, path)
         backend = (await self._opened("write_data", final)).target
-        with _located("write_data", backend, final):
-            written = await backend.create(final, data, digest, self._temp_path())
-            # Already there: one stat tells the content from a damaged object (replaced).
-            if not written and not await backend.intact(final, len(data)):
-                written = await backend.create(final, data, digest, self._temp_path())
-            if not written:
-                await freshen(backend, self.location.root, path)  # for gc: reused just now
+        written = await self._created("write_data", backend, final, data, digest)
         operation = "write_data" if written else "write_data (exists)"
         _log(operation, backend, final, len(data), started)
         return self._pointer(path, digest)
@@ -222,8 +216,8 @@ class FsspecStorage(Storage[FsspecPointer]):
                 path = route(router, digest, tags)
                 final = self._join(self.location.root, path)
                 backend = (await self._opened("write_data_stream", final)).target
-                whole = _chained(head, None)
-                moved = await self._store_at("write_data_stream", backend, final, whole, digest)
+                whole = b"".join(head)
+                moved = await self._created("write_data_stream", backend, final, whole, digest)
                 break
             size += len(head[-1])
         else:
@@ -238,8 +232,8 @@ class FsspecStorage(Storage[FsspecPointer]):
                 with _located("write_data_stream", backend, final):
                     # Create-only where the store can refuse; a refusal is "already stored".
                     moved = await backend.move(temp, final, digest)
-                    if not moved:
-                        await freshen(backend, self.location.root, path)  # for gc: reused
+                if not moved:
+                    await self._freshen("write_data_stream", backend, final)
             except BaseException:
                 await backend.discard(temp)
                 raise
@@ -413,20 +407,36 @@ class FsspecStorage(Storage[FsspecPointer]):
         one chunk for objects up to ``chunk_size``, one upload block for larger ones."""
         if digest["content_size"] <= self.chunk_size:
             data = b"".join([chunk async for chunk in data_stream])
-            with _located(operation, backend, final):
-                written = await backend.create(final, data, digest, self._temp_path())
-                if not written and not await backend.intact(final, len(data)):
-                    written = await backend.create(final, data, digest, self._temp_path())
-        else:
-            with _located(operation, backend, final):
-                written = await backend.upload_new(
-                    final, data_stream, digest, self.chunk_size, self._temp_path()
-                )
-        root = self.location.root.rstrip("/") + "/"
-        if not written and final.startswith(root):
-            with _located(operation, backend, final):
-                await freshen(backend, self.location.root, final[len(root) :])  # for gc
+            return await self._created(operation, backend, final, data, digest)
+        with _located(operation, backend, final):
+            written = await backend.upload_new(
+                final, data_stream, digest, self.chunk_size, self._temp_path()
+            )
+        if not written:
+            await self._freshen(operation, backend, final)
         return written
+
+    async def _created(
+        self, operation: str, backend: Backend, final: str, data: bytes, digest: Digest
+    ) -> bool:
+        """Write a blob at ``final`` create-only; whether it was written. An object there
+        of another size is damage, replaced; one of its size is the content, freshened."""
+        with _located(operation, backend, final):
+            written = await backend.create(final, data, digest, self._temp_path())
+            # Already there: one stat tells the content from a damaged object (replaced).
+            if not written and not await backend.intact(final, len(data)):
+                written = await backend.create(final, data, digest, self._temp_path())
+        if not written:
+            await self._freshen(operation, backend, final)
+        return written
+
+    async def _freshen(self, operation: str, backend: Backend, final: str) -> None:
+        """Tell gc that the object at ``final`` (under this storage's root) was reused
+        just now by a write that found it stored."""
+        root = self.location.root.rstrip("/") + "/"
+        if final.startswith(root):
+            with _located(operation, backend, final):
+                await freshen(backend, self.location.root, final[len(root) :])
 
     def _writable_router(self) -> Router:
         if self.router is None:
@@ -706,14 +716,13 @@ class _ProcessState:
 _warned_process_local: int | None = None
 
 
-async def _chained(head: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncGenerator[bytes]:
-    """The chunks already taken from a stream, then the rest of it (if not at its end)."""
+async def _chained(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
+    """The chunks already taken from a stream, then the rest of it."""
     head.reverse()  # handed out from the end: each one let go of as it goes
     while head:
         yield head.pop()
-    if rest is not None:
-        async for chunk in rest:
-            yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 def _warn_process_local(backend: Backend) -> None:

@@ -76,20 +76,19 @@ async def drop(url: str, manifest_ids: Iterable[Any]) -> None:
 
 
 async def manifests(url: str) -> list[Any]:
-    engine = engine_of(url)
-    try:
-        async with engine.connect() as connection:
-            return [row[0] for row in await connection.execute(select(ManifestRecord.id))]
-    finally:
-        await engine.dispose()
+    return await _column(url, ManifestRecord.id)
 
 
 async def pointers(url: str) -> list[FsspecPointer]:
+    return [json.loads(config) for config in await _column(url, ContentRecord.storage_config)]
+
+
+async def _column(url: str, column: Any) -> list[Any]:
+    """Every row's value of ``column``."""
     engine = engine_of(url)
     try:
         async with engine.connect() as connection:
-            rows = await connection.execute(select(ContentRecord.storage_config))
-            return [json.loads(row[0]) for row in rows]
+            return [row[0] for row in await connection.execute(select(column))]
     finally:
         await engine.dispose()
 

@@ -20,7 +20,7 @@ from labox.builtin import StorableValue
 from labox.core import BaseRecord, ManifestRecord, Registry, load_one, save_one
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from lakery_fsspec import FsspecStorage
+from lakery_fsspec import FsspecPointer, FsspecStorage
 from lakery_fsspec.cli import main
 
 pytestmark = pytest.mark.backends("local", "s3")
@@ -116,10 +116,7 @@ def test_a_record_whose_object_is_not_copied_is_not_rewritten(
     backend: BackendInfo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, _, _ = asyncio.run(_records(tmp_path))
-    configs = asyncio.run(pointers(url))
-    rotten = next(c for c in configs if c["root"] == str(tmp_path / "A"))
-    target = tmp_path / "A" / rotten["path"]
-    target.write_bytes(b"?" + target.read_bytes()[1:])
+    rotten = _rot_one(url, tmp_path / "A")
     dst_url = backend.new_url()
     args = ["copy", str(tmp_path / "A"), dst_url, "--db", url, "--rewrite"]
     assert main([*args, *dst_options(backend)]) == 1
@@ -159,10 +156,7 @@ def test_a_resumed_copy_says_it_does_not_retry_what_was_not_copied(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, _, _ = asyncio.run(_records(tmp_path))
-    configs = asyncio.run(pointers(url))
-    rotten = next(c for c in configs if c["root"] == str(tmp_path / "A"))
-    target = tmp_path / "A" / rotten["path"]
-    target.write_bytes(b"?" + target.read_bytes()[1:])
+    _rot_one(url, tmp_path / "A")
     journal = str(tmp_path / "copy.journal")
     args = ["copy", str(tmp_path / "A"), str(tmp_path / "B"), "--resume", journal]
     assert main(args) == 1
@@ -171,3 +165,11 @@ def test_a_resumed_copy_says_it_does_not_retry_what_was_not_copied(
     out, err = capsys.readouterr()
     assert "corrupt: " in out  # the earlier run's problem, told again
     assert "1 of them were not copied and are not retried by --resume" in err
+
+
+def _rot_one(url: str, root: Path) -> FsspecPointer:
+    """Damage (same size) the object of one record under ``root``; its pointer."""
+    rotten = next(c for c in asyncio.run(pointers(url)) if c["root"] == str(root))
+    target = root / rotten["path"]
+    target.write_bytes(b"?" + target.read_bytes()[1:])
+    return rotten
